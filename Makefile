@@ -1,0 +1,35 @@
+# The two commands of the README's quick start: `make demo` and `make test`.
+# torch is pinned here (a local CPU wheel on our machines installs in seconds); the
+# package itself keeps an open range for users.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_PIN ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+DEMO_DIR ?= .memadvise/demo
+
+.PHONY: venv demo test bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH_PIN)"
+	$(PIP) install -q -e ".[test,bench]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) -m memadvise profile sample_models/gpt.py --out $(DEMO_DIR)/profile.json
+	$(PY) -m memadvise show --profile $(DEMO_DIR)/profile.json
+	$(PY) -m memadvise suggest --profile $(DEMO_DIR)/profile.json --out $(DEMO_DIR)/plan.json
+	$(PY) -m memadvise apply --plan $(DEMO_DIR)/plan.json --rank 1 --patch $(DEMO_DIR)/plan.patch --verify
+
+test: venv
+	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .memadvise .pytest_cache

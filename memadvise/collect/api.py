@@ -1,0 +1,77 @@
+"""``profile_script``: the library entry point of the collection stage."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from memadvise._errors import UsageError
+from memadvise.collect.build import build_profile
+from memadvise.collect.calibrate import calibrate
+from memadvise.collect.nvml import NvmlSampler
+from memadvise.collect.session import ProfileSession
+from memadvise.schema.profile import Profile, write_profile
+
+
+def profile_script(
+    script: str | os.PathLike,
+    args: Sequence[str] = (),
+    *,
+    warmup: int = 1,
+    steps: int = 3,
+    timing_steps: int = 2,
+    timeout: float | None = None,
+    out: str | os.PathLike | None = None,
+    progress: Callable[[int, int], Any] | None = None,
+    calibrate_overheads: bool = True,
+) -> Profile:
+    """Run ``script`` with ``args`` for warmup + timing + recorded steps and return its profile.
+
+    ``out``: where to write the profile (atomically); nothing is written if the run fails.
+
+    Example::
+
+        profile = profile_script("train.py", ["--batch", "8"], steps=3)
+        print(profile.summary["peak_bytes"])
+    """
+    if warmup < 0 or steps < 1 or timing_steps < 0:
+        raise UsageError("--steps must be at least 1, --warmup and --timing-steps at least 0")
+    if timeout is not None and timeout <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    if out is not None:
+        _check_writable(Path(out))
+    session = ProfileSession(
+        script, list(args), warmup=warmup, steps=steps, timing_steps=timing_steps,
+        timeout=timeout, progress=progress,
+    )
+    sampler = NvmlSampler.for_device_type("cuda" if _cuda_likely() else "cpu")
+    with sampler:
+        raw = session.run()
+    calibration = calibrate(raw.device) if calibrate_overheads else {}
+    doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw))
+    path = Path(out) if out is not None else None
+    if path is not None:
+        write_profile(doc, path)
+    return Profile(doc=doc, path=path)
+
+
+def _cuda_likely() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:
+        return False
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before running the script, not after, when the profile cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if path.is_dir():
+        raise UsageError(f"output path {str(path)!r} is a folder")
+    if not os.access(probe, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"output path {str(path)!r} is not writable")

@@ -1,0 +1,551 @@
+"""Turn a finished recording into a profile document (see ``memadvise.schema.profile``).
+
+This is where raw columns become the words of DESIGN.md: categories of every storage,
+per-step peaks and activation memory, per-unit figures, and the trace of the
+representative step that ``suggest`` simulates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import socket
+import statistics
+import sys
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import memadvise
+from memadvise.analysis.timeline import FOREVER, live_by_category, live_bytes
+from memadvise.collect.recorder import PHASE_BACKWARD, PHASE_FORWARD, Recorder
+from memadvise.collect.session import RawRun
+from memadvise.schema.categories import N_CATEGORIES, Category
+from memadvise.schema.profile import FORMAT, SCHEMA_VERSION
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def environment(device: torch.device) -> dict:
+    env: dict[str, Any] = {
+        "torch": torch.__version__.split("+")[0],
+        "torch_build": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(),
+        "device": {"type": device.type, "index": device.index, "name": None, "total_memory_bytes": None},
+        "cuda": None,
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env["device"]["name"] = props.name
+        env["device"]["total_memory_bytes"] = int(props.total_memory)
+        env["cuda"] = {
+            "version": torch.version.cuda,
+            "capability": list(torch.cuda.get_device_capability(device)),
+        }
+    else:
+        env["device"]["name"] = platform.processor() or platform.machine() or "cpu"
+        try:
+            env["device"]["total_memory_bytes"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            pass
+    return env
+
+
+def _fqn_map(root: torch.nn.Module | None) -> dict[int, str]:
+    names: dict[int, str] = {}
+    if root is None:
+        return names
+    for name, module in root.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), name)
+    return names
+
+
+class _Arrays:
+    """The recorder's columns as numpy arrays."""
+
+    def __init__(self, rec: Recorder) -> None:
+        self.op_clock = np.asarray(rec.op_clock, dtype=np.int64)
+        self.op_phase = np.asarray(rec.op_phase, dtype=np.int8)
+        self.op_call = np.asarray(rec.op_call, dtype=np.int64)
+        self.op_node = np.asarray(rec.op_node, dtype=np.int64)
+        self.op_dur = np.asarray(rec.op_dur_ns, dtype=np.float64)
+        self.st_bytes = np.asarray(rec.st_bytes, dtype=np.int64)
+        self.st_device = np.asarray(rec.st_device, dtype=np.int64)
+        self.st_alloc = np.asarray(rec.st_alloc_clock, dtype=np.int64)
+        self.st_free = np.asarray(rec.st_free_clock, dtype=np.int64)
+        self.st_free_n = np.where(self.st_free < 0, FOREVER, self.st_free)
+        self.st_alloc_op = np.asarray(rec.st_alloc_op, dtype=np.int64)
+        self.sv_storage = np.asarray(rec.sv_storage, dtype=np.int64)
+        self.sv_pack = np.asarray(rec.sv_pack_clock, dtype=np.int64)
+        self.sv_phase = np.asarray(rec.sv_phase, dtype=np.int8)
+
+
+def _categorize(rec: Recorder, arr: _Arrays, boundaries: list[tuple[int, int, int]], steps: list) -> np.ndarray:
+    """Category of every storage (precedence: parameter > gradient > optimizer > input > activation)."""
+    n = len(rec.st_bytes)
+    cat = np.full(n, int(Category.TEMPORARY), dtype=np.int8)
+
+    # activation: saved by autograd in a forward, or made inside a module in a forward,
+    # live when its backward starts and freed during that backward (what checkpoint
+    # machinery holds without saved-tensor hooks: selective-checkpoint caches)
+    saved_fwd = arr.sv_storage[(arr.sv_phase == PHASE_FORWARD) & (arr.sv_storage >= 0)]
+    cat[np.unique(saved_fwd)] = int(Category.ACTIVATION)
+    if n:
+        alloc_phase = np.full(n, -1, dtype=np.int8)
+        has_op = arr.st_alloc_op >= 0
+        alloc_phase[has_op] = arr.op_phase[arr.st_alloc_op[has_op]]
+        in_module = np.asarray(rec.st_call, dtype=np.int64) >= 0
+        for step_start, boundary, segment_end in boundaries:
+            held = (
+                (alloc_phase == PHASE_FORWARD)
+                & in_module
+                & (arr.st_alloc >= step_start)
+                & (arr.st_alloc < boundary)
+                & (arr.st_free_n > boundary)
+                & (arr.st_free_n < segment_end)
+            )
+            cat[held] = int(Category.ACTIVATION)
+
+    # input: the batch — made outside any module before the step's first top-level module
+    # call and still live when it starts, or pre-existing and handed to a top-level call
+    first_top: dict[int, int] = {}
+    for call, parent in enumerate(rec.call_parent):
+        if parent == -1 and rec.call_phase[call] == PHASE_FORWARD:
+            first_top.setdefault(_step_of(steps, rec.call_start_clock[call]), rec.call_start_clock[call])
+            for sid in rec.call_inputs[call]:
+                if rec.st_alloc_clock[sid] < 0:
+                    cat[sid] = int(Category.INPUT)
+    for i, mark in enumerate(steps):
+        t_top = first_top.get(i)
+        if t_top is None:
+            continue
+        made_outside = np.asarray(rec.st_call, dtype=np.int64) == -1
+        sel = made_outside & (arr.st_alloc >= mark.start_clock) & (arr.st_alloc < t_top) & (arr.st_free_n > t_top)
+        cat[sel] = int(Category.INPUT)
+    for sids, c in ((rec.opt_sids, Category.OPTIMIZER_STATE), (rec.grad_sids, Category.GRADIENT), (rec.param_sids, Category.PARAMETER)):
+        if sids:
+            cat[np.fromiter(sids, dtype=np.int64)] = int(c)
+    return cat
+
+
+def _step_of(steps: list, clock: int) -> int:
+    for i, mark in enumerate(steps):
+        if mark.start_clock <= clock and (mark.end_clock < 0 or clock < mark.end_clock):
+            return i
+    return -1
+
+
+def _backward_segments(arr: _Arrays, op_lo: int, op_hi: int, step_end_clock: int) -> list[tuple[int, int]]:
+    """(boundary clock, end clock) of each forward→backward transition in ops [lo, hi)."""
+    out = []
+    phases = arr.op_phase[op_lo:op_hi]
+    clocks = arr.op_clock[op_lo:op_hi]
+    i = 0
+    n = len(phases)
+    while i < n:
+        if phases[i] == PHASE_BACKWARD and (i == 0 or phases[i - 1] != PHASE_BACKWARD):
+            j = i
+            while j < n and phases[j] == PHASE_BACKWARD:
+                j += 1
+            end = int(clocks[j]) if j < n else step_end_clock
+            out.append((int(clocks[i]), end))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | None = None) -> dict:
+    rec = raw.recorder
+    root = raw.root.module if raw.root is not None else None
+    if root is not None:
+        rec.note_module_state(root)
+    for module in rec.modules:
+        rec.note_module_state(module)
+    arr = _Arrays(rec)
+    devices = rec.devices()
+    train_key = str(raw.device if raw.device.index is not None or raw.device.type == "cpu" else torch.device(raw.device.type, 0))
+    train_dev = devices.index(train_key) if train_key in devices else -1
+    on_dev = arr.st_device == train_dev
+
+    # step boundaries and backward segments
+    steps = rec.steps
+    seg_per_step: list[list[tuple[int, int]]] = []
+    boundaries: list[tuple[int, int, int]] = []
+    for mark in steps:
+        segs = _backward_segments(arr, mark.start_op, mark.end_op, mark.end_clock)
+        seg_per_step.append(segs)
+        boundaries.extend((mark.start_clock, b, e) for b, e in segs)
+    cat = _categorize(rec, arr, boundaries, steps)
+
+    step_docs = []
+    for mark, segs in zip(steps, seg_per_step):
+        step_docs.append(_step_summary(rec, arr, cat, on_dev, mark, segs))
+    if not step_docs:
+        raise RuntimeError("no recorded step")
+    best = max(range(len(step_docs)), key=lambda i: (step_docs[i]["peak_bytes"], i))
+    mark = steps[best]
+    fqn = _fqn_map(root)
+    trace, call_map = _trace(rec, arr, cat, mark, train_dev)
+    units = _units(rec, arr, cat, mark, fqn, root, call_map, trace)
+
+    timing = [w / 1e9 for w in raw.timing_wall_ns]
+    instrumented = [s["wall_time_s"] for s in step_docs]
+    step_time = statistics.median(timing) if timing else statistics.median(
+        [max(1e-9, s["wall_time_s"] - s["instrumentation_s"]) for s in step_docs]
+    )
+    rep = step_docs[best]
+    root_info = raw.root
+    model_doc: dict[str, Any] = {"found": root is not None}
+    if root is not None and root_info is not None:
+        params = list(root.parameters())
+        model_doc.update(
+            {
+                "class": type(root).__name__,
+                "module": type(root).__module__,
+                "expression": root_info.expression,
+                "file": root_info.file,
+                "function": root_info.function,
+                "frame_line": root_info.frame_line,
+                "param_count": int(sum(p.numel() for p in params)),
+                "param_bytes": int(sum(p.numel() * p.element_size() for p in params)),
+                "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
+            }
+        )
+    optimizer = raw.optimizer
+    opt_doc = None
+    if optimizer is not None:
+        defaults = getattr(optimizer, "defaults", {}) or {}
+        opt_doc = {
+            "class": type(optimizer).__name__,
+            "foreach": defaults.get("foreach"),
+            "fused": defaults.get("fused"),
+        }
+    script = raw.script.resolve()
+    doc = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tool": {"name": "memadvise", "version": memadvise.__version__},
+        "environment": environment(raw.device),
+        "script": {
+            "path": str(script),
+            "args": list(raw.args),
+            "sha256": _sha256(script),
+            "cwd": os.getcwd(),
+            "python": sys.executable,
+        },
+        "settings": {"warmup": raw.warmup, "steps": raw.steps, "timing_steps": raw.timing_steps},
+        "model": model_doc,
+        "optimizer": opt_doc,
+        "distributed": {"rank": 0, "world_size": 1, "backend": None, "ranks": []},
+        "summary": {
+            "peak_bytes": max(s["peak_bytes"] for s in step_docs),
+            "activation_bytes": rep["activation_bytes"],
+            "step_time_s": step_time,
+            "step_times_s": timing,
+            "instrumented_step_times_s": instrumented,
+            "by_category_at_peak": rep["by_category_at_peak"],
+            "peak_phase": rep["peak_phase"],
+            "peak_op": rep["peak_op"],
+            "peak_unit": _unit_name_of_call(trace["ops"]["owner"][rep["peak_op_index"]] if trace["ops"]["owner"] else -1, trace, units),
+            "representative_step": mark.index,
+            "untracked_bytes": rep.get("untracked_bytes"),
+        },
+        "steps": step_docs,
+        "units": units,
+        "calibration": calibration or {},
+        "nvml": nvml or {"available": False, "reason": "not an NVIDIA GPU run"},
+        "trace": trace,
+    }
+    return doc
+
+
+def _unit_name_of_call(call: int, trace: dict, units: list[dict]) -> str | None:
+    if call is None or call < 0:
+        return None
+    unit = trace["calls"]["unit"][call]
+    return units[unit]["name"] if 0 <= unit < len(units) else None
+
+
+def _step_summary(rec: Recorder, arr: _Arrays, cat: np.ndarray, on_dev: np.ndarray, mark: Any, segs: list) -> dict:
+    c0, c1 = mark.start_clock, mark.end_clock
+    sel = on_dev & (arr.st_alloc < c1) & (arr.st_free_n > c0)
+    alloc = arr.st_alloc[sel]
+    free = arr.st_free_n[sel]
+    nbytes = arr.st_bytes[sel]
+    cats = cat[sel]
+    ops = slice(mark.start_op, mark.end_op)
+    q = arr.op_clock[ops]
+    if len(q) == 0:
+        q = np.asarray([c0], dtype=np.int64)
+    by = live_by_category(q, alloc, free, nbytes, cats, N_CATEGORIES)
+    total = by.sum(axis=1)
+    k = int(np.argmax(total))
+    op_index = mark.start_op + k if mark.end_op > mark.start_op else -1
+    names = rec.strings()
+    phase = int(arr.op_phase[op_index]) if op_index >= 0 else PHASE_FORWARD
+    act = 0
+    for b, e in segs:
+        act = max(act, _activation_at(arr, cat, on_dev, c0, b, e))
+    start_bytes = int(live_bytes(np.asarray([c0]), alloc, free, nbytes)[0])
+    doc = {
+        "index": mark.index,
+        "peak_bytes": int(total[k]),
+        "by_category_at_peak": {Category(i).label: int(by[k, i]) for i in range(N_CATEGORIES)},
+        "peak_op": names[rec.op_name[op_index]] if op_index >= 0 else None,
+        "peak_phase": ("forward", "backward", "optimizer")[phase],
+        "peak_call": int(arr.op_call[op_index]) if op_index >= 0 else -1,
+        "peak_op_index": int(k),
+        "activation_bytes": int(act),
+        "start_bytes": start_bytes,
+        "n_ops": int(mark.end_op - mark.start_op),
+        "wall_time_s": mark.wall_ns / 1e9,
+        "instrumentation_s": mark.overhead_ns / 1e9,
+        "cuda": None,
+    }
+    if mark.cuda_max_allocated is not None:
+        doc["cuda"] = {
+            "max_memory_allocated": mark.cuda_max_allocated,
+            "max_memory_reserved": mark.cuda_max_reserved,
+            "allocated_at_start": mark.cuda_allocated_at_start,
+        }
+        doc["untracked_bytes"] = max(0, (mark.cuda_allocated_at_start or 0) - start_bytes)
+    if mark.nvml:
+        doc["nvml"] = mark.nvml
+    return doc
+
+
+def _activation_at(arr: _Arrays, cat: np.ndarray, on_dev: np.ndarray, step_start: int, boundary: int, end: int) -> int:
+    """Bytes the forward left for backward: made in this forward, live at the boundary,
+    and held by autograd (activation category)."""
+    sel = (
+        on_dev
+        & (cat == int(Category.ACTIVATION))
+        & (arr.st_alloc >= step_start)
+        & (arr.st_alloc < boundary)
+        & (arr.st_free_n > boundary)
+    )
+    return int(arr.st_bytes[sel].sum())
+
+
+def _trace(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, train_dev: int) -> tuple[dict, dict[int, int]]:
+    """The representative step, columnar, with clocks relative to its start."""
+    c0, c1 = mark.start_clock, mark.end_clock
+    o0, o1 = mark.start_op, mark.end_op
+    rel = lambda c: -1 if c < 0 else int(c - c0)  # noqa: E731
+
+    # storages overlapping the step
+    sel = np.nonzero((arr.st_alloc < c1) & (arr.st_free_n > c0))[0]
+    local = {int(s): i for i, s in enumerate(sel)}
+    st_alloc = [(-1 if rec.st_alloc_clock[s] < c0 else rec.st_alloc_clock[s] - c0) for s in sel]
+    st_free = [(-1 if (rec.st_free_clock[s] < 0 or rec.st_free_clock[s] >= c1) else rec.st_free_clock[s] - c0) for s in sel]
+    st_nat = []
+    for s, a, f in zip(sel, st_alloc, st_free):
+        n = rec.st_nat_clock[s]
+        if a < 0 or n < 0 or n >= c1:
+            st_nat.append(f)  # unknown or outlives the step: natural death = observed death
+        else:
+            n = max(n, rec.st_last_use[s])  # a missed alias can only make it look earlier
+            st_nat.append(min(n - c0, f) if f >= 0 else n - c0)
+
+    # module calls in the step; parents outside the step are cut
+    calls = [c for c in range(len(rec.call_module)) if c0 <= rec.call_start_clock[c] < c1]
+    call_map = {c: i for i, c in enumerate(calls)}
+    modules_used = sorted({rec.call_module[c] for c in calls})
+    unit_of_module = {m: i for i, m in enumerate(modules_used)}
+
+    # backward ops → the forward call whose autograd node they run (sequence numbers)
+    owner = arr.op_call[o0:o1].copy()
+    fwd_calls = [c for c in calls if rec.call_phase[c] == PHASE_FORWARD and rec.call_seq_end[c] >= 0]
+    nodes = arr.op_node[o0:o1]
+    bwd = np.nonzero(nodes >= 0)[0]
+    if len(bwd) and fwd_calls:
+        lo = min(rec.call_seq_start[c] for c in fwd_calls)
+        hi = max(rec.call_seq_end[c] for c in fwd_calls)
+        table = np.full(max(1, hi - lo), -1, dtype=np.int64)
+        for c in fwd_calls:  # parents start first: children overwrite their share
+            table[rec.call_seq_start[c] - lo : rec.call_seq_end[c] - lo] = c
+        seq = nodes[bwd] - lo
+        ok = (seq >= 0) & (seq < len(table))
+        owner[bwd[ok]] = table[seq[ok]]
+
+    # saves packed in the step
+    saves = [r for r in range(len(rec.sv_storage)) if c0 <= rec.sv_pack_clock[r] < c1 and rec.sv_storage[r] in local]
+
+    def m(c: int) -> int:
+        return call_map.get(int(c), -1)
+
+    trace = {
+        "step": mark.index,
+        "end_clock": int(c1 - c0),
+        "strings": rec.strings(),
+        "devices": rec.devices(),
+        "train_device": train_dev,
+        "optimizer": {"start": rel(mark.optimizer_start_clock) if mark.optimizer_start_clock >= c0 else -1,
+                      "end": rel(mark.optimizer_end_clock) if mark.optimizer_end_clock >= c0 else -1},
+        "ops": {
+            "name": rec.op_name[o0:o1],
+            "clock": [int(c - c0) for c in rec.op_clock[o0:o1]],
+            "phase": rec.op_phase[o0:o1],
+            "call": [m(c) for c in rec.op_call[o0:o1]],
+            "owner": [m(c) for c in owner],
+            "dur_us": [round(d / 1000.0, 3) for d in rec.op_dur_ns[o0:o1]],
+            "flops": rec.op_flops[o0:o1],
+            "in_bytes": rec.op_in_bytes[o0:o1],
+            "out_bytes": rec.op_out_bytes[o0:o1],
+            "shape": rec.op_shape[o0:o1],
+            "mutates": [local.get(x, -1) for x in rec.op_mutates[o0:o1]],
+        },
+        "storages": {
+            "bytes": [int(rec.st_bytes[s]) for s in sel],
+            "device": [int(rec.st_device[s]) for s in sel],
+            "category": [int(cat[s]) for s in sel],
+            "alloc": st_alloc,
+            "free": st_free,
+            "natural_free": st_nat,
+            "op": [(int(rec.st_alloc_op[s]) - o0 if o0 <= rec.st_alloc_op[s] < o1 else -1) for s in sel],
+            "call": [m(rec.st_call[s]) for s in sel],
+        },
+        "saves": {
+            "storage": [local[rec.sv_storage[r]] for r in saves],
+            "pack": [rel(rec.sv_pack_clock[r]) for r in saves],
+            "call": [m(rec.sv_call[r]) for r in saves],
+            "phase": [rec.sv_phase[r] for r in saves],
+            "unpack": [rel(rec.sv_unpack_clock[r]) if c0 <= rec.sv_unpack_clock[r] < c1 else -1 for r in saves],
+            "release": [rel(rec.sv_release_clock[r]) if c0 <= rec.sv_release_clock[r] < c1 else -1 for r in saves],
+        },
+        "calls": {
+            "unit": [unit_of_module[rec.call_module[c]] for c in calls],
+            "parent": [m(rec.call_parent[c]) for c in calls],
+            "phase": [rec.call_phase[c] for c in calls],
+            "start": [rel(rec.call_start_clock[c]) for c in calls],
+            "end": [rel(rec.call_end_clock[c]) if rec.call_end_clock[c] >= 0 else -1 for c in calls],
+            "start_op": [rec.call_start_op[c] - o0 for c in calls],
+            "end_op": [rec.call_end_op[c] - o0 if rec.call_end_op[c] >= 0 else -1 for c in calls],
+            "wall_us": [round(rec.call_wall_ns[c] / 1000.0, 3) for c in calls],
+            "inputs": [[local[s] for s in rec.call_inputs[c] if s in local] for c in calls],
+            "outputs": [[local[s] for s in rec.call_outputs[c] if s in local] for c in calls],
+        },
+    }
+    trace["_modules_used"] = modules_used  # removed by _units
+    return trace, call_map
+
+
+def _units(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, fqn: dict[int, str],
+           root: torch.nn.Module | None, call_map: dict[int, int], trace: dict) -> list[dict]:
+    """One record per module called in the representative step (units of DESIGN.md)."""
+    modules_used: list[int] = trace.pop("_modules_used")
+    calls = trace["calls"]
+    ops = trace["ops"]
+    st = trace["storages"]
+    sv = trace["saves"]
+    n_units = len(modules_used)
+    parent_call = calls["parent"]
+    unit_of_call = calls["unit"]
+
+    # the chain of units above each call (itself included)
+    chains: list[list[int]] = []
+    for c in range(len(unit_of_call)):
+        chain = []
+        x = c
+        while x >= 0:
+            chain.append(unit_of_call[x])
+            x = parent_call[x]
+        chains.append(chain)
+
+    act_sets: list[set[int]] = [set() for _ in range(n_units)]
+    excluded = {int(Category.PARAMETER), int(Category.GRADIENT), int(Category.OPTIMIZER_STATE), int(Category.INPUT)}
+    for sid, call, phase in zip(sv["storage"], sv["call"], sv["phase"]):
+        if call < 0 or phase != PHASE_FORWARD or st["category"][sid] in excluded:
+            continue
+        for u in set(chains[call]):
+            act_sets[u].add(sid)
+    bwd_us = [0.0] * n_units
+    fwd_op_us = [0.0] * n_units
+    for owner, phase, dur, call in zip(ops["owner"], ops["phase"], ops["dur_us"], ops["call"]):
+        if phase == PHASE_BACKWARD and owner >= 0 and call < 0:
+            for u in set(chains[owner]):
+                bwd_us[u] += dur
+        elif phase == PHASE_FORWARD and call >= 0:
+            for u in set(chains[call]):
+                fwd_op_us[u] += dur
+    n_calls = [0] * n_units
+    fwd_us = [0.0] * n_units
+    in_bytes = [0] * n_units
+    out_bytes = [0] * n_units
+    for c, u in enumerate(unit_of_call):
+        if calls["phase"][c] != PHASE_FORWARD:
+            continue
+        n_calls[u] += 1
+        fwd_us[u] += calls["wall_us"][c]
+        if n_calls[u] == 1:
+            in_bytes[u] = sum(st["bytes"][s] for s in set(calls["inputs"][c]))
+            out_bytes[u] = sum(st["bytes"][s] for s in set(calls["outputs"][c]))
+
+    # flags propagate to every unit above the module that showed them
+    rng = [False] * n_units
+    mutates = [False] * n_units
+    inplace = [False] * n_units
+    bn = [False] * n_units
+    for c, u in enumerate(unit_of_call):
+        m = modules_used[u]
+        module = rec.modules[m]
+        is_bn = isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.training and module.track_running_stats
+        for v in set(chains[c]):
+            rng[v] |= rec.mod_rng[m]
+            mutates[v] |= rec.mod_mutates_buffer[m]
+            bn[v] |= is_bn
+        inplace[u] |= rec.mod_inplace_input[m]
+
+    units = []
+    name_of: dict[int, str] = {}
+    for u, m in enumerate(modules_used):
+        module = rec.modules[m]
+        name = fqn.get(id(module))
+        if name is None:
+            name = f"~{type(module).__name__}.{m}"  # outside the root model: not actionable
+        name_of[u] = name
+    for u, m in enumerate(modules_used):
+        module = rec.modules[m]
+        name = name_of[u]
+        in_root = not name.startswith("~")
+        parent_name = name.rsplit(".", 1)[0] if "." in name else ("" if name else None)
+        if not in_root:
+            parent_name = None
+        parent_module = root.get_submodule(parent_name) if (in_root and parent_name is not None and root is not None) else None
+        params = {id(p): p for p in module.parameters()}
+        units.append(
+            {
+                "name": name,
+                "type": type(module).__name__,
+                "in_root": in_root,
+                "parent": parent_name,
+                "depth": (0 if name == "" else name.count(".") + 1) if in_root else -1,
+                "container": type(parent_module).__name__ if parent_module is not None else None,
+                "calls": n_calls[u],
+                "activation_bytes": int(sum(st["bytes"][s] for s in act_sets[u])),
+                "fwd_time_ms": round(fwd_us[u] / 1000.0, 4),
+                "fwd_op_time_ms": round(fwd_op_us[u] / 1000.0, 4),
+                "bwd_time_ms": round(bwd_us[u] / 1000.0, 4),
+                "input_bytes": int(in_bytes[u]),
+                "output_bytes": int(out_bytes[u]),
+                "param_bytes": int(sum(p.numel() * p.element_size() for p in params.values())),
+                "uses_rng": bool(rng[u]),
+                "mutates_state": bool(mutates[u]),
+                "inplace_on_input": bool(inplace[u]),
+                "batchnorm_training": bool(bn[u]),
+                "training": bool(module.training),
+            }
+        )
+    return units

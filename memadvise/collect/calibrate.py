@@ -1,0 +1,100 @@
+"""Measure, on the profiled device, the fixed costs a plan adds besides recomputed ops.
+
+``torch.utils.checkpoint`` costs a little per call (RNG state stash, a frame, hooks) and
+selective checkpointing runs two Python dispatch modes over every op of the region.
+These costs are machine-specific, so they are measured here, once per profile, on a
+tiny model, rather than assumed.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+
+import torch
+from torch.utils.checkpoint import (
+    CheckpointPolicy,
+    checkpoint,
+    create_selective_checkpoint_contexts,
+)
+from torch.utils._python_dispatch import TorchDispatchMode
+
+N_BLOCKS = 16
+WIDTH = 8
+
+
+class _Block(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(WIDTH, WIDTH)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(x))
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _policy(ctx, op, *args, **kwargs):
+    if op is torch.ops.aten.addmm.default:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _time(blocks, x, mode: str, repeats: int, device: torch.device) -> float:
+    def run() -> None:
+        h = x
+        for b in blocks:
+            if mode == "plain":
+                h = b(h)
+            elif mode == "checkpoint":
+                h = checkpoint(b, h, use_reentrant=False)
+            else:
+                h = checkpoint(b, h, use_reentrant=False,
+                               context_fn=functools.partial(create_selective_checkpoint_contexts, _policy))
+        h.sum().backward()
+
+    run()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def calibrate(device: torch.device, repeats: int = 15) -> dict:
+    """``checkpoint_call_ms`` and ``selective_op_us`` on ``device`` (medians of ``repeats``)."""
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            blocks = [_Block().to(device) for _ in range(N_BLOCKS)]
+            x = torch.randn(4, WIDTH, device=device, requires_grad=True)
+            with _CountOps() as counter:
+                blocks[0](x)
+            ops_per_block = max(1, counter.n)
+            plain = _time(blocks, x, "plain", repeats, device)
+            ckpt = _time(blocks, x, "checkpoint", repeats, device)
+            sac = _time(blocks, x, "selective", repeats, device)
+    except Exception as exc:  # calibration is an estimate: never fail a profile over it
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    # the recompute of a tiny block is in `ckpt - plain` too; its op time is negligible
+    call_ms = max(0.0, (ckpt - plain) / N_BLOCKS * 1000.0)
+    op_us = max(0.0, (sac - ckpt) / (N_BLOCKS * ops_per_block) * 1e6)
+    return {
+        "checkpoint_call_ms": round(call_ms, 4),
+        "selective_op_us": round(op_us, 3),
+        "repeats": repeats,
+        "method": f"{N_BLOCKS} Linear({WIDTH},{WIDTH})+ReLU blocks, fwd+bwd, median of {repeats}",
+    }

@@ -1,0 +1,111 @@
+"""Find the root model: the module whose parameters are being trained, and its variable.
+
+Called from the first step boundary, which runs inside the script's own call to
+``optimizer.step()`` (or ``memadvise.step()``): the script's frames are on the stack, so
+the variable that holds the model, and the function it lives in, can be read off them.
+The patch of ``memadvise apply`` is inserted after that variable's assignment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class RootModel:
+    module: torch.nn.Module
+    expression: str | None  # how the script names it: "model", "self.model", "trainer.net"
+    file: str | None  # the script file whose frame holds that name
+    function: str | None  # "<module>" for a global
+    frame_line: int | None  # the line that frame was executing (the training loop)
+    trained_params: int  # parameters of the module that the optimizer updates
+
+
+def _trained_params(module: torch.nn.Module, param_ids: set[int] | None) -> int:
+    if param_ids is None:
+        return sum(1 for p in module.parameters() if p.requires_grad)
+    return sum(1 for p in module.parameters() if id(p) in param_ids)
+
+
+def _module_candidates(frame: Any) -> list[tuple[str, torch.nn.Module]]:
+    out: list[tuple[str, torch.nn.Module]] = []
+    scopes = [frame.f_locals]
+    if frame.f_code.co_name == "<module>" or frame.f_globals is not frame.f_locals:
+        scopes.append(frame.f_globals)
+    seen: set[int] = set()
+    for scope in scopes:
+        for name, value in list(scope.items()):
+            if name.startswith("__"):
+                continue
+            if isinstance(value, torch.nn.Module) and id(value) not in seen:
+                seen.add(id(value))
+                out.append((name, value))
+            elif not isinstance(value, (type, type(os))) and hasattr(value, "__dict__"):
+                # one level into plain objects: self.model, trainer.net
+                try:
+                    attrs = vars(value)
+                except TypeError:
+                    continue
+                for attr, inner in list(attrs.items()):
+                    if isinstance(inner, torch.nn.Module) and id(inner) not in seen:
+                        seen.add(id(inner))
+                        out.append((f"{name}.{attr}", inner))
+    return out
+
+
+def find_root_model(script: Path, optimizer: Any) -> RootModel | None:
+    """The module with the most trained parameters reachable from the script's frames.
+
+    Ties go to the outermost module (the one that contains the others). Falls back to a
+    scan of all live modules when the script's frames hold none (the model lives inside
+    a library object), in which case no expression is known.
+    """
+    param_ids: set[int] | None = None
+    if optimizer is not None:
+        param_ids = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    script_path = os.path.abspath(script)
+    best: tuple[int, int, int] | None = None
+    found: RootModel | None = None
+    frame = sys._getframe(1)
+    depth = 0
+    while frame is not None:
+        if os.path.abspath(frame.f_code.co_filename) == script_path:
+            for name, module in _module_candidates(frame):
+                n = _trained_params(module, param_ids)
+                if n == 0:
+                    continue
+                size = sum(1 for _ in module.modules())
+                # more trained params first, then the larger tree, then the innermost frame
+                key = (n, size, -depth)
+                if best is None or key > best:
+                    best = key
+                    found = RootModel(
+                        module=module,
+                        expression=name,
+                        file=script_path,
+                        function=frame.f_code.co_name,
+                        frame_line=frame.f_lineno,
+                        trained_params=n,
+                    )
+        frame = frame.f_back
+        depth += 1
+    if found is not None:
+        return found
+    import gc
+
+    for obj in gc.get_objects():
+        if isinstance(obj, torch.nn.Module):
+            n = _trained_params(obj, param_ids)
+            if n == 0:
+                continue
+            key = (n, sum(1 for _ in obj.modules()), 0)
+            if best is None or key > best:
+                best = key
+                found = RootModel(obj, None, None, None, None, n)
+    return found

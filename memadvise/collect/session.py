@@ -1,0 +1,294 @@
+"""Run a user's unmodified training script in-process, for warmup + timing + recorded steps.
+
+The script runs as ``python SCRIPT ARGS`` would (same ``sys.argv``, ``__name__ ==
+"__main__"``, the script's folder first on ``sys.path``). Step boundaries come from
+PyTorch's global optimizer step hooks, or from ``memadvise.step()`` for scripts without
+a ``torch.optim`` optimizer. The run is, in order:
+
+1. ``warmup`` steps, uninstrumented and discarded (lazy init, optimizer state);
+2. ``timing_steps`` uninstrumented steps whose wall time is the step time we report;
+3. ``steps`` recorded steps under the ``Recorder``;
+
+then the script is stopped by an exception raised from the last step's boundary.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import sys
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter_ns
+from typing import Any
+
+import torch
+
+from memadvise._errors import InputFileError, ScriptError
+from memadvise.collect.recorder import Recorder
+from memadvise.collect.root import RootModel, find_root_model
+
+
+class _StopScript(BaseException):
+    """Raised from the last recorded step's boundary to end the script cleanly."""
+
+
+class _Timeout(BaseException):
+    """Raised in the main thread when ``--timeout`` expires."""
+
+
+_ACTIVE: "ProfileSession | None" = None
+
+
+def step() -> None:
+    """Mark the end of a training step, for scripts that use no ``torch.optim`` optimizer.
+
+    A no-op when the script is not run under ``memadvise profile``.
+
+    Example::
+
+        for batch in data:
+            loss = model(batch).sum()
+            loss.backward()
+            my_update(model)
+            memadvise.step()
+    """
+    session = _ACTIVE
+    if session is not None and not session.uses_optimizer:
+        session.boundary(None)
+
+
+@dataclass
+class RawRun:
+    """What a finished session hands to the profile builder."""
+
+    script: Path
+    args: list[str]
+    warmup: int
+    steps: int
+    timing_steps: int
+    recorder: Recorder
+    root: RootModel | None
+    timing_wall_ns: list[int]
+    device: torch.device
+    optimizer: Any
+    calibration: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class ProfileSession:
+    def __init__(
+        self,
+        script: str | os.PathLike,
+        args: list[str],
+        *,
+        warmup: int = 1,
+        steps: int = 3,
+        timing_steps: int = 2,
+        timeout: float | None = None,
+        progress: Any = None,
+    ) -> None:
+        self.script = Path(script)
+        self.args = list(args)
+        self.warmup = warmup
+        self.steps = steps
+        self.timing_steps = timing_steps
+        self.timeout = timeout
+        self.progress = progress
+        self.total = warmup + timing_steps + steps
+        self.done = 0
+        self.uses_optimizer = False
+        self.primary_optimizer: Any = None
+        self.recorder: Recorder | None = None
+        self.root: RootModel | None = None
+        self.device: torch.device | None = None
+        self.timing_wall_ns: list[int] = []
+        self._last = 0
+        self._step_overhead_start = 0
+        self._finished = False
+        self._hooks: list[Any] = []
+
+    # ------------------------------------------------------------------ boundaries
+    def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.primary_optimizer is None:
+            self.primary_optimizer = optimizer
+            self.uses_optimizer = True
+        if self.recorder is not None and self.recorder._active:
+            self.recorder.optimizer_begin(optimizer)
+
+    def _post_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.recorder is not None and self.recorder._active:
+            self.recorder.optimizer_end(optimizer)
+        if optimizer is self.primary_optimizer:
+            self.boundary(optimizer)
+
+    def boundary(self, optimizer: Any) -> None:
+        now = perf_counter_ns()
+        wall = now - self._last
+        self.done += 1
+        rec = self.recorder
+        if self.root is None:
+            self.root = find_root_model(self.script, optimizer)
+        if self.device is None:
+            self.device = _training_device(optimizer, self.root)
+        if rec is not None and rec._active:
+            mark = rec.end_step(wall)
+            mark.overhead_ns = rec.overhead_ns - self._step_overhead_start
+        elif self.done > self.warmup:
+            self.timing_wall_ns.append(wall)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        if self.done >= self.total:
+            if rec is not None:
+                rec.stop()
+            self._finished = True
+            raise _StopScript()
+        if self.done >= self.warmup + self.timing_steps:
+            if rec is None:
+                rec = self.recorder = Recorder(self.device, timing=_timing_kind(self.device))
+                if optimizer is not None:
+                    rec.optimizer_end(optimizer)  # registers existing optimizer state
+                    rec.optimizer_phase = False
+                rec.start()
+            rec.begin_step(self.done)
+            self._step_overhead_start = rec.overhead_ns
+        self._last = perf_counter_ns()
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> RawRun:
+        global _ACTIVE
+        script = self.script
+        if not script.exists():
+            raise InputFileError(f"script {str(script)!r} does not exist")
+        if not script.is_file():
+            raise InputFileError(f"script {str(script)!r} is not a file")
+        try:
+            source = script.read_bytes()
+            compile(source, str(script), "exec")
+        except SyntaxError as exc:
+            raise ScriptError(
+                f"{script.name}:{exc.lineno}: syntax error: {exc.msg}"
+            ) from None
+        except (OSError, ValueError) as exc:
+            raise InputFileError(f"cannot read script {str(script)!r}: {exc}") from None
+
+        from torch.optim.optimizer import (
+            register_optimizer_step_post_hook,
+            register_optimizer_step_pre_hook,
+        )
+
+        saved_argv, saved_path = sys.argv[:], sys.path[:]
+        old_handler = None
+        use_alarm = self.timeout is not None and threading.current_thread() is threading.main_thread()
+        _ACTIVE = self
+        self._hooks = [
+            register_optimizer_step_pre_hook(self._pre_step),
+            register_optimizer_step_post_hook(self._post_step),
+        ]
+        sys.argv = [str(script)] + self.args
+        sys.path.insert(0, str(script.resolve().parent))
+        if self.warmup + self.timing_steps == 0:
+            self.device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+            self.recorder = Recorder(self.device, timing=_timing_kind(self.device))
+            self.recorder.start()
+            self.recorder.begin_step(0)
+        if use_alarm:
+            old_handler = signal.signal(signal.SIGALRM, _raise_timeout)
+            signal.setitimer(signal.ITIMER_REAL, float(self.timeout))
+        self._last = perf_counter_ns()
+        failure: BaseException | None = None
+        try:
+            runpy.run_path(str(script), run_name="__main__")
+        except _StopScript:
+            pass
+        except _Timeout:
+            failure = ScriptError(
+                f"the script timed out after {self.timeout:g} s "
+                f"({self.done} of {self.total} steps done); raise --timeout or lower --steps"
+            )
+        except SystemExit as exc:
+            failure = ScriptError(
+                f"the script exited (sys.exit({exc.code!r})) after {self.done} of {self.total} "
+                f"steps (warmup {self.warmup} + timing {self.timing_steps} + recorded {self.steps}); "
+                "lower --warmup/--steps or let the script run longer"
+            )
+        except KeyboardInterrupt:
+            failure = ScriptError(f"interrupted after {self.done} of {self.total} steps")
+        except BaseException as exc:  # the script's own error: show it, then stop
+            failure = ScriptError(_describe_script_error(exc, script))
+        finally:
+            if use_alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, old_handler)
+            _ACTIVE = None
+            for h in self._hooks:
+                h.remove()
+            if self.recorder is not None:
+                self.recorder.stop()
+            sys.argv, sys.path[:] = saved_argv, saved_path
+        if failure is not None:
+            raise failure
+        if not self._finished:
+            if self.done == 0:
+                raise ScriptError(
+                    "the script finished without completing a training step: memadvise ends a "
+                    "step at optimizer.step(); a script without a torch.optim optimizer must "
+                    "call memadvise.step() at the end of each step"
+                )
+            raise ScriptError(
+                f"the script finished after {self.done} of {self.total} steps "
+                f"(warmup {self.warmup} + timing {self.timing_steps} + recorded {self.steps}); "
+                "lower --warmup/--steps or let the script run longer"
+            )
+        assert self.recorder is not None and self.device is not None
+        return RawRun(
+            script=script,
+            args=self.args,
+            warmup=self.warmup,
+            steps=self.steps,
+            timing_steps=self.timing_steps,
+            recorder=self.recorder,
+            root=self.root,
+            timing_wall_ns=self.timing_wall_ns,
+            device=self.device,
+            optimizer=self.primary_optimizer,
+        )
+
+
+def _raise_timeout(signum: int, frame: Any) -> None:
+    raise _Timeout()
+
+
+def _timing_kind(device: torch.device) -> str:
+    return "cuda" if device.type == "cuda" else "wall"
+
+
+def _training_device(optimizer: Any, root: RootModel | None) -> torch.device:
+    tensors: list[torch.Tensor] = []
+    if optimizer is not None:
+        tensors = [p for g in optimizer.param_groups for p in g["params"]]
+    elif root is not None:
+        tensors = list(root.module.parameters())
+    for t in tensors:
+        return t.device
+    return torch.device("cpu")
+
+
+def _describe_script_error(exc: BaseException, script: Path) -> str:
+    """One line: the script's exception and where in the script it was raised."""
+    where = ""
+    script_path = str(script.resolve())
+    frames = traceback.extract_tb(exc.__traceback__)
+    for fs in reversed(frames):
+        if os.path.abspath(fs.filename) == script_path:
+            where = f" ({script.name}:{fs.lineno})"
+            break
+    if not where and frames:
+        fs = frames[-1]
+        where = f" ({os.path.basename(fs.filename)}:{fs.lineno})"
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    sep = ": " if message else ""
+    return f"the script raised {type(exc).__name__}{sep}{message}{where}"

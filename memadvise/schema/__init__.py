@@ -1,0 +1,1 @@
+"""The file formats: profile, plan and baseline documents. No torch, no rich."""

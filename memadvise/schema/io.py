@@ -1,0 +1,95 @@
+"""Atomic JSON writes and validated reads, for every file memadvise owns."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from memadvise._errors import InputFileError
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, mode: int | None = None) -> Path:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
+
+    The temporary file lives in the destination folder (``os.replace`` is atomic only
+    within one file system) and is removed if anything fails.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputFileError(f"cannot create folder {str(path.parent)!r}: {exc.strerror}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputFileError(f"cannot write {str(path)!r}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise InputFileError(f"cannot write {str(path)!r}: {exc.strerror}") from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, document: Any, *, indent: int | None = None) -> Path:
+    text = json.dumps(document, indent=indent, separators=(",", ":") if indent is None else None)
+    return atomic_write_text(path, text + "\n")
+
+
+def read_json(path: str | os.PathLike, *, what: str) -> Any:
+    """Read a JSON document, turning every failure into one sentence."""
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{what} {str(path)!r} does not exist")
+    if path.is_dir():
+        raise InputFileError(f"{what} {str(path)!r} is a folder, not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputFileError(f"{what} {str(path)!r} is not a memadvise {what} (not UTF-8 JSON)") from None
+    except OSError as exc:
+        raise InputFileError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputFileError(
+            f"{what} {str(path)!r} is corrupt (invalid JSON at line {exc.lineno}); "
+            "re-create it"
+        ) from None
+
+
+def check_header(doc: Any, *, path: str | os.PathLike, fmt: str, version: int, what: str, hint: str) -> None:
+    """Refuse a document of another format or an unknown schema version, with one sentence."""
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise InputFileError(f"{str(path)!r} is not a memadvise {what} file")
+    found = doc.get("schema_version")
+    if not isinstance(found, int):
+        raise InputFileError(f"{what} {str(path)!r} has no valid schema_version; {hint}")
+    if found > version:
+        raise InputFileError(
+            f"{what} {str(path)!r} has schema version {found}, newer than this memadvise "
+            f"understands ({version}); upgrade memadvise"
+        )
+    if found < version:
+        raise InputFileError(
+            f"{what} {str(path)!r} has schema version {found}, older than this memadvise "
+            f"writes ({version}); {hint}"
+        )
