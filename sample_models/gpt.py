@@ -2,12 +2,10 @@
 
 Run:  python sample_models/gpt.py [--n-layer 4 --n-head 4 --width 128 ...]
 
-The data is synthetic (uniform random token ids), so the loss stays near
-ln(vocab) = ln(256) ~ 5.55; the point is the memory profile of a training step,
-not learning. Attention is written out by hand (no scaled_dot_product_attention)
-so every intermediate -- the (batch, n_head, seq, seq) score matrix, its softmax,
-the dropout mask -- is an ordinary tensor that autograd saves and a memory
-profiler can see.
+Random tokens keep the loss near ln(vocab) = ln(256) ~ 5.55: the point is the
+memory of a training step, not learning. Attention is written out by hand (no
+scaled_dot_product_attention) so the (batch, n_head, seq, seq) scores, softmax
+and dropout mask are ordinary tensors that autograd saves and a profiler sees.
 """
 
 import argparse
@@ -36,17 +34,16 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x):
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_dim)
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        # 1/sqrt(head_dim) keeps the score variance ~1 so softmax does not saturate.
+        hs = C // self.n_head  # head size
+        # (B, T, 3C) -> three (B, n_head, T, hs) views of the one c_attn output.
+        q, k, v = (t.view(B, T, self.n_head, hs).transpose(1, 2)
+                   for t in self.c_attn(x).split(C, dim=2))
+        # 1/sqrt(hs) keeps the score variance ~1 so softmax does not saturate.
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
         att = att.masked_fill(self.causal_mask[:T, :T], float("-inf"))
         att = F.softmax(att, dim=-1)
         att = self.attn_dropout(att)
-        y = att @ v  # (B, n_head, T, head_dim)
+        y = att @ v  # (B, n_head, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -125,12 +122,10 @@ def main():
     device = torch.device(args.device)
     model = GPT(args.vocab, args.seq_len, args.n_layer, args.n_head, args.width,
                 args.dropout).to(device)
-    # foreach=None lets torch pick (per-tensor loop on CPU); --foreach forces the
-    # multi-tensor path, whose temporaries are whole-model-sized lists.
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr,
-                            foreach=True if args.foreach else None)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(f"gpt: {n_params / 1e6:.2f}M parameters, device {device}")
+    # foreach=False (not None, which means "foreach on CUDA") so the flag alone picks
+    # per-parameter updates or the multi-tensor path with whole-model temporaries.
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, foreach=args.foreach)
+    print(f"gpt: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     for step in range(args.steps):
         opt.zero_grad(set_to_none=True)

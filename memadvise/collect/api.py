@@ -20,7 +20,7 @@ def profile_script(
     *,
     warmup: int = 1,
     steps: int = 3,
-    timing_steps: int = 2,
+    timing_steps: int = 3,
     timeout: float | None = None,
     out: str | os.PathLike | None = None,
     progress: Callable[[int, int], Any] | None = None,

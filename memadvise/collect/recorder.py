@@ -382,19 +382,21 @@ class Recorder(TorchDispatchMode):
         sid_of = self._sid_of
         tensor_cls = torch.Tensor
 
-        # inputs: bytes read, pre-existing storages, last use
+        in_bwd = internals.in_backward()
+        # inputs: bytes read, pre-existing storages, last use in a forward
+        use = -1 if in_bwd else clock
         in_bytes = 0
         for a in args:
             if isinstance(a, tensor_cls):
-                in_bytes += self._touch(a, clock)
+                in_bytes += self._touch(a, use)
             elif isinstance(a, (list, tuple)):
                 for b in a:
                     if isinstance(b, tensor_cls):
-                        in_bytes += self._touch(b, clock)
+                        in_bytes += self._touch(b, use)
         if kwargs:
             for a in kwargs.values():
                 if isinstance(a, tensor_cls):
-                    in_bytes += self._touch(a, clock)
+                    in_bytes += self._touch(a, use)
 
         packet = func._overloadpacket
         name = packet.__name__
@@ -430,7 +432,8 @@ class Recorder(TorchDispatchMode):
                 del sid_of[key]
                 sid = self._new_storage(st, nbytes, o.device, pre=False)
                 self.st_alloc_clock[sid] = clock
-            self.st_last_use[sid] = clock
+            if not in_bwd:
+                self.st_last_use[sid] = clock
             tkey = id(o)
             ref = self._t_refs.get(tkey)
             if ref is None or ref() is not o:
@@ -462,7 +465,6 @@ class Recorder(TorchDispatchMode):
         if call >= 0 and name in RNG_OPS:
             self.mod_rng[self.call_module[call]] = True
 
-        in_bwd = internals.in_backward()
         if in_bwd:
             phase = PHASE_BACKWARD
             node = internals.current_node_seq()
@@ -484,14 +486,15 @@ class Recorder(TorchDispatchMode):
         self.op_mutates.append(mutated)
         return op_index
 
-    def _touch(self, t: torch.Tensor, clock: int) -> int:
+    def _touch(self, t: torch.Tensor, use: int) -> int:
         if t.layout != torch.strided or t.device.type == "meta":
             return 0
         st = t.untyped_storage()
         sid = self._sid_of.get(id(st))
         if sid is None:
             sid = self._new_storage(st, st.nbytes(), t.device, pre=True)
-        self.st_last_use[sid] = clock
+        if use >= 0:
+            self.st_last_use[sid] = use
         return t.numel() * t.element_size()
 
     def _resolve_cuda_events(self) -> None:
@@ -589,9 +592,12 @@ class Recorder(TorchDispatchMode):
         self._call_t0.append(now)
         self._call_ovh0.append(self.overhead_ns)
 
-    def _post_forward(self, module: torch.nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+    def _post_forward(self, module: torch.nn.Module, args: Any, *rest: Any) -> None:
+        # (kwargs, output) normally; (output,) when forward raised (always_call hooks),
+        # as checkpoint's early stop does inside every recompute
         if self.paused or not self._active or not self._stack:
             return
+        kwargs, output = rest if len(rest) == 2 else (None, rest[0] if rest else None)
         now = perf_counter_ns()
         self.paused += 1
         try:

@@ -87,7 +87,7 @@ class ProfileSession:
         *,
         warmup: int = 1,
         steps: int = 3,
-        timing_steps: int = 2,
+        timing_steps: int = 3,
         timeout: float | None = None,
         progress: Any = None,
     ) -> None:

@@ -1,0 +1,408 @@
+"""The simulator: the single source of predicted numbers.
+
+Given a profile and a set of actions on units, it replays the recorded step with
+PyTorch's exact semantics and returns the predicted memory timeline, its peak (total and
+by category), activation memory and step time.
+
+Semantics (``torch.utils.checkpoint``, non-reentrant, as of PyTorch 2.4+):
+
+* **checkpoint** of a unit call: every tensor autograd saves inside the call is replaced
+  by a holder, so it lives only as long as the program's own references keep it (its
+  *natural* death, measured at profile time), unless a save outside the call still
+  holds it. The call's inputs (args and kwargs) are kept by the checkpoint frame until
+  the last of the call's saved-tensor slots is released in backward; so is the CPU RNG
+  state (5056 bytes, ``torch.get_rng_state()``) stashed by ``preserve_rng_state``.
+  When backward first unpacks one of the call's saved tensors, the call's forward is
+  re-run up to the op that made its last saved tensor (early stop); tensors it saves are
+  kept until the backward node that needs them releases them, everything else dies
+  where it died in the original forward or when recompute stops.
+* **selective** (``create_selective_checkpoint_contexts``): as checkpoint, but outputs
+  of the policy's ops are cached in forward and handed to the recompute instead of
+  being recomputed; cached outputs past the early-stop point stay until the frame dies.
+* **offload** (``torch.autograd.graph.save_on_cpu``, CUDA only): saved tensors leave the
+  device when packed and come back, as new device tensors, when unpacked; transfer
+  time at the profile's PCIe bandwidth.
+
+The whole step is replayed, optimizer included, so a peak that sits in
+``optimizer.step()`` stays there under every plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from memadvise.schema.actions import CHECKPOINT, OFFLOAD, POLICIES, SELECTIVE, Action, display_unit
+from memadvise.analysis.timeline import FOREVER, live_bytes
+from memadvise.analysis.trace import Timeline, Trace, category_dict
+from memadvise.schema.categories import N_CATEGORIES, Category, Phase
+from memadvise.schema.profile import Profile
+
+CPU_RNG_STATE_BYTES = 5056  # torch.get_rng_state().numel() for the default CPU generator (mt19937)
+DEFAULT_CHECKPOINT_CALL_MS = 0.1  # used only when a profile carries no calibration
+DEFAULT_SELECTIVE_OP_US = 20.0
+DEFAULT_PCIE_BYTES_PER_S = 12e9  # PCIe 4.0 x16, one direction, as measured in practice
+
+_ACT = int(Category.ACTIVATION)
+_TMP = int(Category.TEMPORARY)
+
+
+class PlanError(ValueError):
+    """A set of actions the simulator cannot apply (unknown unit, nested actions, offload on CPU)."""
+
+
+@dataclass
+class SimResult:
+    """Predicted figures of one step under a set of actions.
+
+    peak_bytes: largest live total on the training device, in bytes.
+    activation_bytes: bytes held for backward when backward starts (max over backward passes).
+    step_time_s: predicted step time in seconds; overhead = step_time_s / baseline - 1.
+    """
+
+    peak_bytes: int
+    by_category_at_peak: dict[str, int]
+    activation_bytes: int
+    step_time_s: float
+    overhead: float
+    recompute_ms: float
+    peak_phase: str
+    peak_in_recompute: bool
+    peak_op: str | None
+    regions: int
+    timeline: Timeline | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def predicted(self) -> dict:
+        return {
+            "peak_bytes": int(self.peak_bytes),
+            "activation_bytes": int(self.activation_bytes),
+            "step_time_s": float(self.step_time_s),
+            "overhead": float(self.overhead),
+            "by_category_at_peak": dict(self.by_category_at_peak),
+            "peak_phase": self.peak_phase,
+        }
+
+
+@dataclass
+class _Region:
+    call: int
+    action: Action
+    saves: np.ndarray  # indices of the forward saves packed inside the call
+    frame_death: float
+    trigger: float | None  # clock of the first unpack (recompute inserted right after)
+    last_pack: int
+    stop_op: int  # recompute runs ops [start_op, stop_op)
+
+
+class Simulator:
+    """Predict the step of ``profile`` under sets of actions. Cheap to call repeatedly."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.trace = Trace(profile)
+        self.unit_index = profile.unit_index()
+        self.units = profile.units
+        cal = profile.doc.get("calibration") or {}
+        self.checkpoint_call_ms = float(cal.get("checkpoint_call_ms", DEFAULT_CHECKPOINT_CALL_MS))
+        self.selective_op_us = float(cal.get("selective_op_us", DEFAULT_SELECTIVE_OP_US))
+        self.pcie_bytes_per_s = float(cal.get("pcie_bytes_per_s", DEFAULT_PCIE_BYTES_PER_S))
+        self.base_step_s = float(profile.summary["step_time_s"])
+        t = self.trace
+        self._fwd_saves = np.nonzero(t.forward_saves)[0]
+        self._valid_saves = t.sv_storage >= 0
+        self._cum_dur = np.concatenate(([0.0], np.cumsum(t.op_dur_us)))
+        self._op_names = np.asarray(t.strings, dtype=object)[t.op_name] if len(t.op_name) else np.asarray([], dtype=object)
+        self._baseline: SimResult | None = None
+
+    # ------------------------------------------------------------------ public
+    def baseline(self) -> SimResult:
+        if self._baseline is None:
+            self._baseline = self.simulate(())
+        return self._baseline
+
+    def simulate(self, actions: Iterable[Action], *, timeline: bool = False) -> SimResult:
+        t = self.trace
+        actions = list(actions)
+        regions = self._regions(actions)
+        n_st = len(t.st_bytes)
+        free = t.st_free.astype(np.float64).copy()
+        held = np.zeros(n_st, dtype=bool)  # held for backward in this plan (activation)
+
+        dropped = np.zeros(len(t.sv_storage), dtype=bool)
+        for r in regions:
+            dropped[r.saves] = True
+        # storages whose saves were dropped now die at their natural death, unless a
+        # save that was kept still holds them
+        kept = self._valid_saves & ~dropped
+        kept_release = np.full(n_st, -1.0)
+        np.maximum.at(kept_release, t.sv_storage[kept], t.sv_release[kept].astype(np.float64))
+        kept_fwd = kept & (t.sv_phase == Phase.FORWARD)
+        held[t.sv_storage[kept_fwd]] = True
+        if dropped.any():
+            aff = np.unique(t.sv_storage[dropped])
+            free[aff] = np.maximum(t.st_nat[aff].astype(np.float64), kept_release[aff])
+
+        extra_alloc: list[np.ndarray] = []
+        extra_free: list[np.ndarray] = []
+        extra_bytes: list[np.ndarray] = []
+        extra_cat: list[np.ndarray] = []
+        query: list[np.ndarray] = [t.op_clock.astype(np.float64)]
+        query_phase: list[np.ndarray] = [t.op_phase.astype(np.int8)]
+        query_rc: list[np.ndarray] = [np.zeros(len(t.op_clock), dtype=bool)]
+        extra_us = 0.0
+        rng_on_device = t.device_type == "cpu"
+
+        for r in regions:
+            c = r.call
+            start_op, end_op = int(t.call_start_op[c]), int(t.call_end_op[c])
+            start = float(t.call_start[c])
+            extra_us += self.checkpoint_call_ms * 1000.0 if r.action.action != OFFLOAD else 0.0
+            if r.action.action == OFFLOAD:
+                extra_us += self._offload(r, free, held, extra_alloc, extra_free, extra_bytes, extra_cat)
+                continue
+            # the frame keeps the call's inputs (and the RNG state) until its last slot is released
+            if len(r.saves):
+                for s in t.call_inputs[c]:
+                    free[s] = max(free[s], r.frame_death)
+                    held[s] = True
+            if rng_on_device:
+                death = r.frame_death if len(r.saves) else float(t.call_end[c])
+                extra_alloc.append(np.asarray([start]))
+                extra_free.append(np.asarray([death]))
+                extra_bytes.append(np.asarray([CPU_RNG_STATE_BYTES]))
+                extra_cat.append(np.asarray([_ACT]))
+            cached_ops = self._cached_mask(r, start_op, end_op)
+            if cached_ops is not None and cached_ops.any():
+                n_region_ops = end_op - start_op
+                extra_us += self.selective_op_us * n_region_ops  # the caching mode over the forward
+            if r.trigger is None:
+                # never unpacked: nothing is recomputed; cached outputs live with the frame
+                if cached_ops is not None:
+                    self._hold_cached(r, cached_ops, start_op, free, held, recompute_free=None)
+                continue
+
+            # recompute: ops [start_op, stop_op) re-run right after the trigger
+            stop = r.stop_op
+            span = float(r.last_pack) - start + 2.0
+
+            def v(x: np.ndarray | float) -> np.ndarray | float:
+                return r.trigger + (np.asarray(x, dtype=np.float64) - start + 1.0) / span
+
+            rc_ops = np.arange(start_op, stop)
+            if cached_ops is not None:
+                rc_mask = ~cached_ops[: stop - start_op]
+            else:
+                rc_mask = np.ones(stop - start_op, dtype=bool)
+            query.append(v(t.op_clock[rc_ops][rc_mask]))
+            query_phase.append(np.full(int(rc_mask.sum()), int(Phase.BACKWARD), dtype=np.int8))
+            query_rc.append(np.ones(int(rc_mask.sum()), dtype=bool))
+
+            made = np.nonzero((t.st_op >= start_op) & (t.st_op < stop))[0]
+            if len(made):
+                # per storage: release of its slots saved inside this call
+                rel = np.full(n_st, -1.0)
+                np.maximum.at(rel, t.sv_storage[r.saves], t.sv_release[r.saves].astype(np.float64))
+                saved_here = rel[made] >= 0
+                end_rc = v(float(r.last_pack))
+                nat_rc = np.where(t.st_nat[made] < r.last_pack, v(t.st_nat[made].astype(np.float64)), end_rc)
+                rc_free = np.where(saved_here, rel[made], nat_rc)
+                if cached_ops is not None:
+                    is_cached = cached_ops[t.st_op[made] - start_op]
+                else:
+                    is_cached = np.zeros(len(made), dtype=bool)
+                # cached outputs: the forward tensor itself lives on into the recompute
+                cm = made[is_cached]
+                if len(cm):
+                    free[cm] = np.maximum(free[cm], rc_free[is_cached])
+                    held[cm] = True
+                nm = ~is_cached
+                extra_alloc.append(v(t.st_alloc[made[nm]].astype(np.float64)))
+                extra_free.append(rc_free[nm])
+                extra_bytes.append(t.st_bytes[made[nm]])
+                extra_cat.append(np.where(saved_here[nm], _ACT, _TMP))
+                # only what lands on the training device matters; filtered below
+                extra_bytes[-1] = np.where(t.on_device[made[nm]], extra_bytes[-1], 0)
+            if cached_ops is not None:
+                self._hold_cached(r, cached_ops, start_op, free, held, recompute_free=stop)
+                extra_us += self.selective_op_us * (stop - start_op)
+            if rng_on_device:  # fork_rng stashes the state again during recompute
+                extra_alloc.append(np.asarray([v(start)]))
+                extra_free.append(np.asarray([v(float(r.last_pack))]))
+                extra_bytes.append(np.asarray([CPU_RNG_STATE_BYTES]))
+                extra_cat.append(np.asarray([_TMP]))
+            extra_us += self._recompute_us(c, start_op, end_op, stop, cached_ops)
+
+        # categories under the plan (same rules as the measurement)
+        cat = self._categories(free, held)
+        on = t.on_device
+        alloc_all = np.concatenate([t.st_alloc[on].astype(np.float64)] + extra_alloc)
+        free_all = np.concatenate([free[on]] + extra_free)
+        bytes_all = np.concatenate([t.st_bytes[on]] + [np.asarray(b, dtype=np.int64) for b in extra_bytes])
+        cat_all = np.concatenate([cat[on]] + [np.asarray(c, dtype=np.int8) for c in extra_cat])
+        q = np.concatenate(query)
+        q_phase = np.concatenate(query_phase)
+        q_rc = np.concatenate(query_rc)
+        order = np.argsort(q, kind="stable")
+        q, q_phase, q_rc = q[order], q_phase[order], q_rc[order]
+
+        total = live_bytes(q, alloc_all, free_all, bytes_all)
+        k = int(np.argmax(total)) if len(total) else 0
+        by_peak = np.zeros(N_CATEGORIES, dtype=np.int64)
+        if len(q):
+            qk = np.asarray([q[k]])
+            for ci in range(N_CATEGORIES):
+                m = cat_all == ci
+                if m.any():
+                    by_peak[ci] = live_bytes(qk, alloc_all[m], free_all[m], bytes_all[m])[0]
+        activation = self._activation(free, cat)
+        step_s = self.base_step_s + extra_us / 1e6
+        peak_op = None
+        if len(q) and not q_rc[k]:
+            peak_op = t.op_name_str(int(order[k]))
+        tl = None
+        if timeline:
+            from memadvise.analysis.timeline import live_by_category
+
+            tl = Timeline(
+                clock=q,
+                phase=q_phase,
+                by_category=live_by_category(q, alloc_all, free_all, bytes_all, cat_all, N_CATEGORIES),
+                recompute=q_rc,
+            )
+        return SimResult(
+            peak_bytes=int(total[k]) if len(total) else 0,
+            by_category_at_peak=category_dict(by_peak),
+            activation_bytes=int(activation),
+            step_time_s=step_s,
+            overhead=(step_s / self.base_step_s - 1.0) if self.base_step_s > 0 else 0.0,
+            recompute_ms=extra_us / 1000.0,
+            peak_phase=Phase(int(q_phase[k])).label if len(q) else "forward",
+            peak_in_recompute=bool(q_rc[k]) if len(q) else False,
+            peak_op=peak_op,
+            regions=len(regions),
+            timeline=tl,
+        )
+
+    # ------------------------------------------------------------------ pieces
+    def _regions(self, actions: Sequence[Action]) -> list[_Region]:
+        t = self.trace
+        calls: list[tuple[int, Action]] = []
+        seen_units: set[str] = set()
+        for a in actions:
+            if a.unit in seen_units:
+                raise PlanError(f"unit {display_unit(a.unit)} has more than one action")
+            seen_units.add(a.unit)
+            u = self.unit_index.get(a.unit)
+            if u is None:
+                raise PlanError(f"unit {display_unit(a.unit)} is not in the profile")
+            if a.action == OFFLOAD and t.device_type != "cuda":
+                raise PlanError("offload (save_on_cpu) needs a CUDA profile")
+            for c in t.calls_of_unit.get(u, []):
+                calls.append((c, a))
+        calls.sort()
+        end = t.call_subtree_end
+        for (c1, a1), (c2, a2) in zip(calls, calls[1:]):
+            if c2 < end[c1]:
+                raise PlanError(
+                    f"actions on {display_unit(a1.unit)} and {display_unit(a2.unit)} are nested; "
+                    "a plan acts on disjoint units"
+                )
+        regions = []
+        fwd = self._fwd_saves
+        for c, a in calls:
+            saves = fwd[(t.sv_call[fwd] >= c) & (t.sv_call[fwd] < end[c])]
+            if len(saves):
+                frame_death = float(t.sv_release[saves].max())
+                unpacked = t.sv_unpack[saves]
+                unpacked = unpacked[unpacked >= 0]
+                trigger = float(unpacked.min()) if len(unpacked) else None
+                last_pack = int(t.sv_pack[saves].max())
+            else:
+                frame_death, trigger, last_pack = float(t.call_end[c]), None, int(t.call_start[c])
+            start_op, end_op = int(t.call_start_op[c]), int(t.call_end_op[c])
+            stop_op = int(np.searchsorted(t.op_clock, last_pack, side="left"))
+            stop_op = min(max(stop_op, start_op), end_op)
+            regions.append(_Region(c, a, saves, frame_death, trigger, last_pack, stop_op))
+        return regions
+
+    def _cached_mask(self, r: _Region, start_op: int, end_op: int) -> np.ndarray | None:
+        if r.action.action != SELECTIVE:
+            return None
+        keep = POLICIES[r.action.policy or ""]
+        names = self._op_names[start_op:end_op]
+        return np.fromiter((n in keep for n in names), dtype=bool, count=len(names))
+
+    def _hold_cached(self, r: _Region, cached: np.ndarray, start_op: int, free: np.ndarray,
+                     held: np.ndarray, recompute_free: int | None) -> None:
+        """Cached outputs past the early stop (or never consumed) live until the frame dies."""
+        t = self.trace
+        idx = np.nonzero(cached)[0] + start_op
+        if recompute_free is not None:
+            idx = idx[idx >= recompute_free]
+        if not len(idx):
+            return
+        made = np.nonzero(np.isin(t.st_op, idx))[0]
+        free[made] = np.maximum(free[made], r.frame_death)
+        held[made] = True
+
+    def _recompute_us(self, c: int, start_op: int, end_op: int, stop: int, cached: np.ndarray | None) -> float:
+        """Time to re-run ops [start_op, stop): their op time, scaled up by the call's
+        Python overhead (its measured wall time over its op time)."""
+        t = self.trace
+        all_us = self._cum_dur[end_op] - self._cum_dur[start_op]
+        durs = t.op_dur_us[start_op:stop]
+        if cached is not None:
+            durs = durs[~cached[: stop - start_op]]
+        rc_us = float(durs.sum())
+        wall = float(t.call_wall_us[c])
+        if all_us > 0 and wall > 0:
+            return max(rc_us, wall * rc_us / all_us)
+        return rc_us
+
+    def _offload(self, r: _Region, free, held, extra_alloc, extra_free, extra_bytes, extra_cat) -> float:
+        """save_on_cpu: saved tensors leave the device at pack, return at unpack."""
+        t = self.trace
+        if not len(r.saves):
+            return 0.0
+        moved = 0
+        unpack = t.sv_unpack[r.saves]
+        for i, s in zip(r.saves, t.sv_storage[r.saves]):
+            nbytes = int(t.st_bytes[s]) if t.on_device[s] else 0
+            moved += nbytes
+            if t.sv_unpack[i] >= 0:
+                extra_alloc.append(np.asarray([float(t.sv_unpack[i])]))
+                extra_free.append(np.asarray([float(t.sv_release[i])]))
+                extra_bytes.append(np.asarray([nbytes]))
+                extra_cat.append(np.asarray([_ACT]))
+                moved += nbytes
+        del unpack
+        return moved / self.pcie_bytes_per_s * 1e6
+
+    def _categories(self, free: np.ndarray, held: np.ndarray) -> np.ndarray:
+        t = self.trace
+        base = t.st_category
+        cat = np.where(held, _ACT, _TMP).astype(np.int8)
+        # made inside a module in a forward, live at a backward start, freed in that backward
+        in_module_fwd = (t.st_call >= 0) & (t.st_alloc_phase == Phase.FORWARD) & (t.st_alloc >= 0)
+        for b, e in t.backward_segments:
+            cat[in_module_fwd & (t.st_alloc < b) & (free > b) & (free < e)] = _ACT
+        fixed = (base == Category.PARAMETER) | (base == Category.GRADIENT) | (base == Category.OPTIMIZER_STATE) | (base == Category.INPUT)
+        cat[fixed] = base[fixed]
+        return cat
+
+    def _activation(self, free: np.ndarray, cat: np.ndarray) -> int:
+        t = self.trace
+        best = 0
+        fwd_made = (t.st_alloc >= 0) & (t.st_alloc_phase == Phase.FORWARD) & t.on_device & (cat == _ACT)
+        for b, _e in t.backward_segments:
+            sel = fwd_made & (t.st_alloc < b) & (free > b)
+            best = max(best, int(t.st_bytes[sel].sum()))
+        return best
+
+
+def simulate(profile: Profile, actions: Iterable[Action], **kwargs) -> SimResult:
+    """One-shot helper: ``simulate(profile, [Action("blocks.0", "checkpoint")])``."""
+    return Simulator(profile).simulate(actions, **kwargs)

@@ -1,0 +1,54 @@
+"""``memadvise.apply_plan``: the library form of ``memadvise apply``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from memadvise._errors import InputFileError, UsageError
+from memadvise.schema.actions import POLICIES, Action
+from memadvise.apply.runtime import memadvise_apply
+
+
+def runtime_actions(actions: Sequence[Action], restore: dict[str, bool] | None = None) -> list[tuple]:
+    """Plan actions as the tuples ``memadvise_apply`` takes (names already validated)."""
+    out = []
+    for a in actions:
+        save_ops = sorted(POLICIES[a.policy]) if a.policy else None
+        out.append((a.unit, a.action, save_ops, bool((restore or {}).get(a.unit, False))))
+    return out
+
+
+def apply_plan(model: Any, plan: Any, *, rank: int | None = None, strategy: str | None = None) -> Any:
+    """Apply a plan to ``model`` in place, as the patch would, and return ``model``.
+
+    ``plan``: a plan file path, a plan document (``suggest --json``), one entry of its
+    ``plans`` list, or a list of ``Action``. For a document, ``rank`` (default 1) or
+    ``strategy`` picks the plan.
+
+    Example::
+
+        model = build_model()
+        memadvise.apply_plan(model, ".memadvise/plan.json", rank=1)
+    """
+    from memadvise.schema.plan import PlanFile, read_plan, select_plan
+
+    if isinstance(plan, (str, os.PathLike)):
+        plan = read_plan(plan)
+    if isinstance(plan, dict) and "plans" in plan:
+        plan = PlanFile.from_doc(plan, path="<document>")
+    if isinstance(plan, PlanFile):
+        plan = select_plan(plan, rank=rank, strategy=strategy)
+    if isinstance(plan, dict):
+        actions = [Action.from_json(a) for a in plan.get("actions", [])]
+        restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan.get("actions", []) if isinstance(a, dict)}
+    elif isinstance(plan, (list, tuple)) and all(isinstance(a, Action) for a in plan):
+        actions, restore = list(plan), {}
+    else:
+        raise UsageError("apply_plan takes a plan file, a plan document, one plan, or a list of Action")
+    for a in actions:
+        try:
+            model.get_submodule(a.unit) if a.unit else model
+        except AttributeError:
+            raise InputFileError(f"the model has no submodule {a.unit!r}; was the plan made for another model?") from None
+    return memadvise_apply(model, runtime_actions(actions, restore))

@@ -1,0 +1,49 @@
+"""The ``memadvise`` command: a thin Typer layer over the library.
+
+Errors the user can act on (``MemadviseError``) become one stderr line and an exit code
+here, in one place; nothing else catches them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from memadvise._errors import MemadviseError
+
+
+class _Group(TyperGroup):
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except MemadviseError as exc:
+            typer.echo(f"memadvise: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+app = typer.Typer(
+    cls=_Group,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Memory profiler and activation-recompute advisor for PyTorch training.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register() -> None:
+    from memadvise.cli import apply, check, profile, show, suggest  # noqa: F401
+
+
+_register()
+
+
+def main() -> None:
+    app(prog_name="memadvise")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The plan file: ranked recompute plans with their predictions (``memadvise suggest``).
+
+Plan files get shared and committed, so they are untrusted input: plain JSON, validated
+on read (unit names are module paths, actions and policies come from closed sets).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from memadvise._errors import InputFileError, UsageError
+from memadvise.schema.actions import Action
+from memadvise.schema.io import atomic_write_json, check_header, read_json
+
+FORMAT = "memadvise-plan"
+SCHEMA_VERSION = 1
+DEFAULT_PATH = Path(".memadvise") / "plan.json"
+
+
+@dataclass
+class PlanFile:
+    doc: dict
+    path: str
+
+    @classmethod
+    def from_doc(cls, doc: Any, path: str | os.PathLike) -> "PlanFile":
+        validate_plan(doc, path)
+        return cls(doc=doc, path=str(path))
+
+    @property
+    def plans(self) -> list[dict]:
+        return self.doc["plans"]
+
+    @property
+    def baseline(self) -> dict:
+        return self.doc["baseline"]
+
+    @property
+    def script(self) -> dict:
+        return self.doc["script"]
+
+
+def validate_plan(doc: Any, path: str | os.PathLike) -> None:
+    check_header(doc, path=path, fmt=FORMAT, version=SCHEMA_VERSION, what="plan",
+                 hint="re-create it with `memadvise suggest`")
+    try:
+        baseline = doc["baseline"]
+        for key in ("peak_bytes", "activation_bytes", "step_time_s"):
+            float(baseline[key])
+        script = doc["script"]
+        if not isinstance(script.get("path"), str) or not isinstance(script.get("sha256"), str):
+            raise KeyError("script")
+        plans = doc["plans"]
+        if not isinstance(plans, list):
+            raise TypeError("plans")
+        for plan in plans:
+            if not isinstance(plan, dict) or not isinstance(plan.get("strategy"), str):
+                raise TypeError("plan")
+            int(plan["rank"])
+            for a in plan["actions"]:
+                Action.from_json(a)
+                if not isinstance(a.get("restore_buffers", False), bool):
+                    raise InputFileError("a plan action's restore_buffers is not true/false")
+            pred = plan["predicted"]
+            for key in ("peak_bytes", "activation_bytes", "step_time_s", "overhead"):
+                float(pred[key])
+    except InputFileError as exc:
+        raise InputFileError(f"plan {str(path)!r} is invalid: {exc}") from None
+    except (KeyError, TypeError, ValueError):
+        raise InputFileError(f"plan {str(path)!r} is corrupt (malformed fields); re-create it with `memadvise suggest`") from None
+
+
+def read_plan(path: str | os.PathLike = DEFAULT_PATH) -> PlanFile:
+    doc = read_json(path, what="plan")
+    return PlanFile.from_doc(doc, path)
+
+
+def write_plan(doc: dict, path: str | os.PathLike = DEFAULT_PATH) -> Path:
+    return atomic_write_json(path, doc, indent=1)
+
+
+def select_plan(plan_file: PlanFile, *, rank: int | None = None, strategy: str | None = None) -> dict:
+    plans = plan_file.plans
+    if rank is not None and strategy is not None:
+        raise UsageError("give --rank or --strategy, not both")
+    if strategy is not None:
+        for p in plans:
+            if p["strategy"] == strategy:
+                return p
+        names = ", ".join(sorted({p["strategy"] for p in plans})) or "none"
+        raise UsageError(f"no plan with strategy {strategy!r} in {plan_file.path} (strategies: {names})")
+    rank = 1 if rank is None else rank
+    for p in plans:
+        if int(p["rank"]) == rank:
+            return p
+    if not plans:
+        raise UsageError(f"{plan_file.path} holds no plans")
+    raise UsageError(f"no plan ranked {rank} in {plan_file.path} (ranks 1..{len(plans)})")

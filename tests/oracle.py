@@ -1,0 +1,248 @@
+"""Independent measurement of one steady-state training step, for checking memadvise.
+
+Uses only PyTorch's profiler (torch.profiler with profile_memory=True and its
+private memory-timeline analysis); it must never import memadvise, so that the
+two can disagree.
+
+    python tests/oracle.py [--warmup N] SCRIPT [ARGS...]
+
+runs SCRIPT as ``__main__`` (with ``sys.argv = [SCRIPT, *ARGS]``), lets it take
+``warmup`` optimizer steps, profiles the next full step (from the end of step
+``warmup`` to the end of step ``warmup + 1``), stops the script, and prints one
+JSON object as the last line of stdout (the script's own prints go to stderr):
+
+    peak_bytes           max over the step of all live CPU bytes the profiler
+                         tracked (every category, including "unknown")
+    by_category_at_peak  {category: bytes} at that moment; names are
+                         torch.profiler._memory_profiler.Category lower-cased,
+                         plus "unknown" for the uncategorized bytes
+    activation_bytes     bytes of Category.ACTIVATION tensors live when the
+                         first backward() of the step starts
+    activation_freed_in_backward_bytes
+                         the part of activation_bytes destroyed before the
+                         step ends (i.e. not still held by the script)
+    timeline_len         number of (time, action, tensor, bytes) events
+    step_wall_s          seconds from profiler start to stop (profiler
+                         overhead included, so slower than an unprofiled step)
+
+Exit status 0 with the JSON, or 1 with a message on stderr.
+
+Known limitations:
+* CPU tensors only (device "cpu"); one optimizer per script (every
+  ``Optimizer.step`` call counts as a step); the forward/backward boundary is
+  found only for ``Tensor.backward()``, not ``torch.autograd.backward()``/``grad()``.
+* The profiler only sees tensors touched during the profiled step: a tensor
+  allocated earlier and never used in the step is invisible.
+* The timeline is bucketed to whole microseconds (``_coalesce_timeline``), so an
+  allocation freed within the same microsecond can be missed by ``peak_bytes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import runpy
+import subprocess
+import sys
+import time
+import traceback
+
+
+def measure_script(
+    script: str, args: list[str] = (), *, warmup: int = 2, timeout: float = 300
+) -> dict:
+    """Run ``tests/oracle.py`` on ``script`` in a subprocess and return its JSON.
+
+    Raises RuntimeError (with the subprocess's stderr tail) if it fails, and
+    subprocess.TimeoutExpired after ``timeout`` seconds.
+    """
+    cmd = [sys.executable, os.path.abspath(__file__), "--warmup", str(warmup),
+           script, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(
+            f"oracle failed (exit {proc.returncode}) on {script} {' '.join(args)}:\n"
+            + proc.stderr[-4000:]
+        )
+    return json.loads(lines[-1])
+
+
+class _StopScript(BaseException):
+    """Raised from the optimizer hook once the profiled step is done.
+
+    A BaseException so that ``except Exception`` in the script cannot swallow it.
+    """
+
+
+class _Harness:
+    def __init__(self, warmup: int):
+        import torch
+
+        self.torch = torch
+        self.warmup = warmup
+        self.steps_done = 0
+        self.prof = None
+        self.in_profiled_step = False
+        self.backward_marked = False
+        self.t_start = 0.0
+        self.wall_s = 0.0
+
+    def install(self):
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        self._hook_handle = register_optimizer_step_post_hook(self._after_step)
+        orig_backward = self.torch.Tensor.backward
+        harness = self
+
+        def backward(tensor, *args, **kwargs):
+            if harness.in_profiled_step and not harness.backward_marked:
+                harness.backward_marked = True
+                with harness.torch.profiler.record_function("oracle::backward"):
+                    return orig_backward(tensor, *args, **kwargs)
+            return orig_backward(tensor, *args, **kwargs)
+
+        self.torch.Tensor.backward = backward
+
+    def _after_step(self, optimizer, args, kwargs):
+        self.steps_done += 1
+        if self.steps_done == self.warmup:
+            from torch.profiler import ProfilerActivity, profile
+
+            self.prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True,
+                                record_shapes=True, with_stack=True)
+            self.t_start = time.perf_counter()
+            self.prof.start()
+            self.in_profiled_step = True
+        elif self.steps_done == self.warmup + 1:
+            self.prof.stop()
+            self.wall_s = time.perf_counter() - self.t_start
+            self.in_profiled_step = False
+            raise _StopScript
+
+
+def _find_event_start_ns(prof, name: str) -> int | None:
+    """Start time (ns) of the first op-tree event called ``name``.
+
+    The op tree (``experimental_event_tree``) is what the memory timeline is
+    built from, so its ``start_time_ns`` is on the same clock as the timeline.
+    ``prof.events()`` is not: those times are microseconds since trace start.
+    """
+    roots = prof.profiler.kineto_results.experimental_event_tree()
+    stack, found = list(roots), []
+    while stack:
+        e = stack.pop()
+        if e.name == name:
+            found.append(e.start_time_ns)
+        stack.extend(e.children)
+    return min(found) if found else None
+
+
+def _analyze(prof, wall_s: float) -> dict:
+    import torch
+    from torch.profiler import _memory_profiler as mp_mod
+
+    mp = prof._memory_profile()
+    tl = mp_mod.MemoryProfileTimeline(mp)
+    device = torch.device("cpu")
+    names = ["unknown" if c is None else c.name.lower() for c in mp_mod._CATEGORY_TO_INDEX]
+
+    # Totals over time. sizes[i][0] is an unused slot; category k is at k + 1.
+    times, sizes = tl._coalesce_timeline("cpu")
+    if not times:
+        raise RuntimeError("the profiler recorded no CPU memory events")
+    totals = [sum(s) for s in sizes]
+    i_peak = max(range(len(totals)), key=totals.__getitem__)
+    by_category = {n: sizes[i_peak][k + 1] for k, n in enumerate(names)}
+
+    # Activations live at the forward/backward boundary: replay the raw timeline
+    # (ns, same clock as the op tree) up to the boundary.
+    t_bwd = _find_event_start_ns(prof, "oracle::backward")
+    if t_bwd is None:
+        raise RuntimeError("no backward() call seen in the profiled step "
+                           "(only Tensor.backward is instrumented)")
+    stamps = [t for t, *_ in tl.timeline if t != -1]
+    if not stamps[0] <= t_bwd <= stamps[-1]:
+        raise RuntimeError("oracle::backward lies outside the memory timeline: "
+                           "the two clocks disagree")
+    live: dict = {}  # TensorKey -> (version, bytes)
+    destroyed_after: set = set()
+    for t, action, (key, version), nbytes in tl.timeline:
+        if key.device != device or not isinstance(key, mp_mod.TensorKey):
+            continue
+        if t == -1 or t < t_bwd:
+            if action in (mp_mod.Action.PREEXISTING, mp_mod.Action.CREATE):
+                live[key] = (version, nbytes)
+            elif action == mp_mod.Action.INCREMENT_VERSION:
+                live[key] = (version + 1, nbytes)
+            elif action == mp_mod.Action.DESTROY:
+                live.pop(key, None)
+        elif action == mp_mod.Action.DESTROY:
+            destroyed_after.add(key)
+    act = {k: b for k, (v, b) in live.items()
+           if tl.categories.get(k, v) == mp_mod.Category.ACTIVATION}
+
+    return {
+        "peak_bytes": totals[i_peak],
+        "by_category_at_peak": by_category,
+        "activation_bytes": sum(act.values()),
+        "activation_freed_in_backward_bytes": sum(
+            b for k, b in act.items() if k in destroyed_after),
+        "timeline_len": len(tl.timeline),
+        "step_wall_s": round(wall_s, 6),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="Profile one steady-state training step.")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="optimizer steps to run before the profiled one (>= 1)")
+    p.add_argument("script")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    ns = p.parse_args()
+    if ns.warmup < 1:
+        print("oracle: --warmup must be >= 1", file=sys.stderr)
+        return 1
+
+    script = os.path.abspath(ns.script)
+    if not os.path.isfile(script):
+        print(f"oracle: no such script: {ns.script}", file=sys.stderr)
+        return 1
+    sys.argv = [script, *ns.args]
+    sys.path[0] = os.path.dirname(script)  # as `python SCRIPT` would have it
+    harness = _Harness(ns.warmup)
+    harness.install()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON
+            runpy.run_path(script, run_name="__main__")
+    except _StopScript:
+        pass
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            print(f"oracle: {ns.script} exited with {e.code}", file=sys.stderr)
+            return 1
+    except BaseException:
+        traceback.print_exc()
+        print(f"oracle: {ns.script} raised", file=sys.stderr)
+        return 1
+    finally:
+        if harness.in_profiled_step:  # never leave the profiler running at exit:
+            harness.prof.stop()       # the interpreter segfaults on shutdown
+    if harness.prof is None or harness.in_profiled_step:
+        print(f"oracle: {ns.script} finished after {harness.steps_done} optimizer "
+              f"step(s); need {ns.warmup + 1}", file=sys.stderr)
+        return 1
+    try:
+        result = _analyze(harness.prof, harness.wall_s)
+    except Exception:
+        traceback.print_exc()
+        print("oracle: analysing the profile failed", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
