@@ -35,6 +35,13 @@ Known limitations:
   allocated earlier and never used in the step is invisible.
 * The timeline is bucketed to whole microseconds (``_coalesce_timeline``), so an
   allocation freed within the same microsecond can be missed by ``peak_bytes``.
+* ``activation_bytes`` includes ACTIVATION tensors the script itself still holds,
+  chiefly the loss. On CPU ``F.mse_loss`` returns a scalar whose storage keeps the
+  unreduced size (batch * out * 4 bytes), so for sample_models/mlp.py
+  activation_bytes = closed form + batch * out * 4, and
+  activation_freed_in_backward_bytes = closed form exactly.
+* "unknown" bytes are allocations the profiler could not tie to a tensor
+  (no tensor id), e.g. oneDNN convolution scratch buffers.
 """
 
 from __future__ import annotations

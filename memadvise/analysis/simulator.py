@@ -286,6 +286,27 @@ class Simulator:
             timeline=tl,
         )
 
+    def cost_us(self, actions: Iterable[Action]) -> float:
+        """Predicted extra step time of ``actions`` in microseconds, without replaying
+        memory. Exactly the time term of ``simulate``: per-region costs add up."""
+        total = 0.0
+        for r in self._regions(list(actions)):
+            c = r.call
+            start_op, end_op = int(self.trace.call_start_op[c]), int(self.trace.call_end_op[c])
+            if r.action.action == OFFLOAD:
+                total += self._offload_us(r)
+                continue
+            total += self.checkpoint_call_ms * 1000.0
+            cached = self._cached_mask(r, start_op, end_op)
+            if cached is not None and cached.any():
+                total += self.selective_op_us * (end_op - start_op)
+            if r.trigger is None:
+                continue
+            if cached is not None:
+                total += self.selective_op_us * (r.stop_op - start_op)
+            total += self._recompute_us(c, start_op, end_op, r.stop_op, cached)
+        return total
+
     # ------------------------------------------------------------------ pieces
     def _regions(self, actions: Sequence[Action]) -> list[_Region]:
         t = self.trace
@@ -361,6 +382,14 @@ class Simulator:
         if all_us > 0 and wall > 0:
             return max(rc_us, wall * rc_us / all_us)
         return rc_us
+
+    def _offload_us(self, r: _Region) -> float:
+        t = self.trace
+        moved = 0
+        for i, s in zip(r.saves, t.sv_storage[r.saves]):
+            nbytes = int(t.st_bytes[s]) if t.on_device[s] else 0
+            moved += nbytes * (2 if t.sv_unpack[i] >= 0 else 1)
+        return moved / self.pcie_bytes_per_s * 1e6
 
     def _offload(self, r: _Region, free, held, extra_alloc, extra_free, extra_bytes, extra_cat) -> float:
         """save_on_cpu: saved tensors leave the device at pack, return at unpack."""

@@ -1,0 +1,196 @@
+"""``suggest``: predict every strategy on a profile, find the budget-optimal plan, rank.
+
+Pure: reads a profile document, runs no model, imports no torch.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+
+import memadvise
+from memadvise._errors import UsageError
+from memadvise.analysis.simulator import SimResult, Simulator
+from memadvise.analysis.units import UnitTree
+from memadvise.planning import solver, strategies
+from memadvise.schema.actions import Action, display_unit
+from memadvise.schema.categories import Phase
+from memadvise.schema.plan import FORMAT, SCHEMA_VERSION
+from memadvise.schema.profile import Profile
+from memadvise.sizes import Budget, format_bytes
+
+RECOMMEND_MAX_OVERHEAD = 0.10  # without a budget: the lowest peak at ≤ 10% step-time overhead
+
+
+def _pareto(points: list[tuple[int, float]]) -> list[bool]:
+    """Non-dominated flags for (peak, time) pairs, both minimised."""
+    flags = []
+    for i, (p, t) in enumerate(points):
+        dominated = any(
+            (p2 <= p and t2 <= t) and (p2 < p or t2 < t) for j, (p2, t2) in enumerate(points) if j != i
+        )
+        flags.append(not dominated)
+    return flags
+
+
+def _warnings(tree: UnitTree, actions: list[Action]) -> list[str]:
+    out = []
+    rng = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.get("uses_rng")]
+    if rng:
+        out.append(f"{len(rng)} unit(s) draw random numbers (dropout): RNG state is preserved, a small cost per call")
+    bn = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.get("batchnorm_training")
+          or tree.units[tree.by_name[a.unit]].record.get("mutates_state")]
+    if bn:
+        out.append(f"{len(bn)} unit(s) update buffers in forward (BatchNorm running stats): they would update "
+                   "twice under recompute, so the patch restores them after each recompute")
+    multi = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.get("calls", 1) > 1]
+    if multi:
+        out.append(f"{len(multi)} unit(s) run several times per step ({display_unit(multi[0])}...): "
+                   "each call is checkpointed and recomputed")
+    return out
+
+
+def _restore_buffers(tree: UnitTree, unit: str) -> bool:
+    rec = tree.units[tree.by_name[unit]].record
+    return bool(rec.get("batchnorm_training") or rec.get("mutates_state"))
+
+
+def _phase_peak(timeline, phase: Phase) -> int:
+    m = timeline.phase == int(phase)
+    return int(timeline.total[m].max()) if m.any() else 0
+
+
+def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str | None = None) -> dict:
+    """The plan document: baseline, ranked plans with predictions, recommendation."""
+    t0 = time.perf_counter()
+    sim = Simulator(profile)
+    tree = UnitTree(profile, sim.trace)
+    device_type = profile.device_type
+    base = sim.baseline()
+    base_tl = sim.trace.baseline_timeline()
+    budget_bytes = budget.resolve(base.peak_bytes) if budget is not None else None
+    if budget_bytes is not None and budget_bytes <= 0:
+        raise UsageError("budget must be larger than zero")
+
+    cands, unavailable = strategies.candidates(tree, device_type=device_type)
+    evaluated: list[tuple[str, str, list[Action], SimResult]] = []
+    for c in cands:
+        evaluated.append((c.strategy, c.description, c.actions, sim.simulate(c.actions)))
+
+    # the budget-optimal plan at the asked budget, and at a few others for the front
+    floor_guess = min([r.peak_bytes for *_, r in evaluated] + [base.peak_bytes])
+    targets: list[tuple[str, int]] = []
+    if budget_bytes is not None:
+        targets.append(("budget-optimal", budget_bytes))
+    span = base.peak_bytes - floor_guess
+    if span > 0:
+        for f in (0.25, 0.5, 0.75, 1.0):
+            targets.append((f"optimal@{int(round(100 * (1 - f * span / base.peak_bytes)))}%", int(base.peak_bytes - f * span)))
+    seeds = [c.actions for c in cands]
+    solved_at: dict[str, solver.Solution] = {}
+    units = solver.candidate_units(tree, sim)
+    for name, target in targets:
+        sol = solver.solve(sim, tree, target, device_type=device_type, seeds=seeds, units=units)
+        if sol is not None and sol.actions:
+            solved_at[name] = sol
+            key = tuple(sorted(sol.actions))
+            if any(tuple(sorted(a)) == key for _, _, a, _ in evaluated):
+                continue
+            desc = f"cheapest plan with predicted peak ≤ {format_bytes(target)} ({sol.method} search, {sol.evaluated} simulations)"
+            evaluated.append((name, desc, sol.actions, sol.result))
+
+    base_doc = {
+        "peak_bytes": base.peak_bytes,
+        "activation_bytes": base.activation_bytes,
+        "step_time_s": sim.base_step_s,
+        "by_category_at_peak": base.by_category_at_peak,
+        "peak_phase": base.peak_phase,
+    }
+    plans = []
+    points = [(base.peak_bytes, sim.base_step_s)] + [(r.peak_bytes, r.step_time_s) for *_, r in evaluated]
+    front = _pareto(points)
+    for (strategy, desc, actions, r), on_front in zip(evaluated, front[1:]):
+        saved = base.peak_bytes - r.peak_bytes
+        extra_ms = max(r.recompute_ms, 1e-9)
+        plans.append({
+            "rank": 0,
+            "strategy": strategy,
+            "description": desc,
+            "actions": [dict(a.to_json(), restore_buffers=_restore_buffers(tree, a.unit)) for a in sorted(actions)],
+            "predicted": r.predicted(),
+            "change": {
+                "peak": r.peak_bytes / base.peak_bytes - 1 if base.peak_bytes else 0.0,
+                "activation": r.activation_bytes / base.activation_bytes - 1 if base.activation_bytes else 0.0,
+            },
+            "bytes_saved_per_ms": saved / extra_ms if saved > 0 else 0.0,
+            "pareto": bool(on_front),
+            "meets_budget": (r.peak_bytes <= budget_bytes) if budget_bytes is not None else None,
+            "warnings": _warnings(tree, actions),
+        })
+
+    # rank: with a budget, plans that meet it by step time, then the rest by peak;
+    # without, the recommendation first, then the front by peak, then the rest by peak
+    recommended = None
+    if budget_bytes is not None:
+        fits = sorted([p for p in plans if p["meets_budget"]], key=lambda p: (p["predicted"]["step_time_s"], p["predicted"]["peak_bytes"]))
+        rest = sorted([p for p in plans if not p["meets_budget"]], key=lambda p: (p["predicted"]["peak_bytes"], p["predicted"]["step_time_s"]))
+        ordered = fits + rest
+        recommended = fits[0] if fits else None
+    else:
+        front_plans = [p for p in plans if p["pareto"] and p["predicted"]["peak_bytes"] < base.peak_bytes]
+        cheap = [p for p in front_plans if p["predicted"]["overhead"] <= RECOMMEND_MAX_OVERHEAD]
+        if cheap:
+            recommended = min(cheap, key=lambda p: (p["predicted"]["peak_bytes"], p["predicted"]["step_time_s"]))
+        elif front_plans:
+            recommended = min(front_plans, key=lambda p: (p["predicted"]["overhead"], p["predicted"]["peak_bytes"]))
+        ordered = ([recommended] if recommended else []) + sorted(
+            [p for p in plans if p is not recommended],
+            key=lambda p: (not p["pareto"], p["predicted"]["peak_bytes"], p["predicted"]["step_time_s"]),
+        )
+    for i, p in enumerate(ordered, start=1):
+        p["rank"] = i
+
+    lowest = min([p["predicted"]["peak_bytes"] for p in plans] + [base.peak_bytes])
+    opt_peak = _phase_peak(base_tl, Phase.OPTIMIZER)
+    notes = []
+    if base.peak_phase == "optimizer":
+        notes.append(f"the peak is in optimizer.step() ({format_bytes(base.peak_bytes)}): recompute cannot lower it")
+    elif opt_peak and lowest >= opt_peak * 0.995:
+        notes.append(f"recompute plans bottom out at the optimizer step's own peak ({format_bytes(opt_peak)}); "
+                     "a foreach/fused optimizer's temporaries, not activations, set the floor")
+    if base.activation_bytes == 0:
+        notes.append("the step holds no activations for backward: there is nothing to recompute")
+
+    recommendation = None
+    if recommended is not None:
+        reason = (f"fastest plan under the budget {format_bytes(budget_bytes)}" if budget_bytes is not None
+                  else f"lowest predicted peak at ≤ {RECOMMEND_MAX_OVERHEAD:.0%} step-time overhead"
+                  if recommended["predicted"]["overhead"] <= RECOMMEND_MAX_OVERHEAD
+                  else "cheapest plan on the Pareto front")
+        recommendation = {"rank": recommended["rank"], "strategy": recommended["strategy"], "reason": reason}
+    doc = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tool": {"name": "memadvise", "version": memadvise.__version__},
+        "profile": {"path": profile_path or (str(profile.path) if profile.path else None),
+                    "created_at": profile.doc.get("created_at")},
+        "script": dict(profile.script),
+        "model": profile.doc.get("model", {}),
+        "environment": profile.environment,
+        "budget": ({"text": budget.text, "bytes": budget_bytes} if budget is not None else None),
+        "baseline": base_doc,
+        "lowest_peak_bytes": lowest,
+        "optimizer_peak_bytes": opt_peak,
+        "recommendation": recommendation,
+        "plans": ordered,
+        "unavailable": [{"strategy": u.strategy, "reason": u.reason} for u in unavailable],
+        "notes": notes,
+        "suggest_time_s": round(time.perf_counter() - t0, 4),
+    }
+    return doc
+
+
+__all__ = ["suggest", "np"]
