@@ -110,6 +110,7 @@ class Simulator:
         self.selective_op_us = float(cal.get("selective_op_us", DEFAULT_SELECTIVE_OP_US))
         self.pcie_bytes_per_s = float(cal.get("pcie_bytes_per_s", DEFAULT_PCIE_BYTES_PER_S))
         self.base_step_s = float(profile.summary["step_time_s"])
+        self.time_scale = float(profile.trace.get("time_scale", 1.0))
         t = self.trace
         self._fwd_saves = np.nonzero(t.forward_saves)[0]
         self._valid_saves = t.sv_storage >= 0
@@ -370,18 +371,13 @@ class Simulator:
         held[made] = True
 
     def _recompute_us(self, c: int, start_op: int, end_op: int, stop: int, cached: np.ndarray | None) -> float:
-        """Time to re-run ops [start_op, stop): their op time, scaled up by the call's
-        Python overhead (its measured wall time over its op time)."""
+        """Time to re-run ops [start_op, stop): their measured op time, scaled like every
+        op of the step so that the step's ops add up to its uninstrumented time."""
         t = self.trace
-        all_us = self._cum_dur[end_op] - self._cum_dur[start_op]
         durs = t.op_dur_us[start_op:stop]
         if cached is not None:
             durs = durs[~cached[: stop - start_op]]
-        rc_us = float(durs.sum())
-        wall = float(t.call_wall_us[c])
-        if all_us > 0 and wall > 0:
-            return max(rc_us, wall * rc_us / all_us)
-        return rc_us
+        return float(durs.sum()) * self.time_scale
 
     def _offload_us(self, r: _Region) -> float:
         t = self.trace

@@ -1,1 +1,58 @@
-"""placeholder"""
+"""``memadvise apply``: turn a plan into a patch (or patch the script), and verify it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from memadvise.cli.app import app
+from memadvise.cli.common import DEFAULT_DIR, err_console, out_console, print_json
+
+
+@app.command("apply", help="Write a plan as a patch of the profiled script (or apply it with --write); --verify measures it.")
+def apply_command(
+    plan_path: Path = typer.Option(DEFAULT_DIR / "plan.json", "--plan", help="Plan file from `memadvise suggest`."),
+    rank: Optional[int] = typer.Option(None, "--rank", help="Plan to apply, by rank (default: 1)."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="Plan to apply, by strategy name."),
+    patch_path: Path = typer.Option(DEFAULT_DIR / "plan.patch", "--patch", help="Where to write the patch."),
+    write: bool = typer.Option(False, "--write", help="Patch the script in place, keeping SCRIPT.orig."),
+    verify: bool = typer.Option(False, "--verify", help="Profile the patched script and compare with the prediction."),
+    tolerance: str = typer.Option("5%", "--tolerance", help="Largest accepted peak error for --verify."),
+    force: bool = typer.Option(False, "--force", help="Apply to a changed script; overwrite an existing backup."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+) -> None:
+    from memadvise._errors import EXIT_FAILED
+    from memadvise.apply.apply import prepare, write_in_place, write_patch_file
+    from memadvise.report.apply_report import apply_document, render_patch, render_verify
+    from memadvise.schema.plan import read_plan, select_plan
+    from memadvise.sizes import parse_percent
+
+    tol = parse_percent(tolerance, what="tolerance", allow_zero=True)
+    plan_file = read_plan(plan_path)
+    plan = select_plan(plan_file, rank=rank, strategy=strategy)
+    prepared = prepare(plan_file, plan, force=force)
+    written: dict = {}
+    if write:
+        written["backup"] = str(write_in_place(prepared, force=force))
+        written["script"] = str(prepared.script)
+    else:
+        written["patch"] = str(write_patch_file(prepared, patch_path))
+    result = None
+    if verify:
+        from memadvise.apply.verify import verify as run_verify
+
+        console = err_console()
+        with console.status("verifying", spinner="dots") as status:
+            result = run_verify(plan_file, prepared, tolerance=tol,
+                                progress=lambda msg: status.update(f"verifying: {msg}"))
+    if as_json:
+        print_json(apply_document(prepared, written, result))
+    else:
+        console = out_console()
+        render_patch(console, prepared, written)
+        if result is not None:
+            render_verify(console, result)
+    if result is not None and not result["passed"]:
+        raise typer.Exit(EXIT_FAILED)

@@ -28,8 +28,13 @@ def profile_command(
     from memadvise.collect.api import profile_script
     from memadvise.report.profile_report import profile_summary, render_profile_done
 
+    import contextlib
+    import sys
+
     console = err_console()
-    with _progress(console, enabled=not as_json) as progress:
+    # with --json, stdout carries only our JSON: the script's prints go to stderr
+    quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    with _progress(console, enabled=not as_json) as progress, quiet:
         profile = profile_script(
             script, script_args or [], warmup=warmup, steps=steps, timing_steps=timing_steps,
             timeout=timeout, out=out, progress=progress,

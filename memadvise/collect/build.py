@@ -196,14 +196,19 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
     best = max(range(len(step_docs)), key=lambda i: (step_docs[i]["peak_bytes"], i))
     mark = steps[best]
     fqn = _fqn_map(root)
-    trace, call_map = _trace(rec, arr, cat, mark, train_dev)
-    units = _units(rec, arr, cat, mark, fqn, root, call_map, trace)
-
     timing = [w / 1e9 for w in raw.timing_wall_ns]
     instrumented = [s["wall_time_s"] for s in step_docs]
     step_time = statistics.median(timing) if timing else statistics.median(
         [max(1e-9, s["wall_time_s"] - s["instrumentation_s"]) for s in step_docs]
     )
+    # op durations measured under instrumentation, rescaled so that the step's ops add up
+    # to the uninstrumented step time: the Python and autograd time around ops is spread
+    # over them in proportion (recompute re-runs both)
+    op_total_s = float(arr.op_dur[mark.start_op:mark.end_op].sum()) / 1e9
+    time_scale = step_time / op_total_s if op_total_s > 0 else 1.0
+    trace, call_map = _trace(rec, arr, cat, mark, train_dev)
+    trace["time_scale"] = time_scale
+    units = _units(rec, arr, cat, mark, fqn, root, call_map, trace)
     rep = step_docs[best]
     root_info = raw.root
     model_doc: dict[str, Any] = {"found": root is not None}
@@ -261,6 +266,8 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
             "peak_unit": _unit_name_of_call(trace["ops"]["owner"][rep["peak_op_index"]] if trace["ops"]["owner"] else -1, trace, units),
             "representative_step": mark.index,
             "untracked_bytes": rep.get("untracked_bytes"),
+            "op_time_s": op_total_s,
+            "time_scale": time_scale,
         },
         "steps": step_docs,
         "units": units,
@@ -446,6 +453,7 @@ def _units(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, fqn: dict[in
            root: torch.nn.Module | None, call_map: dict[int, int], trace: dict) -> list[dict]:
     """One record per module called in the representative step (units of DESIGN.md)."""
     modules_used: list[int] = trace.pop("_modules_used")
+    scale = float(trace.get("time_scale", 1.0))
     calls = trace["calls"]
     ops = trace["ops"]
     st = trace["storages"]
@@ -535,9 +543,9 @@ def _units(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, fqn: dict[in
                 "container": type(parent_module).__name__ if parent_module is not None else None,
                 "calls": n_calls[u],
                 "activation_bytes": int(sum(st["bytes"][s] for s in act_sets[u])),
-                "fwd_time_ms": round(fwd_us[u] / 1000.0, 4),
-                "fwd_op_time_ms": round(fwd_op_us[u] / 1000.0, 4),
-                "bwd_time_ms": round(bwd_us[u] / 1000.0, 4),
+                "fwd_time_ms": round(fwd_op_us[u] * scale / 1000.0, 4),
+                "bwd_time_ms": round(bwd_us[u] * scale / 1000.0, 4),
+                "fwd_wall_ms": round(fwd_us[u] / 1000.0, 4),
                 "input_bytes": int(in_bytes[u]),
                 "output_bytes": int(out_bytes[u]),
                 "param_bytes": int(sum(p.numel() * p.element_size() for p in params.values())),

@@ -625,7 +625,7 @@ class Recorder(TorchDispatchMode):
         self.call_end_clock[call] = self.tick()
         self.call_end_op[call] = len(self.op_name)
         self.call_seq_end[call] = internals.sequence_nr()
-        self.call_wall_ns[call] = max(0, (now - t0) - (self.overhead_ns - ovh0))
+        self.call_wall_ns[call] = max(0, now - t0)  # raw, instrumentation included
 
     # ------------------------------------------------------------------ output
     def strings(self) -> list[str]:

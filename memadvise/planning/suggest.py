@@ -76,7 +76,15 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
 
     cands, unavailable = strategies.candidates(tree, device_type=device_type)
     evaluated: list[tuple[str, str, list[Action], SimResult]] = []
+    seen: dict[tuple, int] = {}
     for c in cands:
+        key = tuple(sorted(c.actions))
+        if key in seen:  # the same actions under another name: one row, both names
+            i = seen[key]
+            name, desc, acts, res = evaluated[i]
+            evaluated[i] = (name, f"{desc} (same as {c.strategy})", acts, res)
+            continue
+        seen[key] = len(evaluated)
         evaluated.append((c.strategy, c.description, c.actions, sim.simulate(c.actions)))
 
     # the budget-optimal plan at the asked budget, and at a few others for the front
@@ -87,7 +95,8 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
     span = base.peak_bytes - floor_guess
     if span > 0:
         for f in (0.25, 0.5, 0.75, 1.0):
-            targets.append((f"optimal@{int(round(100 * (1 - f * span / base.peak_bytes)))}%", int(base.peak_bytes - f * span)))
+            target = int(base.peak_bytes - f * span)
+            targets.append((f"optimal-{int(round(100 * target / base.peak_bytes))}%", target))
     seeds = [c.actions for c in cands]
     solved_at: dict[str, solver.Solution] = {}
     units = solver.candidate_units(tree, sim)
@@ -96,8 +105,9 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         if sol is not None and sol.actions:
             solved_at[name] = sol
             key = tuple(sorted(sol.actions))
-            if any(tuple(sorted(a)) == key for _, _, a, _ in evaluated):
+            if key in seen:
                 continue
+            seen[key] = len(evaluated)
             desc = f"cheapest plan with predicted peak ≤ {format_bytes(target)} ({sol.method} search, {sol.evaluated} simulations)"
             evaluated.append((name, desc, sol.actions, sol.result))
 
@@ -157,9 +167,9 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
     notes = []
     if base.peak_phase == "optimizer":
         notes.append(f"the peak is in optimizer.step() ({format_bytes(base.peak_bytes)}): recompute cannot lower it")
-    elif opt_peak and lowest >= opt_peak * 0.995:
-        notes.append(f"recompute plans bottom out at the optimizer step's own peak ({format_bytes(opt_peak)}); "
-                     "a foreach/fused optimizer's temporaries, not activations, set the floor")
+    elif any(p["predicted"]["peak_phase"] == "optimizer" and p["predicted"]["peak_bytes"] == lowest for p in plans):
+        notes.append(f"the lowest plans peak in optimizer.step() ({format_bytes(opt_peak)}): below that, "
+                     "recompute cannot help; the optimizer's state and temporaries set the floor")
     if base.activation_bytes == 0:
         notes.append("the step holds no activations for backward: there is nothing to recompute")
 
@@ -179,6 +189,7 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
                     "created_at": profile.doc.get("created_at")},
         "script": dict(profile.script),
         "model": profile.doc.get("model", {}),
+        "settings": profile.doc.get("settings", {}),
         "environment": profile.environment,
         "budget": ({"text": budget.text, "bytes": budget_bytes} if budget is not None else None),
         "baseline": base_doc,

@@ -1,0 +1,93 @@
+"""``apply --verify``: measure the patched script against the unpatched one, in separate
+processes, and compare with the plan's predictions."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from memadvise._errors import ScriptError
+from memadvise.apply.apply import PreparedPatch
+from memadvise.schema.plan import PlanFile
+
+
+def _profile_subprocess(script: Path, args: list[str], settings: dict, cwd: str, timing_steps: int,
+                        timeout: float | None) -> dict:
+    out_fd, out_path = tempfile.mkstemp(prefix="memadvise-verify-", suffix=".json")
+    os.close(out_fd)
+    cmd = [sys.executable, "-m", "memadvise", "profile", str(script), "--out", out_path, "--json",
+           "--warmup", str(settings.get("warmup", 1)), "--steps", str(settings.get("steps", 3)),
+           "--timing-steps", str(timing_steps)]
+    if timeout:
+        cmd += ["--timeout", str(timeout)]
+    cmd += ["--", *args]
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise ScriptError(f"verification run of {script.name} failed: {last}")
+        with open(out_path, encoding="utf-8") as f:
+            return json.load(f)["summary"]
+    finally:
+        try:
+            os.unlink(out_path)
+        except OSError:
+            pass
+
+
+def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, timing_steps: int = 5,
+           timeout: float | None = None, progress: Callable[[str], None] | None = None) -> dict:
+    """Profile the original and the patched script (each in its own process) and compare."""
+    script = prepared.script
+    settings = plan_file.doc.get("settings") or {}
+    args = list(plan_file.script.get("args", []))
+    cwd = plan_file.script.get("cwd") or os.getcwd()
+    if not os.path.isdir(cwd):
+        cwd = os.getcwd()
+    stem = f".{script.stem}.memadvise-verify-{os.getpid()}"
+    original = script.with_name(stem + "-orig.py")
+    patched = script.with_name(stem + "-patched.py")
+    try:
+        original.write_text(prepared.source, encoding="utf-8")
+        patched.write_text(prepared.patch.new_source, encoding="utf-8")
+        if progress:
+            progress("profiling the original script")
+        base = _profile_subprocess(original, args, settings, cwd, timing_steps, timeout)
+        if progress:
+            progress("profiling the patched script")
+        meas = _profile_subprocess(patched, args, settings, cwd, timing_steps, timeout)
+    finally:
+        for p in (original, patched):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+    pred = prepared.plan["predicted"]
+    measured_overhead = meas["step_time_s"] / base["step_time_s"] - 1 if base["step_time_s"] > 0 else 0.0
+
+    def err(p: float, m: float) -> float | None:
+        return abs(p - m) / m if m else None
+
+    rows = {
+        "peak_bytes": {"predicted": pred["peak_bytes"], "measured": meas["peak_bytes"],
+                       "baseline_measured": base["peak_bytes"], "error": err(pred["peak_bytes"], meas["peak_bytes"])},
+        "activation_bytes": {"predicted": pred["activation_bytes"], "measured": meas["activation_bytes"],
+                             "baseline_measured": base["activation_bytes"],
+                             "error": err(pred["activation_bytes"], meas["activation_bytes"])},
+        "overhead": {"predicted": pred["overhead"], "measured": measured_overhead,
+                     "error": abs(pred["overhead"] - measured_overhead)},
+    }
+    peak_error = rows["peak_bytes"]["error"] or 0.0
+    return {
+        "plan": {"rank": prepared.plan["rank"], "strategy": prepared.plan["strategy"]},
+        "rows": rows,
+        "baseline_step_time_s": base["step_time_s"],
+        "patched_step_time_s": meas["step_time_s"],
+        "tolerance": tolerance,
+        "passed": peak_error <= tolerance,
+    }

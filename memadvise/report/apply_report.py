@@ -1,0 +1,51 @@
+"""Output of ``memadvise apply``: the patch, and the predicted-vs-measured table."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from memadvise.sizes import format_bytes, format_percent
+
+
+def apply_document(prepared, written: dict, verify: dict | None) -> dict:
+    return {
+        "plan": {"rank": prepared.plan["rank"], "strategy": prepared.plan["strategy"],
+                 "actions": prepared.plan["actions"], "predicted": prepared.plan["predicted"]},
+        "script": str(prepared.script),
+        "insert_after_line": prepared.patch.insert_line,
+        "written": written,
+        "diff": prepared.patch.diff,
+        "verify": verify,
+    }
+
+
+def render_patch(console: Console, prepared, written: dict) -> None:
+    console.print(Syntax(prepared.patch.diff, "diff", theme="ansi_dark", background_color="default", word_wrap=False))
+    plan = prepared.plan
+    if "patch" in written:
+        console.print(f"plan #{plan['rank']} ({plan['strategy']}) written as a patch to {written['patch']}")
+        console.print(f"apply it with: [bold]git apply {written['patch']}[/bold]  (or patch -p1 < {written['patch']})")
+    else:
+        console.print(f"{written['script']} patched in place; the original is saved as {written['backup']}")
+
+
+def render_verify(console: Console, result: dict) -> None:
+    rows = result["rows"]
+    table = Table(title="predicted vs measured", title_justify="left", show_edge=False)
+    for col in ("metric", "baseline", "predicted", "measured", "error"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key, label in (("peak_bytes", "peak"), ("activation_bytes", "activations")):
+        r = rows[key]
+        err = "-" if r["error"] is None else f"{r['error']:.1%}"
+        table.add_row(label, format_bytes(r["baseline_measured"]), format_bytes(r["predicted"]), format_bytes(r["measured"]), err)
+    o = rows["overhead"]
+    table.add_row("step time", f"{result['baseline_step_time_s'] * 1000:.1f} ms", format_percent(o["predicted"]),
+                  format_percent(o["measured"]), f"{o['error'] * 100:.1f} pts")
+    console.print(table)
+    peak_err = rows["peak_bytes"]["error"] or 0.0
+    if result["passed"]:
+        console.print(f"[green]verified[/green]: peak within {peak_err:.1%} of the prediction (tolerance {result['tolerance']:.0%})")
+    else:
+        console.print(f"[red]failed[/red]: peak off by {peak_err:.1%}, more than the tolerance {result['tolerance']:.0%}")

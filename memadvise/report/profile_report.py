@@ -1,0 +1,174 @@
+"""Terminal and JSON views of a profile (``memadvise profile`` and ``memadvise show``)."""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from memadvise.analysis.trace import Trace
+from memadvise.schema.categories import CATEGORY_NAMES, Phase
+from memadvise.schema.profile import Profile
+from memadvise.sizes import format_bytes
+
+SPARK = "▁▂▃▄▅▆▇█"
+PHASE_MARK = {int(Phase.FORWARD): "F", int(Phase.BACKWARD): "B", int(Phase.OPTIMIZER): "O"}
+
+
+def profile_summary(profile: Profile) -> dict:
+    s = profile.summary
+    return {
+        "profile": str(profile.path) if profile.path else None,
+        "script": profile.script["path"],
+        "device": profile.environment["device"]["type"],
+        "peak_bytes": s["peak_bytes"],
+        "activation_bytes": s["activation_bytes"],
+        "step_time_s": s["step_time_s"],
+        "by_category": s["by_category_at_peak"],
+        "peak_phase": s["peak_phase"],
+        "peak_op": s["peak_op"],
+        "peak_unit": s["peak_unit"],
+        "steps": [{"index": st["index"], "peak_bytes": st["peak_bytes"], "activation_bytes": st["activation_bytes"]}
+                  for st in profile.doc["steps"]],
+    }
+
+
+def top_units(profile: Profile, top: int) -> list[dict]:
+    total_act = max(1, profile.summary["activation_bytes"])
+    units = [u for u in profile.units if u.get("in_root") and u["name"] != "" and u["activation_bytes"] > 0]
+    units.sort(key=lambda u: (-u["activation_bytes"], u["name"]))
+    return [
+        {
+            "unit": u["name"],
+            "type": u["type"],
+            "activation_bytes": u["activation_bytes"],
+            "share": u["activation_bytes"] / total_act,
+            "fwd_time_ms": u["fwd_time_ms"],
+            "bwd_time_ms": u["bwd_time_ms"],
+            "calls": u["calls"],
+            "flags": _flags(u),
+        }
+        for u in units[:top]
+    ]
+
+
+def _flags(u: dict) -> list[str]:
+    flags = []
+    if u.get("uses_rng"):
+        flags.append("rng")
+    if u.get("batchnorm_training") or u.get("mutates_state"):
+        flags.append("buffers")
+    if u.get("calls", 1) > 1:
+        flags.append(f"x{u['calls']}")
+    return flags
+
+
+def timeline_points(profile: Profile, buckets: int = 64) -> dict:
+    """The step's memory over its ops, bucketed: max total and the phase of each bucket."""
+    trace = Trace(profile)
+    tl = trace.baseline_timeline()
+    total = tl.total
+    n = len(total)
+    if n == 0:
+        return {"bucket_max_bytes": [], "bucket_phase": [], "ops": 0}
+    edges = np.linspace(0, n, num=min(buckets, n) + 1).astype(int)
+    maxes, phases = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        b = max(b, a + 1)
+        maxes.append(int(total[a:b].max()))
+        vals, counts = np.unique(tl.phase[a:b], return_counts=True)
+        phases.append(Phase(int(vals[np.argmax(counts)])).label)
+    marks = {}
+    for label in ("forward", "backward", "optimizer"):
+        m = tl.phase == int(Phase[label.upper()])
+        if m.any():
+            marks[f"{label}_end_bytes"] = int(total[np.nonzero(m)[0][-1]])
+    return {"bucket_max_bytes": maxes, "bucket_phase": phases, "ops": n, **marks}
+
+
+def show_document(profile: Profile, *, top: int = 12) -> dict:
+    doc = profile_summary(profile)
+    doc["top_units"] = top_units(profile, top)
+    doc["timeline"] = timeline_points(profile)
+    doc["environment"] = profile.environment
+    doc["model"] = profile.doc.get("model")
+    doc["optimizer"] = profile.doc.get("optimizer")
+    doc["nvml"] = profile.doc.get("nvml")
+    doc["settings"] = profile.doc.get("settings")
+    return doc
+
+
+def _category_table(profile: Profile) -> Table:
+    by = profile.summary["by_category_at_peak"]
+    peak = max(1, profile.summary["peak_bytes"])
+    table = Table(title="memory at peak", title_justify="left", show_edge=False)
+    table.add_column("category")
+    table.add_column("bytes", justify="right")
+    table.add_column("share", justify="right")
+    for name in CATEGORY_NAMES:
+        value = by.get(name, 0)
+        table.add_row(name.replace("_", " "), format_bytes(value), f"{value / peak:.1%}")
+    table.add_row("[bold]total[/bold]", f"[bold]{format_bytes(peak)}[/bold]", "")
+    return table
+
+
+def _units_table(profile: Profile, top: int) -> Table:
+    table = Table(title=f"top units by activation memory", title_justify="left", show_edge=False)
+    for col, justify in (("unit", "left"), ("type", "left"), ("activations", "right"), ("share", "right"),
+                         ("fwd ms", "right"), ("bwd ms", "right"), ("notes", "left")):
+        table.add_column(col, justify=justify)
+    for u in top_units(profile, top):
+        table.add_row(u["unit"], u["type"], format_bytes(u["activation_bytes"]), f"{u['share']:.1%}",
+                      f"{u['fwd_time_ms']:.2f}", f"{u['bwd_time_ms']:.2f}", " ".join(u["flags"]))
+    return table
+
+
+def _sparkline(profile: Profile, width: int = 64) -> Text:
+    pts = timeline_points(profile, buckets=width)
+    values = pts["bucket_max_bytes"]
+    text = Text()
+    if not values:
+        return text
+    lo, hi = min(values), max(values)
+    colors = {"forward": "cyan", "backward": "magenta", "optimizer": "yellow"}
+    for v, ph in zip(values, pts["bucket_phase"]):
+        level = 0 if hi == lo else int((v - lo) / (hi - lo) * (len(SPARK) - 1))
+        text.append(SPARK[level], style=colors.get(ph, ""))
+    text.append(f"  {format_bytes(lo)} .. {format_bytes(hi)}")
+    return text
+
+
+def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
+    s = profile.summary
+    env = profile.environment
+    model = profile.doc.get("model") or {}
+    console.print(f"[bold]{profile.script['path']}[/bold] {' '.join(profile.script['args'])}".rstrip())
+    console.print(
+        f"peak [bold]{format_bytes(s['peak_bytes'])}[/bold] in {s['peak_phase']} "
+        f"(op {s['peak_op']}{', unit ' + s['peak_unit'] if s.get('peak_unit') else ''}); "
+        f"activations {format_bytes(s['activation_bytes'])}; step {s['step_time_s'] * 1000:.1f} ms"
+    )
+    console.print(_category_table(profile))
+    console.print(_units_table(profile, top))
+    console.print("timeline ([cyan]forward[/cyan] [magenta]backward[/magenta] [yellow]optimizer[/yellow]):")
+    console.print(_sparkline(profile))
+    nv = profile.doc.get("nvml") or {}
+    nvml = "NVML: " + ("available" if nv.get("available") else f"unavailable ({nv.get('reason', 'no GPU')})")
+    device = env["device"]
+    console.print(
+        f"environment: torch {env['torch']}, python {env['python']}, {device['type']} ({device.get('name')}), "
+        f"model {model.get('class')} as `{model.get('expression')}`; {nvml}"
+    )
+
+
+def render_profile_done(console: Console, profile: Profile) -> None:
+    s = profile.summary
+    by = s["by_category_at_peak"]
+    parts = ", ".join(f"{k.replace('_', ' ')} {format_bytes(v)}" for k, v in by.items() if v)
+    console.print(
+        f"peak [bold]{format_bytes(s['peak_bytes'])}[/bold] ({parts}); activations "
+        f"{format_bytes(s['activation_bytes'])}; step {s['step_time_s'] * 1000:.1f} ms"
+    )
+    console.print(f"profile written to {profile.path}")
+    console.print(f"next: [bold]memadvise suggest --profile {profile.path}[/bold]")

@@ -1,0 +1,88 @@
+"""The ranked plan table of ``memadvise suggest``."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from memadvise.schema.actions import display_unit
+from memadvise.sizes import format_bytes, format_percent
+
+
+_SHORT = {"checkpoint": "ckpt", "selective": "sel", "offload": "offl"}
+
+
+def _units_label(plan: dict) -> str:
+    """``ckpt ×4`` / ``ckpt ×2 sel ×3`` / ``ckpt (root)``: what the plan acts on."""
+    acts = plan["actions"]
+    if len(acts) == 1:
+        return f"{_SHORT[acts[0]['action']]} {display_unit(acts[0]['unit'])}"
+    counts: dict[str, int] = {}
+    for a in acts:
+        counts[a["action"]] = counts.get(a["action"], 0) + 1
+    return " ".join(f"{_SHORT[k]} ×{n}" for k, n in counts.items())
+
+
+def _with_change(value: int, change: float) -> str:
+    return f"{format_bytes(value)} {format_percent(change)}"
+
+
+def describe_actions(plan: dict, width: int = 78) -> list[str]:
+    by: dict[str, list[str]] = {}
+    for a in plan["actions"]:
+        by.setdefault(a["action"], []).append(display_unit(a["unit"]))
+    lines = []
+    for kind, names in by.items():
+        text = f"  {kind}: " + ", ".join(names)
+        lines.append(text if len(text) <= width else text[: width - 1] + "…")
+    return lines
+
+
+def render_suggest(console: Console, doc: dict, *, top: int, plan_path: str) -> None:
+    base = doc["baseline"]
+    budget = doc.get("budget")
+    console.print(
+        f"baseline: peak [bold]{format_bytes(base['peak_bytes'])}[/bold] (in {base['peak_phase']}), "
+        f"activations {format_bytes(base['activation_bytes'])}, step {base['step_time_s'] * 1000:.1f} ms"
+        + (f"; budget {budget['text']} = {format_bytes(budget['bytes'])}" if budget else "")
+    )
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    for col, justify in (("#", "right"), ("strategy", "left"), ("acts on", "left"), ("peak", "right"),
+                         ("activations", "right"), ("time", "right"), ("MiB/ms", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    for plan in doc["plans"][:top]:
+        p = plan["predicted"]
+        name = plan["strategy"] + ("*" if plan["pareto"] else "")
+        style = "bold" if doc.get("recommendation") and plan["rank"] == doc["recommendation"]["rank"] else None
+        if plan.get("meets_budget") is False:
+            style = "dim"
+        table.add_row(
+            str(plan["rank"]), name, _units_label(plan), _with_change(p["peak_bytes"], plan["change"]["peak"]),
+            _with_change(p["activation_bytes"], plan["change"]["activation"]), format_percent(p["overhead"]),
+            f"{plan['bytes_saved_per_ms'] / 2**20:.2f}", style=style,
+        )
+    console.print(table)
+    console.print("[dim]* on the Pareto front of (peak, step time); time = predicted step-time overhead[/dim]")
+    for u in doc.get("unavailable", []):
+        console.print(f"[dim]not applicable: {u['strategy']}: {u['reason']}[/dim]")
+    for note in doc.get("notes", []):
+        console.print(f"[yellow]note:[/yellow] {note}")
+    rec = doc.get("recommendation")
+    if rec:
+        plan = next(p for p in doc["plans"] if p["rank"] == rec["rank"])
+        for line in describe_actions(plan):
+            console.print(line)
+        for w in plan.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        p = plan["predicted"]
+        console.print(
+            f"recommendation: [bold]#{rec['rank']} {rec['strategy']}[/bold] — {rec['reason']}: peak "
+            f"{format_bytes(p['peak_bytes'])} ({format_percent(plan['change']['peak'])}), step time "
+            f"{format_percent(p['overhead'])}"
+        )
+        console.print(f"next: [bold]memadvise apply --plan {plan_path} --rank {rec['rank']}[/bold]")
+    elif budget:
+        console.print(
+            f"[red]no plan meets the budget {format_bytes(budget['bytes'])}[/red]: the lowest predicted peak is "
+            f"{format_bytes(doc['lowest_peak_bytes'])}; the closest plans are listed first"
+        )
