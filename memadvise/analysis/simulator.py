@@ -97,6 +97,29 @@ class _Region:
     stop_op: int  # recompute runs ops [start_op, stop_op)
 
 
+@dataclass
+class _Effect:
+    """One acted call's contribution: extra storages, storages it keeps longer, recompute
+    op clocks and time."""
+
+    alloc: np.ndarray
+    free: np.ndarray
+    nbytes: np.ndarray
+    cat: np.ndarray
+    hold_sids: np.ndarray
+    hold_free: np.ndarray
+    q: np.ndarray
+    us: float
+
+    @classmethod
+    def of(cls, alloc, free, nbytes, cat, hold_sids, hold_free, q, us) -> "_Effect":
+        def cat_(xs, dtype):
+            return np.concatenate([np.asarray(x, dtype=dtype) for x in xs]) if xs else np.zeros(0, dtype=dtype)
+
+        return cls(cat_(alloc, np.float64), cat_(free, np.float64), cat_(nbytes, np.int64), cat_(cat, np.int8),
+                   cat_(hold_sids, np.int64), cat_(hold_free, np.float64), np.asarray(q, dtype=np.float64), float(us))
+
+
 class Simulator:
     """Predict the step of ``profile`` under sets of actions. Cheap to call repeatedly."""
 
@@ -117,6 +140,10 @@ class Simulator:
         self._cum_dur = np.concatenate(([0.0], np.cumsum(t.op_dur_us)))
         self._op_names = np.asarray(t.strings, dtype=object)[t.op_name] if len(t.op_name) else np.asarray([], dtype=object)
         self._baseline: SimResult | None = None
+        self._region_cache: dict[int, _Region] = {}
+        self._effect_cache: dict[tuple, _Effect] = {}
+        self._op_clock_f = t.op_clock.astype(np.float64)
+        self._fwd_saved_storages = np.unique(t.sv_storage[t.forward_saves])
 
     # ------------------------------------------------------------------ public
     def baseline(self) -> SimResult:
@@ -128,113 +155,39 @@ class Simulator:
         t = self.trace
         actions = list(actions)
         regions = self._regions(actions)
+        effects = [self._effect(r) for r in regions]
         n_st = len(t.st_bytes)
-        free = t.st_free.astype(np.float64).copy()
+        free = t.st_free.astype(np.float64)
         held = np.zeros(n_st, dtype=bool)  # held for backward in this plan (activation)
 
-        dropped = np.zeros(len(t.sv_storage), dtype=bool)
-        for r in regions:
-            dropped[r.saves] = True
-        # storages whose saves were dropped now die at their natural death, unless a
-        # save that was kept still holds them
-        kept = self._valid_saves & ~dropped
-        kept_release = np.full(n_st, -1.0)
-        np.maximum.at(kept_release, t.sv_storage[kept], t.sv_release[kept].astype(np.float64))
-        kept_fwd = kept & (t.sv_phase == Phase.FORWARD)
-        held[t.sv_storage[kept_fwd]] = True
-        if dropped.any():
-            aff = np.unique(t.sv_storage[dropped])
-            free[aff] = np.maximum(t.st_nat[aff].astype(np.float64), kept_release[aff])
+        if effects:
+            dropped = np.zeros(len(t.sv_storage), dtype=bool)
+            for r in regions:
+                dropped[r.saves] = True
+            # storages whose saves were dropped now die at their natural death, unless a
+            # save that was kept still holds them
+            kept = self._valid_saves & ~dropped
+            kept_release = np.full(n_st, -1.0)
+            np.maximum.at(kept_release, t.sv_storage[kept], t.sv_release[kept].astype(np.float64))
+            held[t.sv_storage[kept & (t.sv_phase == Phase.FORWARD)]] = True
+            if dropped.any():
+                aff = np.unique(t.sv_storage[dropped])
+                free[aff] = np.maximum(t.st_nat[aff].astype(np.float64), kept_release[aff])
+        else:
+            held[self._fwd_saved_storages] = True
+        for e in effects:
+            if len(e.hold_sids):
+                free[e.hold_sids] = np.maximum(free[e.hold_sids], e.hold_free)
+                held[e.hold_sids] = True
 
-        extra_alloc: list[np.ndarray] = []
-        extra_free: list[np.ndarray] = []
-        extra_bytes: list[np.ndarray] = []
-        extra_cat: list[np.ndarray] = []
-        query: list[np.ndarray] = [t.op_clock.astype(np.float64)]
-        query_phase: list[np.ndarray] = [t.op_phase.astype(np.int8)]
-        query_rc: list[np.ndarray] = [np.zeros(len(t.op_clock), dtype=bool)]
-        extra_us = 0.0
-        rng_on_device = t.device_type == "cpu"
-
-        for r in regions:
-            c = r.call
-            start_op, end_op = int(t.call_start_op[c]), int(t.call_end_op[c])
-            start = float(t.call_start[c])
-            extra_us += self.checkpoint_call_ms * 1000.0 if r.action.action != OFFLOAD else 0.0
-            if r.action.action == OFFLOAD:
-                extra_us += self._offload(r, free, held, extra_alloc, extra_free, extra_bytes, extra_cat)
-                continue
-            # the frame keeps the call's inputs (and the RNG state) until its last slot is released
-            if len(r.saves):
-                for s in t.call_inputs[c]:
-                    free[s] = max(free[s], r.frame_death)
-                    held[s] = True
-            if rng_on_device:
-                death = r.frame_death if len(r.saves) else float(t.call_end[c])
-                extra_alloc.append(np.asarray([start]))
-                extra_free.append(np.asarray([death]))
-                extra_bytes.append(np.asarray([CPU_RNG_STATE_BYTES]))
-                extra_cat.append(np.asarray([_ACT]))
-            cached_ops = self._cached_mask(r, start_op, end_op)
-            if cached_ops is not None and cached_ops.any():
-                n_region_ops = end_op - start_op
-                extra_us += self.selective_op_us * n_region_ops  # the caching mode over the forward
-            if r.trigger is None:
-                # never unpacked: nothing is recomputed; cached outputs live with the frame
-                if cached_ops is not None:
-                    self._hold_cached(r, cached_ops, start_op, free, held, recompute_free=None)
-                continue
-
-            # recompute: ops [start_op, stop_op) re-run right after the trigger
-            stop = r.stop_op
-            span = float(r.last_pack) - start + 2.0
-
-            def v(x: np.ndarray | float) -> np.ndarray | float:
-                return r.trigger + (np.asarray(x, dtype=np.float64) - start + 1.0) / span
-
-            rc_ops = np.arange(start_op, stop)
-            if cached_ops is not None:
-                rc_mask = ~cached_ops[: stop - start_op]
-            else:
-                rc_mask = np.ones(stop - start_op, dtype=bool)
-            query.append(v(t.op_clock[rc_ops][rc_mask]))
-            query_phase.append(np.full(int(rc_mask.sum()), int(Phase.BACKWARD), dtype=np.int8))
-            query_rc.append(np.ones(int(rc_mask.sum()), dtype=bool))
-
-            made = np.nonzero((t.st_op >= start_op) & (t.st_op < stop))[0]
-            if len(made):
-                # per storage: release of its slots saved inside this call
-                rel = np.full(n_st, -1.0)
-                np.maximum.at(rel, t.sv_storage[r.saves], t.sv_release[r.saves].astype(np.float64))
-                saved_here = rel[made] >= 0
-                end_rc = v(float(r.last_pack))
-                nat_rc = np.where(t.st_nat[made] < r.last_pack, v(t.st_nat[made].astype(np.float64)), end_rc)
-                rc_free = np.where(saved_here, rel[made], nat_rc)
-                if cached_ops is not None:
-                    is_cached = cached_ops[t.st_op[made] - start_op]
-                else:
-                    is_cached = np.zeros(len(made), dtype=bool)
-                # cached outputs: the forward tensor itself lives on into the recompute
-                cm = made[is_cached]
-                if len(cm):
-                    free[cm] = np.maximum(free[cm], rc_free[is_cached])
-                    held[cm] = True
-                nm = ~is_cached
-                extra_alloc.append(v(t.st_alloc[made[nm]].astype(np.float64)))
-                extra_free.append(rc_free[nm])
-                extra_bytes.append(t.st_bytes[made[nm]])
-                extra_cat.append(np.where(saved_here[nm], _ACT, _TMP))
-                # only what lands on the training device matters; filtered below
-                extra_bytes[-1] = np.where(t.on_device[made[nm]], extra_bytes[-1], 0)
-            if cached_ops is not None:
-                self._hold_cached(r, cached_ops, start_op, free, held, recompute_free=stop)
-                extra_us += self.selective_op_us * (stop - start_op)
-            if rng_on_device:  # fork_rng stashes the state again during recompute
-                extra_alloc.append(np.asarray([v(start)]))
-                extra_free.append(np.asarray([v(float(r.last_pack))]))
-                extra_bytes.append(np.asarray([CPU_RNG_STATE_BYTES]))
-                extra_cat.append(np.asarray([_TMP]))
-            extra_us += self._recompute_us(c, start_op, end_op, stop, cached_ops)
+        extra_alloc = [e.alloc for e in effects]
+        extra_free = [e.free for e in effects]
+        extra_bytes = [e.nbytes for e in effects]
+        extra_cat = [e.cat for e in effects]
+        query = [self._op_clock_f] + [e.q for e in effects]
+        query_phase = [t.op_phase] + [np.full(len(e.q), int(Phase.BACKWARD), dtype=np.int8) for e in effects]
+        query_rc = [np.zeros(len(t.op_clock), dtype=bool)] + [np.ones(len(e.q), dtype=bool) for e in effects]
+        extra_us = float(sum(e.us for e in effects))
 
         # categories under the plan (same rules as the measurement)
         cat = self._categories(free, held)
@@ -290,23 +243,7 @@ class Simulator:
     def cost_us(self, actions: Iterable[Action]) -> float:
         """Predicted extra step time of ``actions`` in microseconds, without replaying
         memory. Exactly the time term of ``simulate``: per-region costs add up."""
-        total = 0.0
-        for r in self._regions(list(actions)):
-            c = r.call
-            start_op, end_op = int(self.trace.call_start_op[c]), int(self.trace.call_end_op[c])
-            if r.action.action == OFFLOAD:
-                total += self._offload_us(r)
-                continue
-            total += self.checkpoint_call_ms * 1000.0
-            cached = self._cached_mask(r, start_op, end_op)
-            if cached is not None and cached.any():
-                total += self.selective_op_us * (end_op - start_op)
-            if r.trigger is None:
-                continue
-            if cached is not None:
-                total += self.selective_op_us * (r.stop_op - start_op)
-            total += self._recompute_us(c, start_op, end_op, r.stop_op, cached)
-        return total
+        return float(sum(self._effect(r).us for r in self._regions(list(actions))))
 
     # ------------------------------------------------------------------ pieces
     def _regions(self, actions: Sequence[Action]) -> list[_Region]:
@@ -332,10 +269,14 @@ class Simulator:
                     f"actions on {display_unit(a1.unit)} and {display_unit(a2.unit)} are nested; "
                     "a plan acts on disjoint units"
                 )
-        regions = []
-        fwd = self._fwd_saves
-        for c, a in calls:
-            saves = fwd[(t.sv_call[fwd] >= c) & (t.sv_call[fwd] < end[c])]
+        return [self._region(c, a) for c, a in calls]
+
+    def _region(self, c: int, a: Action) -> _Region:
+        base = self._region_cache.get(c)
+        if base is None:
+            t = self.trace
+            fwd = self._fwd_saves
+            saves = fwd[(t.sv_call[fwd] >= c) & (t.sv_call[fwd] < t.call_subtree_end[c])]
             if len(saves):
                 frame_death = float(t.sv_release[saves].max())
                 unpacked = t.sv_unpack[saves]
@@ -347,8 +288,98 @@ class Simulator:
             start_op, end_op = int(t.call_start_op[c]), int(t.call_end_op[c])
             stop_op = int(np.searchsorted(t.op_clock, last_pack, side="left"))
             stop_op = min(max(stop_op, start_op), end_op)
-            regions.append(_Region(c, a, saves, frame_death, trigger, last_pack, stop_op))
-        return regions
+            base = self._region_cache[c] = _Region(c, a, saves, frame_death, trigger, last_pack, stop_op)
+        return _Region(c, a, base.saves, base.frame_death, base.trigger, base.last_pack, base.stop_op)
+
+    def _effect(self, r: _Region) -> "_Effect":
+        key = (r.call, r.action.action, r.action.policy)
+        e = self._effect_cache.get(key)
+        if e is None:
+            e = self._effect_cache[key] = self._compute_effect(r)
+        return e
+
+    def _compute_effect(self, r: _Region) -> "_Effect":
+        """What acting on one call changes, besides dropping its saved-tensor slots."""
+        t = self.trace
+        c = r.call
+        start_op, end_op = int(t.call_start_op[c]), int(t.call_end_op[c])
+        start = float(t.call_start[c])
+        alloc: list[np.ndarray] = []
+        free_: list[np.ndarray] = []
+        nbytes: list[np.ndarray] = []
+        cat: list[np.ndarray] = []
+        hold_sids: list[np.ndarray] = []
+        hold_free: list[np.ndarray] = []
+        q = np.zeros(0)
+        if r.action.action == OFFLOAD:
+            us = self._offload_us(r)
+            for i in r.saves:
+                s = t.sv_storage[i]
+                if t.sv_unpack[i] >= 0 and t.on_device[s]:  # back on the device for its node
+                    alloc.append(np.asarray([float(t.sv_unpack[i])]))
+                    free_.append(np.asarray([float(t.sv_release[i])]))
+                    nbytes.append(np.asarray([int(t.st_bytes[s])]))
+                    cat.append(np.asarray([_ACT]))
+            return _Effect.of(alloc, free_, nbytes, cat, hold_sids, hold_free, q, us)
+        us = self.checkpoint_call_ms * 1000.0
+        rng_on_device = t.device_type == "cpu"
+        # the frame keeps the call's inputs (and the RNG state) until its last slot is released
+        if len(r.saves):
+            inputs = np.asarray(sorted(set(t.call_inputs[c])), dtype=np.int64)
+            hold_sids.append(inputs)
+            hold_free.append(np.full(len(inputs), r.frame_death))
+        if rng_on_device:
+            death = r.frame_death if len(r.saves) else float(t.call_end[c])
+            alloc.append(np.asarray([start]))
+            free_.append(np.asarray([death]))
+            nbytes.append(np.asarray([CPU_RNG_STATE_BYTES]))
+            cat.append(np.asarray([_ACT]))
+        cached_ops = self._cached_mask(r, start_op, end_op)
+        if cached_ops is not None and cached_ops.any():
+            us += self.selective_op_us * (end_op - start_op)  # the caching mode over the forward
+        if r.trigger is None:
+            # never unpacked: nothing is recomputed; cached outputs live with the frame
+            if cached_ops is not None:
+                self._hold_cached(r, cached_ops, start_op, hold_sids, hold_free, recompute_free=None)
+            return _Effect.of(alloc, free_, nbytes, cat, hold_sids, hold_free, q, us)
+
+        # recompute: ops [start_op, stop_op) re-run right after the trigger
+        stop = r.stop_op
+        span = float(r.last_pack) - start + 2.0
+
+        def v(x):
+            return r.trigger + (np.asarray(x, dtype=np.float64) - start + 1.0) / span
+
+        rc_mask = ~cached_ops[: stop - start_op] if cached_ops is not None else np.ones(stop - start_op, dtype=bool)
+        q = v(t.op_clock[start_op:stop][rc_mask])
+        made = np.nonzero((t.st_op >= start_op) & (t.st_op < stop))[0]
+        if len(made):
+            # per storage: the release of its slots saved inside this call
+            rel = np.full(len(t.st_bytes), -1.0)
+            np.maximum.at(rel, t.sv_storage[r.saves], t.sv_release[r.saves].astype(np.float64))
+            saved_here = rel[made] >= 0
+            nat_rc = np.where(t.st_nat[made] < r.last_pack, v(t.st_nat[made].astype(np.float64)), v(float(r.last_pack)))
+            rc_free = np.where(saved_here, rel[made], nat_rc)
+            is_cached = cached_ops[t.st_op[made] - start_op] if cached_ops is not None else np.zeros(len(made), dtype=bool)
+            # cached outputs: the forward tensor itself lives on into the recompute
+            if is_cached.any():
+                hold_sids.append(made[is_cached])
+                hold_free.append(rc_free[is_cached])
+            nm = ~is_cached
+            alloc.append(v(t.st_alloc[made[nm]].astype(np.float64)))
+            free_.append(rc_free[nm])
+            nbytes.append(np.where(t.on_device[made[nm]], t.st_bytes[made[nm]], 0))
+            cat.append(np.where(saved_here[nm], _ACT, _TMP).astype(np.int8))
+        if cached_ops is not None:
+            self._hold_cached(r, cached_ops, start_op, hold_sids, hold_free, recompute_free=stop)
+            us += self.selective_op_us * (stop - start_op)
+        if rng_on_device:  # fork_rng stashes the state again during recompute
+            alloc.append(np.asarray([v(start)]))
+            free_.append(np.asarray([v(float(r.last_pack))]))
+            nbytes.append(np.asarray([CPU_RNG_STATE_BYTES]))
+            cat.append(np.asarray([_TMP]))
+        us += self._recompute_us(c, start_op, end_op, stop, cached_ops)
+        return _Effect.of(alloc, free_, nbytes, cat, hold_sids, hold_free, q, us)
 
     def _cached_mask(self, r: _Region, start_op: int, end_op: int) -> np.ndarray | None:
         if r.action.action != SELECTIVE:
@@ -357,8 +388,8 @@ class Simulator:
         names = self._op_names[start_op:end_op]
         return np.fromiter((n in keep for n in names), dtype=bool, count=len(names))
 
-    def _hold_cached(self, r: _Region, cached: np.ndarray, start_op: int, free: np.ndarray,
-                     held: np.ndarray, recompute_free: int | None) -> None:
+    def _hold_cached(self, r: _Region, cached: np.ndarray, start_op: int, hold_sids: list, hold_free: list,
+                     recompute_free: int | None) -> None:
         """Cached outputs past the early stop (or never consumed) live until the frame dies."""
         t = self.trace
         idx = np.nonzero(cached)[0] + start_op
@@ -367,8 +398,8 @@ class Simulator:
         if not len(idx):
             return
         made = np.nonzero(np.isin(t.st_op, idx))[0]
-        free[made] = np.maximum(free[made], r.frame_death)
-        held[made] = True
+        hold_sids.append(made)
+        hold_free.append(np.full(len(made), r.frame_death))
 
     def _recompute_us(self, c: int, start_op: int, end_op: int, stop: int, cached: np.ndarray | None) -> float:
         """Time to re-run ops [start_op, stop): their measured op time, scaled like every
@@ -385,25 +416,6 @@ class Simulator:
         for i, s in zip(r.saves, t.sv_storage[r.saves]):
             nbytes = int(t.st_bytes[s]) if t.on_device[s] else 0
             moved += nbytes * (2 if t.sv_unpack[i] >= 0 else 1)
-        return moved / self.pcie_bytes_per_s * 1e6
-
-    def _offload(self, r: _Region, free, held, extra_alloc, extra_free, extra_bytes, extra_cat) -> float:
-        """save_on_cpu: saved tensors leave the device at pack, return at unpack."""
-        t = self.trace
-        if not len(r.saves):
-            return 0.0
-        moved = 0
-        unpack = t.sv_unpack[r.saves]
-        for i, s in zip(r.saves, t.sv_storage[r.saves]):
-            nbytes = int(t.st_bytes[s]) if t.on_device[s] else 0
-            moved += nbytes
-            if t.sv_unpack[i] >= 0:
-                extra_alloc.append(np.asarray([float(t.sv_unpack[i])]))
-                extra_free.append(np.asarray([float(t.sv_release[i])]))
-                extra_bytes.append(np.asarray([nbytes]))
-                extra_cat.append(np.asarray([_ACT]))
-                moved += nbytes
-        del unpack
         return moved / self.pcie_bytes_per_s * 1e6
 
     def _categories(self, free: np.ndarray, held: np.ndarray) -> np.ndarray:

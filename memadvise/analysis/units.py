@@ -83,7 +83,7 @@ class UnitTree:
     def blocks(self) -> list[int]:
         """The repeated blocks a user means by "each block": members of repeated groups of
         a non-container type, outermost first (a group nested in a block is not listed)."""
-        cands = [g for g in self.groups if self.units[g[0]].type not in CONTAINER_TYPES and self.units[g[0]].children]
+        cands = [g for g in self.groups if self.units[g[0]].type not in CONTAINER_TYPES]
         if not cands:
             cands = [g for g in self.groups if self.units[g[0]].children]
         members = [u for g in cands for u in g]
