@@ -116,21 +116,24 @@ def _categorize(rec: Recorder, arr: _Arrays, boundaries: list[tuple[int, int, in
             )
             cat[held] = int(Category.ACTIVATION)
 
-    # input: the batch — made outside any module before the step's first top-level module
-    # call and still live when it starts, or pre-existing and handed to a top-level call
-    first_top: dict[int, int] = {}
+    # input: the batch — made outside any module in a forward, after the previous
+    # backward (or the step start) and still live when a top-level module call starts;
+    # or pre-existing and handed to a top-level call
+    made_outside = np.asarray(rec.st_call, dtype=np.int64) == -1
+    seg_ends = sorted(e for _, _, e in boundaries)
     for call, parent in enumerate(rec.call_parent):
-        if parent == -1 and rec.call_phase[call] == PHASE_FORWARD:
-            first_top.setdefault(_step_of(steps, rec.call_start_clock[call]), rec.call_start_clock[call])
-            for sid in rec.call_inputs[call]:
-                if rec.st_alloc_clock[sid] < 0:
-                    cat[sid] = int(Category.INPUT)
-    for i, mark in enumerate(steps):
-        t_top = first_top.get(i)
-        if t_top is None:
+        if parent != -1 or rec.call_phase[call] != PHASE_FORWARD:
             continue
-        made_outside = np.asarray(rec.st_call, dtype=np.int64) == -1
-        sel = made_outside & (arr.st_alloc >= mark.start_clock) & (arr.st_alloc < t_top) & (arr.st_free_n > t_top)
+        t_call = rec.call_start_clock[call]
+        for sid in rec.call_inputs[call]:
+            if rec.st_alloc_clock[sid] < 0:
+                cat[sid] = int(Category.INPUT)
+        i = _step_of(steps, t_call)
+        lo = steps[i].start_clock if i >= 0 else 0
+        prior = [e for e in seg_ends if lo <= e <= t_call]
+        if prior:
+            lo = prior[-1]
+        sel = made_outside & (arr.st_alloc >= lo) & (arr.st_alloc < t_call) & (arr.st_free_n > t_call)
         cat[sel] = int(Category.INPUT)
     for sids, c in ((rec.opt_sids, Category.OPTIMIZER_STATE), (rec.grad_sids, Category.GRADIENT), (rec.param_sids, Category.PARAMETER)):
         if sids:

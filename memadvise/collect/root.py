@@ -59,6 +59,19 @@ def _module_candidates(frame: Any) -> list[tuple[str, torch.nn.Module]]:
     return out
 
 
+def _drop_locals_snapshot(frame: Any) -> None:
+    """Before Python 3.13, reading ``frame.f_locals`` of a function frame caches a dict on
+    the frame holding every local (the script's batch, its loss) until the function
+    returns: memory the script would not hold. Empty that snapshot again. From 3.13
+    (PEP 667) ``f_locals`` is a write-through proxy holding nothing: leave it alone."""
+    if sys.version_info >= (3, 13) or frame.f_code.co_name == "<module>":
+        return
+    try:
+        frame.f_locals.clear()
+    except Exception:
+        pass
+
+
 def find_root_model(script: Path, optimizer: Any) -> RootModel | None:
     """The module with the most trained parameters reachable from the script's frames.
 
@@ -76,7 +89,9 @@ def find_root_model(script: Path, optimizer: Any) -> RootModel | None:
     depth = 0
     while frame is not None:
         if os.path.abspath(frame.f_code.co_filename) == script_path:
-            for name, module in _module_candidates(frame):
+            candidates = _module_candidates(frame)
+            _drop_locals_snapshot(frame)
+            for name, module in candidates:
                 n = _trained_params(module, param_ids)
                 if n == 0:
                     continue

@@ -111,10 +111,11 @@ def _assignments(tree: UnitTree, units: list[int], options: dict[int, list[Optio
 
 
 def solve(sim: Simulator, tree: UnitTree, budget: int, *, device_type: str,
-          seeds: list[list[Action]] | None = None, units: list[int] | None = None) -> Solution | None:
+          seeds: list[list[Action]] | None = None, units: list[int] | None = None,
+          selective: bool = True, offload: bool = True) -> Solution | None:
     """The cheapest plan with predicted peak ≤ ``budget`` bytes, or None if none is found."""
     units = candidate_units(tree, sim) if units is None else units
-    options = options_for(tree, sim, units, device_type=device_type)
+    options = options_for(tree, sim, units, device_type=device_type, selective=selective, offload=offload)
     base = sim.baseline()
     if base.peak_bytes <= budget:
         return Solution([], base, 0.0, "exact", 1)
@@ -141,19 +142,6 @@ def solve(sim: Simulator, tree: UnitTree, budget: int, *, device_type: str,
 def _heuristic(sim: Simulator, tree: UnitTree, budget: int, options: dict[int, list[Option]],
                seeds: list[list[Action]]) -> Solution | None:
     evaluated = 0
-    flat = [o for opts in options.values() for o in opts if o.freed_bytes > 0]
-    flat.sort(key=lambda o: (-(o.freed_bytes / max(o.cost_us, 1.0)), o.cost_us))
-
-    def pick(prefix: int) -> list[Option]:
-        chosen: list[Option] = []
-        used: set[int] = set()
-        for o in flat[:prefix]:
-            if o.unit in used or any(tree.nested(o.unit, c.unit) for c in chosen):
-                continue
-            chosen.append(o)
-            used.add(o.unit)
-        return chosen
-
     best: Solution | None = None
 
     def consider(actions: list[Action]) -> SimResult:
@@ -166,15 +154,36 @@ def _heuristic(sim: Simulator, tree: UnitTree, budget: int, options: dict[int, l
                 best = Solution(sorted(actions), result, cost, "heuristic", evaluated)
         return result
 
-    lo, hi = 1, len(flat)
-    if hi and consider([o.action for o in pick(hi)]).peak_bytes <= budget:
-        while lo < hi:  # smallest prefix of the ratio order that fits
+    def greedy(flat: list[Option]) -> None:
+        """Smallest prefix of ``flat`` (best ratio first, conflicts skipped) that fits."""
+        flat = sorted(flat, key=lambda o: (-(o.freed_bytes / max(o.cost_us, 1.0)), o.cost_us))
+
+        def pick(prefix: int) -> list[Action]:
+            chosen: list[Option] = []
+            for o in flat[:prefix]:
+                if any(tree.nested(o.unit, c.unit) for c in chosen):
+                    continue
+                chosen.append(o)
+            return [o.action for o in chosen]
+
+        lo, hi = 1, len(flat)
+        if not hi or consider(pick(hi)).peak_bytes > budget:
+            return
+        while lo < hi:
             mid = (lo + hi) // 2
-            if consider([o.action for o in pick(mid)]).peak_bytes <= budget:
+            if consider(pick(mid)).peak_bytes <= budget:
                 hi = mid
             else:
                 lo = mid + 1
-        consider([o.action for o in pick(lo)])
+
+    flat = [o for opts in options.values() for o in opts if o.freed_bytes > 0]
+    units = set(options)
+    has_below = {a for u in units for a in tree.ancestors(u) if a in units}
+    pools = [flat, [o for o in flat if o.unit not in has_below]]  # all units; the finest ones
+    for pool in pools:
+        greedy(pool)  # any action, by ratio
+        for kind in sorted({o.action.action for o in pool}):  # one kind of action only
+            greedy([o for o in pool if o.action.action == kind])
     for seed in seeds:
         consider(seed)
     if best is None:
@@ -195,19 +204,3 @@ def _heuristic(sim: Simulator, tree: UnitTree, budget: int, options: dict[int, l
                     break
     best.evaluated = evaluated
     return best
-
-
-def all_assignments_bruteforce(sim: Simulator, tree: UnitTree, units: list[int], budget: int,
-                               device_type: str) -> tuple[float, SimResult | None]:
-    """Reference for tests: simulate every valid assignment, return the cheapest that fits."""
-    options = options_for(tree, sim, units, device_type=device_type)
-    best_cost, best_res = float("inf"), None
-    for combo in _assignments(tree, units, options):
-        actions = [o.action for o in combo]
-        res = sim.simulate(actions)
-        if res.peak_bytes <= budget:
-            cost = sim.cost_us(actions)
-            if cost < best_cost:
-                best_cost, best_res = cost, res
-    return best_cost, best_res
-

@@ -1,0 +1,28 @@
+"""A Hugging Face transformers causal LM built from a config (no download)."""
+import argparse
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--steps", type=int, default=12)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=args.layers,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    cfg._attn_implementation = "eager"
+    model = LlamaForCausalLM(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for step in range(args.steps):
+        ids = torch.randint(0, 128, (2, 32))
+        loss = model(input_ids=ids, labels=ids).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+if __name__ == "__main__":
+    main()
