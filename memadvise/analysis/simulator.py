@@ -110,14 +110,17 @@ class _Effect:
     hold_free: np.ndarray
     q: np.ndarray
     us: float
+    q_scratch: np.ndarray = None  # type: ignore[assignment]
 
     @classmethod
-    def of(cls, alloc, free, nbytes, cat, hold_sids, hold_free, q, us) -> "_Effect":
+    def of(cls, alloc, free, nbytes, cat, hold_sids, hold_free, q, us, q_scratch=None) -> "_Effect":
         def cat_(xs, dtype):
             return np.concatenate([np.asarray(x, dtype=dtype) for x in xs]) if xs else np.zeros(0, dtype=dtype)
 
+        q = np.asarray(q, dtype=np.float64)
+        ws = np.zeros(len(q), dtype=np.int64) if q_scratch is None else np.asarray(q_scratch, dtype=np.int64)
         return cls(cat_(alloc, np.float64), cat_(free, np.float64), cat_(nbytes, np.int64), cat_(cat, np.int8),
-                   cat_(hold_sids, np.int64), cat_(hold_free, np.float64), np.asarray(q, dtype=np.float64), float(us))
+                   cat_(hold_sids, np.int64), cat_(hold_free, np.float64), q, float(us), ws)
 
 
 class Simulator:
@@ -187,6 +190,7 @@ class Simulator:
         query = [self._op_clock_f] + [e.q for e in effects]
         query_phase = [t.op_phase] + [np.full(len(e.q), int(Phase.BACKWARD), dtype=np.int8) for e in effects]
         query_rc = [np.zeros(len(t.op_clock), dtype=bool)] + [np.ones(len(e.q), dtype=bool) for e in effects]
+        query_ws = [t.op_scratch] + [e.q_scratch for e in effects]
         extra_us = float(sum(e.us for e in effects))
 
         # categories under the plan (same rules as the measurement)
@@ -199,10 +203,11 @@ class Simulator:
         q = np.concatenate(query)
         q_phase = np.concatenate(query_phase)
         q_rc = np.concatenate(query_rc)
+        q_ws = np.concatenate(query_ws)
         order = np.argsort(q, kind="stable")
-        q, q_phase, q_rc = q[order], q_phase[order], q_rc[order]
+        q, q_phase, q_rc, q_ws = q[order], q_phase[order], q_rc[order], q_ws[order]
 
-        total = live_bytes(q, alloc_all, free_all, bytes_all)
+        total = live_bytes(q, alloc_all, free_all, bytes_all) + q_ws
         k = int(np.argmax(total)) if len(total) else 0
         by_peak = np.zeros(N_CATEGORIES, dtype=np.int64)
         if len(q):
@@ -211,6 +216,7 @@ class Simulator:
                 m = cat_all == ci
                 if m.any():
                     by_peak[ci] = live_bytes(qk, alloc_all[m], free_all[m], bytes_all[m])[0]
+            by_peak[_TMP] += q_ws[k]
         activation = self._activation(free, cat)
         step_s = self.base_step_s + extra_us / 1e6
         peak_op = None
@@ -352,6 +358,7 @@ class Simulator:
 
         rc_mask = ~cached_ops[: stop - start_op] if cached_ops is not None else np.ones(stop - start_op, dtype=bool)
         q = v(t.op_clock[start_op:stop][rc_mask])
+        q_scratch = t.op_scratch[start_op:stop][rc_mask]
         made = np.nonzero((t.st_op >= start_op) & (t.st_op < stop))[0]
         if len(made):
             # per storage: the release of its slots saved inside this call
@@ -379,7 +386,7 @@ class Simulator:
             nbytes.append(np.asarray([CPU_RNG_STATE_BYTES]))
             cat.append(np.asarray([_TMP]))
         us += self._recompute_us(c, start_op, end_op, stop, cached_ops)
-        return _Effect.of(alloc, free_, nbytes, cat, hold_sids, hold_free, q, us)
+        return _Effect.of(alloc, free_, nbytes, cat, hold_sids, hold_free, q, us, q_scratch)
 
     def _cached_mask(self, r: _Region, start_op: int, end_op: int) -> np.ndarray | None:
         if r.action.action != SELECTIVE:

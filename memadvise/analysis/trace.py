@@ -59,6 +59,7 @@ class Trace:
         self.op_in_bytes = _arr(ops["in_bytes"])
         self.op_out_bytes = _arr(ops["out_bytes"])
         self.op_mutates = _arr(ops.get("mutates", [-1] * len(ops["name"])))
+        self.op_scratch = _arr(ops.get("scratch", [0] * len(ops["name"])))
         st = t["storages"]
         self.st_bytes = _arr(st["bytes"])
         self.st_device = _arr(st["device"])
@@ -161,6 +162,7 @@ class Trace:
         by = live_by_category(
             self.op_clock, self.st_alloc[m], self.st_free[m], self.st_bytes[m], self.st_category[m], N_CATEGORIES
         )
+        by[:, int(Category.TEMPORARY)] += self.op_scratch  # scratch buffers inside ops
         return Timeline(
             clock=self.op_clock.astype(np.float64),
             phase=self.op_phase.copy(),

@@ -68,7 +68,8 @@ class CheckRow:
     metric (str): ``peak``, ``activation``, a category (``parameter``, ``gradient``, ...)
         or ``step_time``.
     check (str): ``baseline`` (gated: at most baseline × (1 + tolerance)), ``max_peak``
-        (gated: at most an absolute limit) or ``info`` (reported only).
+        (gated: at most an absolute limit), ``info`` (reported only) or ``category``
+        (reported only: the bytes of one category at the moment of the peak).
     unit (str): ``bytes`` or ``s`` (seconds), the unit of baseline, current and limit.
     baseline (float | None): the baseline entry's value; None without an entry.
     current (float): this run's value.
@@ -159,9 +160,9 @@ def compare(
         if metric == "peak" and limits.max_peak_bytes is not None:
             rows.append(_max_peak_row(value, limits))
     for metric in METRICS:
-        if not any(r.metric == metric for r in rows) or (metric == "peak" and not any(
-            r.metric == "peak" and r.check == "baseline" for r in rows
-        )):
+        # reported when not gated against the baseline, unless a --max-peak row shows it already
+        shown = [r for r in rows if r.metric == metric]
+        if not any(r.check == "baseline" for r in shown) and (baseline is not None or not shown):
             ref = getattr(baseline, _FIELD[metric]) if baseline is not None else None
             rows.append(_info_row(metric, "bytes", ref, getattr(current, _FIELD[metric])))
     names = list(current.by_category_at_peak)
@@ -169,7 +170,7 @@ def compare(
         names += [n for n in baseline.by_category_at_peak if n not in current.by_category_at_peak]
     for name in names:
         ref = baseline.by_category_at_peak.get(name) if baseline is not None else None
-        rows.append(_info_row(name, "bytes", ref, current.by_category_at_peak.get(name, 0)))
+        rows.append(_info_row(name, "bytes", ref, current.by_category_at_peak.get(name, 0), check="category"))
     if current.step_time_s is not None:
         ref_time = baseline.step_time_s if baseline is not None else None
         rows.append(_info_row("step_time", "s", ref_time, current.step_time_s))
@@ -283,9 +284,9 @@ def _max_peak_row(value: int, limits: Limits) -> CheckRow:
     )
 
 
-def _info_row(metric: str, unit: str, ref: float | None, value: float) -> CheckRow:
+def _info_row(metric: str, unit: str, ref: float | None, value: float, *, check: str = "info") -> CheckRow:
     return CheckRow(
-        metric=metric, check="info", unit=unit, baseline=ref, current=value,
+        metric=metric, check=check, unit=unit, baseline=ref, current=value,
         change=_change(ref, value) if ref is not None else None, limit=None, limit_text=None, status=INFO,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -46,10 +47,19 @@ def profile_script(
         timeout=timeout, progress=progress,
     )
     sampler = NvmlSampler.for_device_type("cuda" if _cuda_likely() else "cpu")
+    gc.collect()  # what an earlier run left in reference cycles is not this script's memory
     with sampler:
         raw = session.run()
-    calibration = calibrate(raw.device) if calibrate_overheads else {}
-    doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw))
+    try:
+        calibration = calibrate(raw.device) if calibrate_overheads else {}
+        scratch = raw.recorder.probe.run(raw.device)
+        doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw), scratch=scratch)
+    finally:
+        raw.recorder.release()
+        raw.root = None
+        raw.optimizer = None
+        del raw
+        gc.collect()
     path = Path(out) if out is not None else None
     if path is not None:
         write_profile(doc, path)

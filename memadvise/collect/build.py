@@ -88,6 +88,13 @@ class _Arrays:
         self.sv_storage = np.asarray(rec.sv_storage, dtype=np.int64)
         self.sv_pack = np.asarray(rec.sv_pack_clock, dtype=np.int64)
         self.sv_phase = np.asarray(rec.sv_phase, dtype=np.int8)
+        self.op_scratch = np.zeros(len(rec.op_name), dtype=np.int64)
+
+    def set_scratch(self, scratch: dict[int, int], n_ops: int) -> None:
+        self.op_scratch = np.zeros(n_ops, dtype=np.int64)
+        for i, nbytes in scratch.items():
+            if 0 <= i < n_ops:
+                self.op_scratch[i] = nbytes
 
 
 def _categorize(rec: Recorder, arr: _Arrays, boundaries: list[tuple[int, int, int]], steps: list) -> np.ndarray:
@@ -168,7 +175,8 @@ def _backward_segments(arr: _Arrays, op_lo: int, op_hi: int, step_end_clock: int
     return out
 
 
-def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | None = None) -> dict:
+def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | None = None,
+                  scratch: dict[int, int] | None = None) -> dict:
     rec = raw.recorder
     root = raw.root.module if raw.root is not None else None
     if root is not None:
@@ -176,6 +184,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
     for module in rec.modules:
         rec.note_module_state(module)
     arr = _Arrays(rec)
+    arr.set_scratch(scratch or {}, len(rec.op_name))
     devices = rec.devices()
     train_key = str(raw.device if raw.device.index is not None or raw.device.type == "cpu" else torch.device(raw.device.type, 0))
     train_dev = devices.index(train_key) if train_key in devices else -1
@@ -300,6 +309,8 @@ def _step_summary(rec: Recorder, arr: _Arrays, cat: np.ndarray, on_dev: np.ndarr
     if len(q) == 0:
         q = np.asarray([c0], dtype=np.int64)
     by = live_by_category(q, alloc, free, nbytes, cats, N_CATEGORIES)
+    if mark.end_op > mark.start_op:  # scratch buffers inside ops (probe.py): temporary
+        by[:, int(Category.TEMPORARY)] += arr.op_scratch[ops]
     total = by.sum(axis=1)
     k = int(np.argmax(total))
     op_index = mark.start_op + k if mark.end_op > mark.start_op else -1
@@ -416,6 +427,7 @@ def _trace(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, train_dev: i
             "out_bytes": rec.op_out_bytes[o0:o1],
             "shape": rec.op_shape[o0:o1],
             "mutates": [local.get(x, -1) for x in rec.op_mutates[o0:o1]],
+            "scratch": [int(x) for x in arr.op_scratch[o0:o1]],
         },
         "storages": {
             "bytes": [int(rec.st_bytes[s]) for s in sel],
@@ -515,9 +527,17 @@ def _units(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, fqn: dict[in
         is_bn = isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.training and module.track_running_stats
         for v in set(chains[c]):
             rng[v] |= rec.mod_rng[m]
-            mutates[v] |= rec.mod_mutates_buffer[m]
             bn[v] |= is_bn
-        inplace[u] |= rec.mod_inplace_input[m]
+    # in-place writes in forward: into a parameter or buffer (state), or into a tensor
+    # made before the call (its input)
+    for call, phase, sid in zip(ops["call"], ops["phase"], ops["mutates"]):
+        if call < 0 or phase != PHASE_FORWARD or sid < 0:
+            continue
+        if st["category"][sid] == int(Category.PARAMETER):
+            for v in set(chains[call]):
+                mutates[v] = True
+        elif st["alloc"][sid] < calls["start"][call]:
+            inplace[unit_of_call[call]] = True
 
     units = []
     name_of: dict[int, str] = {}

@@ -156,6 +156,10 @@ class Recorder(TorchDispatchMode):
         self.optimizer_phase = False
         self._hooks: list[Any] = []
         self._saved_hooks: Any = None
+        from memadvise.collect.probe import PROBE_OPS, ScratchProbe
+
+        self._probe_ops = PROBE_OPS
+        self.probe = ScratchProbe()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -484,6 +488,8 @@ class Recorder(TorchDispatchMode):
         self.op_out_bytes.append(out_bytes)
         self.op_shape.append(self._string(shape))
         self.op_mutates.append(mutated)
+        if name in self._probe_ops:
+            self.probe.note(func, args, kwargs, op_index)
         return op_index
 
     def _touch(self, t: torch.Tensor, use: int) -> int:
@@ -626,6 +632,17 @@ class Recorder(TorchDispatchMode):
         self.call_end_op[call] = len(self.op_name)
         self.call_seq_end[call] = internals.sequence_nr()
         self.call_wall_ns[call] = max(0, now - t0)  # raw, instrumentation included
+
+    def release(self) -> None:
+        """Drop every reference to the script's objects (modules, weak references with
+        callbacks into this recorder), so a finished run frees its memory at once."""
+        self.modules.clear()
+        self._module_index.clear()
+        self._st_refs.clear()
+        self._t_refs.clear()
+        self._sv_refs.clear()
+        self._sid_of.clear()
+        self._stack.clear()
 
     # ------------------------------------------------------------------ output
     def strings(self) -> list[str]:

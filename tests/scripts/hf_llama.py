@@ -17,9 +17,9 @@ def main():
     model = LlamaForCausalLM(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for step in range(args.steps):
+        opt.zero_grad(set_to_none=True)
         ids = torch.randint(0, 128, (2, 32))
         loss = model(input_ids=ids, labels=ids).loss
-        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 

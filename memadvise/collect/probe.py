@@ -1,0 +1,189 @@
+"""Scratch memory inside ops: what a kernel allocates for itself and frees before returning.
+
+oneDNN convolutions and their backward (CPU), reduced-precision CPU matmuls, cuDNN
+convolutions and attention kernels (CUDA) allocate buffers that are no tensor, so no
+dispatch-level tracker sees them, yet they count in the peak (``max_memory_allocated``
+on CUDA, the allocator on CPU). The recorder notes each distinct call signature of such
+ops; afterwards each is replayed once on fresh tensors of the same metadata, measuring
+the op's transient peak beyond its outputs: on CUDA with the caching allocator's peak
+statistic, on CPU with PyTorch's profiler (``profile_memory=True``), the only view of
+the CPU allocator PyTorch offers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# Op overload packets that allocate scratch buffers on some backend.
+PROBE_OPS = frozenset(
+    {
+        "convolution", "_convolution", "convolution_backward", "mkldnn_convolution",
+        "cudnn_convolution", "cudnn_convolution_transpose", "miopen_convolution",
+        "mm", "addmm", "bmm", "baddbmm", "_addmm_activation",
+        "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_flash_attention_backward", "_scaled_dot_product_efficient_attention_backward",
+        "_scaled_dot_product_cudnn_attention_backward", "_scaled_dot_product_flash_attention_for_cpu_backward",
+        "_flash_attention_backward", "_efficient_attention_backward",
+    }
+)
+
+
+class _TensorMeta:
+    __slots__ = ("shape", "stride", "dtype", "device", "offset")
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.shape = tuple(t.shape)
+        self.stride = tuple(t.stride())
+        self.dtype = t.dtype
+        self.device = t.device
+        self.offset = t.storage_offset()
+
+    def key(self) -> tuple:
+        return ("T", self.shape, self.stride, str(self.dtype), str(self.device), self.offset)
+
+    def make(self) -> torch.Tensor:
+        size = self.offset + (sum((s - 1) * st for s, st in zip(self.shape, self.stride)) + 1 if all(self.shape) else 0)
+        base = torch.empty(max(size, 1), dtype=self.dtype, device=self.device)
+        if base.is_floating_point():
+            base.normal_()
+        else:
+            base.zero_()
+        return base.as_strided(self.shape, self.stride, self.offset)
+
+
+def _meta(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return _TensorMeta(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_meta(v) for v in value)
+    return value
+
+
+def _key(value: Any) -> Any:
+    if isinstance(value, _TensorMeta):
+        return value.key()
+    if isinstance(value, (list, tuple)):
+        return tuple(_key(v) for v in value)
+    if isinstance(value, (int, float, bool, str, type(None))):
+        return value
+    return repr(value)
+
+
+def _materialize(value: Any) -> Any:
+    if isinstance(value, _TensorMeta):
+        return value.make()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_materialize(v) for v in value)
+    return value
+
+
+class ScratchProbe:
+    """Collects op signatures during recording; ``run()`` measures each once."""
+
+    def __init__(self) -> None:
+        self.signatures: dict[Any, tuple[Any, Any, Any]] = {}
+        self.ops: dict[Any, list[int]] = {}
+
+    def note(self, func: Any, args: tuple, kwargs: dict, op_index: int) -> None:
+        margs, mkwargs = _meta(args), {k: _meta(v) for k, v in kwargs.items()}
+        key = (str(func), _key(margs), _key(tuple(sorted(mkwargs.items()))))
+        if key not in self.signatures:
+            self.signatures[key] = (func, margs, mkwargs)
+            self.ops[key] = []
+        self.ops[key].append(op_index)
+
+    def run(self, device: torch.device) -> dict[int, int]:
+        """Scratch bytes per recorded op index (ops without scratch are omitted)."""
+        out: dict[int, int] = {}
+        if not self.signatures:
+            return out
+        try:
+            measured = self._run_cuda() if device.type == "cuda" else self._run_cpu()
+        except Exception:  # the probe refines the peak; never fail a profile over it
+            return out
+        for key, nbytes in measured.items():
+            if nbytes > 0:
+                for i in self.ops[key]:
+                    out[i] = nbytes
+        return out
+
+    def _replay(self, key: Any) -> tuple[Any, int]:
+        func, margs, mkwargs = self.signatures[key]
+        args = _materialize(margs)
+        kwargs = {k: _materialize(v) for k, v in mkwargs.items()}
+        return func, args, kwargs
+
+    def _run_cuda(self) -> dict[Any, int]:
+        out = {}
+        for key in self.signatures:
+            func, args, kwargs = self._replay(key)
+            with torch.no_grad():
+                func(*args, **kwargs)  # first call: lazy initialisation, cached algorithms
+                torch.cuda.synchronize()
+                before = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                result = func(*args, **kwargs)
+                torch.cuda.synchronize()
+                peak = torch.cuda.max_memory_allocated() - before
+            out[key] = max(0, peak - _output_bytes(result))
+            del result, args, kwargs
+        return out
+
+    def _run_cpu(self) -> dict[Any, int]:
+        from torch._C._profiler import _EventType
+        from torch.profiler import ProfilerActivity, profile, record_function
+
+        replays = []
+        for key in self.signatures:
+            func, args, kwargs = self._replay(key)
+            with torch.no_grad():
+                func(*args, **kwargs)
+            replays.append((key, func, args, kwargs))
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            results = []
+            for i, (key, func, args, kwargs) in enumerate(replays):
+                with torch.no_grad(), record_function(f"memadvise::probe::{i}"):
+                    results.append(func(*args, **kwargs))
+        peaks: dict[int, int] = {}
+        for root in prof.profiler.kineto_results.experimental_event_tree():
+            stack = [root]
+            while stack:
+                e = stack.pop()
+                if e.name.startswith("memadvise::probe::"):
+                    allocs = []
+                    inner = list(e.children)
+                    while inner:
+                        x = inner.pop()
+                        if x.typed[0] == _EventType.Allocation:
+                            allocs.append((x.start_time_ns, x.typed[1].alloc_size))
+                        inner.extend(x.children)
+                    live = best = 0
+                    for _, size in sorted(allocs, key=lambda a: (a[0], a[1])):
+                        live += size
+                        best = max(best, live)
+                    peaks[int(e.name.rsplit("::", 1)[1])] = best
+                else:
+                    stack.extend(e.children)
+        out = {}
+        for i, (key, *_rest) in enumerate(replays):
+            out[key] = max(0, peaks.get(i, 0) - _output_bytes(results[i]))
+        return out
+
+
+def _output_bytes(result: Any) -> int:
+    seen: set[int] = set()
+    total = 0
+    stack = [result]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, torch.Tensor):
+            st = x.untyped_storage()
+            if st.data_ptr() not in seen:
+                seen.add(st.data_ptr())
+                total += st.nbytes()
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+    return total
