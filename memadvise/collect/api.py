@@ -76,12 +76,18 @@ def _cuda_likely() -> bool:
 
 
 def _check_writable(path: Path) -> None:
-    """Fail before running the script, not after, when the profile cannot be written."""
-    parent = path.parent if str(path.parent) else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
+    """Fail before running the script, not after, when the profile cannot be written:
+    create the folder and a scratch file in it, then remove the scratch file."""
+    import tempfile
+
     if path.is_dir():
         raise UsageError(f"output path {str(path)!r} is a folder")
-    if not os.access(probe, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"output path {str(path)!r} is not writable ({exc.strerror})") from None
+    if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"output path {str(path)!r} is not writable")
