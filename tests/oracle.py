@@ -101,7 +101,7 @@ class _Harness:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
         self._hook_handle = register_optimizer_step_post_hook(self._after_step)
-        orig_backward = self.torch.Tensor.backward
+        orig_backward = self._orig_backward = self.torch.Tensor.backward
         harness = self
 
         def backward(tensor, *args, **kwargs):
@@ -121,7 +121,12 @@ class _Harness:
                 with harness.torch.profiler.record_function("oracle::forward"):
                     pass
 
-        self.torch.nn.modules.module.register_module_forward_pre_hook(mark_forward)
+        self._fwd_handle = self.torch.nn.modules.module.register_module_forward_pre_hook(mark_forward)
+
+    def uninstall(self):
+        self._hook_handle.remove()
+        self._fwd_handle.remove()
+        self.torch.Tensor.backward = self._orig_backward
 
     def _after_step(self, optimizer, args, kwargs):
         self.steps_done += 1
@@ -225,25 +230,19 @@ def _analyze(prof, wall_s: float) -> dict:
     }
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description="Profile one steady-state training step.")
-    p.add_argument("--warmup", type=int, default=2,
-                   help="optimizer steps to run before the profiled one (>= 1)")
-    p.add_argument("script")
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    ns = p.parse_args()
-    if ns.warmup < 1:
-        print("oracle: --warmup must be >= 1", file=sys.stderr)
-        return 1
+def _run_one(script: str, args: list[str], warmup: int) -> dict:
+    """Profile one steady-state step of ``script``; {"error": ...} on failure."""
+    import gc
 
-    script = os.path.abspath(ns.script)
+    script = os.path.abspath(script)
     if not os.path.isfile(script):
-        print(f"oracle: no such script: {ns.script}", file=sys.stderr)
-        return 1
-    sys.argv = [script, *ns.args]
+        return {"error": f"no such script: {script}"}
+    saved_argv, saved_path0 = sys.argv[:], sys.path[0]
+    sys.argv = [script, *args]
     sys.path[0] = os.path.dirname(script)  # as `python SCRIPT` would have it
-    harness = _Harness(ns.warmup)
+    harness = _Harness(warmup)
     harness.install()
+    error = None
     try:
         with contextlib.redirect_stdout(sys.stderr):  # keep stdout for the JSON
             runpy.run_path(script, run_name="__main__")
@@ -251,24 +250,76 @@ def main() -> int:
         pass
     except SystemExit as e:
         if e.code not in (None, 0):
-            print(f"oracle: {ns.script} exited with {e.code}", file=sys.stderr)
-            return 1
+            error = f"{script} exited with {e.code}"
     except BaseException:
         traceback.print_exc()
-        print(f"oracle: {ns.script} raised", file=sys.stderr)
-        return 1
+        error = f"{script} raised"
     finally:
         if harness.in_profiled_step:  # never leave the profiler running at exit:
             harness.prof.stop()       # the interpreter segfaults on shutdown
+        harness.uninstall()
+        sys.argv, sys.path[0] = saved_argv, saved_path0
+    if error:
+        return {"error": error}
     if harness.prof is None or harness.in_profiled_step:
-        print(f"oracle: {ns.script} finished after {harness.steps_done} optimizer "
-              f"step(s); need {ns.warmup + 1}", file=sys.stderr)
-        return 1
+        return {"error": f"{script} finished after {harness.steps_done} optimizer step(s); need {warmup + 1}"}
     try:
         result = _analyze(harness.prof, harness.wall_s)
     except Exception:
-        traceback.print_exc()
-        print("oracle: analysing the profile failed", file=sys.stderr)
+        return {"error": "analysing the profile failed: " + traceback.format_exc()[-1500:]}
+    harness.prof = None
+    gc.collect()
+    return result
+
+
+def measure_scripts(jobs: list, *, warmup: int = 2, timeout: float = 900) -> list[dict]:
+    """Measure several ``(script, args)`` one after the other in ONE subprocess (one
+    torch import); each result is a dict as from ``measure_script`` or {"error": ...}."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump([[str(s), [str(a) for a in args]] for s, args in jobs], f)
+        name = f.name
+    try:
+        cmd = [sys.executable, os.path.abspath(__file__), "--warmup", str(warmup), "--batch", name]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    finally:
+        os.unlink(name)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"oracle batch failed (exit {proc.returncode}):\n" + proc.stderr[-4000:])
+    results = json.loads(lines[-1])
+    # PyTorch's profiler occasionally garbles an event name after many sessions in one
+    # process (a UnicodeDecodeError while analysing): measure that one alone, afresh
+    for i, r in enumerate(results):
+        if "error" in r and "analysing" in r["error"]:
+            s, a = jobs[i]
+            results[i] = measure_script(str(s), [str(x) for x in a], warmup=warmup, timeout=timeout)
+    return results
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="Profile one steady-state training step.")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="optimizer steps to run before the profiled one (>= 1)")
+    p.add_argument("--batch", help="a JSON file listing [script, args] pairs to measure in turn")
+    p.add_argument("script", nargs="?")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    ns = p.parse_args()
+    if ns.warmup < 1:
+        print("oracle: --warmup must be >= 1", file=sys.stderr)
+        return 1
+    if ns.batch:
+        with open(ns.batch) as f:
+            jobs = json.load(f)
+        print(json.dumps([_run_one(script, args, ns.warmup) for script, args in jobs]))
+        return 0
+    if not ns.script:
+        print("oracle: give a script or --batch", file=sys.stderr)
+        return 1
+    result = _run_one(ns.script, ns.args, ns.warmup)
+    if "error" in result:
+        print(f"oracle: {result['error']}", file=sys.stderr)
         return 1
     print(json.dumps(result))
     return 0

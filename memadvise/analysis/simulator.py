@@ -58,7 +58,9 @@ class SimResult:
     """Predicted figures of one step under a set of actions.
 
     peak_bytes: largest live total on the training device, in bytes.
-    activation_bytes: bytes held for backward when backward starts (max over backward passes).
+    activation_bytes: bytes held for backward when backward starts (max over backward
+        passes): saved tensors, checkpoint inputs and selective caches; the 5 KiB RNG
+        state a CPU checkpoint stashes counts in the peak only, as in the measurement.
     step_time_s: predicted step time in seconds; overhead = step_time_s / baseline - 1.
     """
 

@@ -29,11 +29,13 @@ def memadvise_apply(model, actions):
         buffers = [b for m in module.modules() for b in m.buffers(recurse=False)]
         with torch.no_grad():
             saved = [b.clone() for b in buffers]
-        with inner:
-            yield
-        with torch.no_grad():
-            for b, s in zip(buffers, saved):
-                b.copy_(s)
+        try:
+            with inner:
+                yield
+        finally:  # recompute ends with an exception when it stops early
+            with torch.no_grad():
+                for b, s in zip(buffers, saved):
+                    b.copy_(s)
 
     def keep_policy(save_ops):
         def policy(ctx, op, *args, **kwargs):

@@ -200,9 +200,7 @@ def environment_warnings(current: BaselineEntry, baseline: BaselineEntry) -> lis
     warnings = []
     cur, ref = current.environment, baseline.environment
     if (cur.get("device_type"), cur.get("device_name")) != (ref.get("device_type"), ref.get("device_name")):
-        warnings.append(
-            f"baseline was taken on {_device(ref)}, this run is on {_device(cur)}"
-        )
+        warnings.append(f"baseline was taken on {_device(ref)}, this run is on {_device(cur)}")
     if cur.get("torch") != ref.get("torch"):
         warnings.append(
             f"baseline was taken with torch {ref.get('torch')}, this run uses torch {cur.get('torch')}; "
@@ -210,9 +208,7 @@ def environment_warnings(current: BaselineEntry, baseline: BaselineEntry) -> lis
         )
     if cur.get("dtype") != ref.get("dtype"):
         warnings.append(f"model dtype changed from {ref.get('dtype')} to {cur.get('dtype')}")
-    if current.script.get("path") != baseline.script.get("path") or list(current.script.get("args") or []) != list(
-        baseline.script.get("args") or []
-    ):
+    if _command(current.script) != _command(baseline.script):
         warnings.append(
             f"baseline was taken on `{_command(baseline.script)}`, this run is `{_command(current.script)}`"
         )

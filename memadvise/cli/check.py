@@ -45,9 +45,11 @@ def check_command(
 
     from memadvise._errors import EXIT_FAILED, InputFileError, UsageError
     from memadvise.check.gate import Limits, baseline_changes, compare
-    from memadvise.report.check_report import CheckContext, check_document, markdown_summary, render_check
+    from memadvise.report.check_report import (
+        CheckContext, check_document, markdown_summary, render_check, update_line,
+    )
     from memadvise.schema.baseline import (
-        DEFAULT_PATH, UPDATE_HINT, BaselineEntry, read_baseline, read_baseline_for_update, write_baseline,
+        DEFAULT_PATH, BaselineEntry, read_baseline, read_baseline_for_update, write_baseline,
     )
     from memadvise.schema.profile import read_profile
 
@@ -75,14 +77,14 @@ def check_command(
     if profile_path is not None:
         profile = read_profile(profile_path)
     else:
-        from memadvise.cli.profile import _progress
+        from memadvise.cli.common import progress_bar
         from memadvise.collect.api import profile_script
 
         # Tensors of earlier runs in this process that only the cycle collector frees
         # would otherwise be counted as live (tests and notebooks run several checks).
         gc.collect()
         # stdout carries our verdict first; the script's prints go to stderr
-        with _progress(err_console(), enabled=not as_json) as progress, contextlib.redirect_stdout(sys.stderr):
+        with progress_bar(err_console(), enabled=not as_json) as progress, contextlib.redirect_stdout(sys.stderr):
             profile = profile_script(
                 script, script_args or [], warmup=warmup, steps=steps, timing_steps=timing_steps,
                 timeout=timeout, out=CHECK_PROFILE, progress=progress,
@@ -97,7 +99,7 @@ def check_command(
         if limits.max_peak_bytes is None:
             raise InputFileError(
                 f"baseline {str(path)!r} has no entry for device {key!r} (it has: {others}); "
-                f"{UPDATE_HINT.replace('create it', 'add one')} on this device"
+                "add one with `memadvise check SCRIPT --update-baseline` on this device"
             )
         warnings.append(f"baseline {str(path)!r} has no entry for device {key!r}; only --max-peak is checked")
 
@@ -110,6 +112,8 @@ def check_command(
         if context.updated:
             context.changes = baseline_changes(entry, current)
             write_baseline(baseline.with_entry(key, current), path)
+        if not result.gated_rows:  # nothing was checked: the verdict is what the update did
+            result.verdict = update_line(result, context)
     else:
         command = ["memadvise", "check"]
         command += ["--profile", str(profile_path)] if profile_path is not None else [str(script)]

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from memadvise.cli.app import app
-from memadvise.cli.common import DEFAULT_DIR, err_console, out_console, print_json
+from memadvise.cli.common import DEFAULT_DIR, err_console, out_console, print_json, progress_bar
 
 
 @app.command(
@@ -34,7 +34,7 @@ def profile_command(
     console = err_console()
     # with --json, stdout carries only our JSON: the script's prints go to stderr
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
-    with _progress(console, enabled=not as_json) as progress, quiet:
+    with progress_bar(console, enabled=not as_json) as progress, quiet:
         profile = profile_script(
             script, script_args or [], warmup=warmup, steps=steps, timing_steps=timing_steps,
             timeout=timeout, out=out, progress=progress,
@@ -43,34 +43,3 @@ def profile_command(
         print_json(profile_summary(profile))
     else:
         render_profile_done(out_console(), profile)
-
-
-class _progress:
-    """A rich progress bar over the script's steps (on stderr), or nothing."""
-
-    def __init__(self, console, enabled: bool) -> None:
-        self.console = console
-        self.enabled = enabled and console.is_terminal
-        self._progress = None
-        self._task = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(
-            TextColumn("profiling"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
-            TimeElapsedColumn(), console=self.console, transient=True,
-        )
-        self._progress.__enter__()
-        self._task = self._progress.add_task("steps", total=None)
-
-        def update(done: int, total: int) -> None:
-            self._progress.update(self._task, completed=done, total=total)
-
-        return update
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)

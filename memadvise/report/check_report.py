@@ -72,7 +72,7 @@ def render_check(console: Console, result: CheckResult, context: CheckContext) -
     """Verdict line first, then the table, warnings, notes, and what to do next."""
     # soft_wrap: the verdict, warnings and commands stay one line each in CI logs, whatever the width
     if context.updated is not None and not result.gated_rows:
-        console.print(escape(_update_line(result, context)), soft_wrap=True)
+        console.print(escape(update_line(result, context)), soft_wrap=True)
     else:
         mark = "[bold green]PASS[/bold green]" if result.passed else "[bold red]FAIL[/bold red]"
         console.print(f"{mark} {escape(result.verdict)}", soft_wrap=True)
@@ -96,7 +96,7 @@ def render_check(console: Console, result: CheckResult, context: CheckContext) -
         console.print(f"[cyan]note:[/cyan] {escape(note)}", soft_wrap=True)
     if context.updated is not None:
         if result.gated_rows:
-            console.print(escape(_update_line(result, context)), soft_wrap=True)
+            console.print(escape(update_line(result, context)), soft_wrap=True)
         for change in context.changes:
             console.print(f"  {escape(change)}", soft_wrap=True)
     elif not result.passed and context.update_command and any(r.check == "baseline" for r in result.failures):
@@ -105,7 +105,8 @@ def render_check(console: Console, result: CheckResult, context: CheckContext) -
         )
 
 
-def _update_line(result: CheckResult, context: CheckContext) -> str:
+def update_line(result: CheckResult, context: CheckContext) -> str:
+    """What ``--update-baseline`` did, in one line."""
     where = f"baseline {context.baseline_path} ({result.device_key})"
     if context.updated:
         return f"{where} updated" + (":" if context.changes else "")
@@ -124,8 +125,9 @@ def markdown_summary(result: CheckResult, context: CheckContext) -> str:
              "|---|---:|---:|---:|---:|---|"]
     for row in result.rows:
         status = {"pass": "✅ pass", "fail": "❌ fail", "info": "info"}[row.status]
+        label = metric_label(row).strip() + (" (at peak)" if row.check == "category" else "")
         lines.append(
-            f"| {_md(metric_label(row).strip() + (' (at peak)' if row.check == 'category' else ''))} | {_value(row, row.baseline)} | {_value(row, row.current)} | "
+            f"| {_md(label)} | {_value(row, row.baseline)} | {_value(row, row.current)} | "
             f"{format_percent(row.change)} | {_md(_limit(row))} | {status} |"
         )
     extra = [f"> ⚠️ {_md(w)}" for w in result.warnings] + [f"> {_md(n)}" for n in result.notes]

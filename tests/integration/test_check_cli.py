@@ -35,7 +35,7 @@ def check(*args: str, env: dict | None = None):
 
 
 def run_json(*args: str) -> tuple[int, dict]:
-    result = check(*args, "--json")
+    result = check("--json", *args)
     assert result.exit_code in (0, 1), result.stderr
     return result.exit_code, json.loads(result.stdout)
 
@@ -145,6 +145,9 @@ def test_update_baseline_says_what_changed_and_writes_only_changes(workdir, prof
     result = check("--profile", profiles["wider"], "--update-baseline")
     assert result.stdout.splitlines()[0] == "baseline memadvise-baseline.json (cpu) is up to date (no memory change)"
     assert path.read_text() == before  # not even updated_at: diffs stay meaningful
+    code, doc = run_json("--profile", profiles["wider"], "--update-baseline")
+    assert code == 0 and doc["baseline_updated"] is False and doc["baseline_changes"] == []
+    assert doc["verdict"] == "baseline memadvise-baseline.json (cpu) is up to date (no memory change)"
     assert sorted(p.name for p in workdir.iterdir()) == ["memadvise-baseline.json"]  # atomic: no temp files
 
 
@@ -231,8 +234,7 @@ NEWER = '{"format": "memadvise-baseline", "schema_version": 2, "entries": {}}'
         (None, [], "give the SCRIPT to profile, or --profile PATH to read an existing profile"),
         (None, ["{script}", "--profile", "{base}"], "give SCRIPT to profile or --profile to read, not both"),
         (None, ["--profile", "missing.json", "--max-peak", "1GiB"], "profile 'missing.json' does not exist"),
-        (NEWER, ["--profile", "memadvise-baseline.json", "--max-peak", "1GiB", "--baseline", "other.json"],
-         "'memadvise-baseline.json' is not a memadvise profile file"),
+        (None, ["--profile", "{script}", "--max-peak", "1GiB"], "mlp.py' is corrupt (invalid JSON at line"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(workdir, profiles, baseline_text, args, message):

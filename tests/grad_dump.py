@@ -1,0 +1,60 @@
+"""Run training scripts for ONE optimizer step each and record, at that step, every
+parameter's gradient and every buffer of the model (BatchNorm running statistics):
+the reference for "applying a plan never changes the math".
+
+    python tests/grad_dump.py JOBS.json OUT_DIR
+
+JOBS.json lists [script, args]; OUT_DIR/<i>.pt gets {"grads": [...], "buffers": {...}}.
+Imports nothing of memadvise.
+"""
+
+import json
+import os
+import runpy
+import sys
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+
+class _Stop(BaseException):
+    pass
+
+
+def run_one(script, args, out_path):
+    state = {"root": None}
+
+    def first_module(module, inputs):
+        if state["root"] is None:
+            state["root"] = module
+
+    def dump(optimizer, a, k):
+        grads = [None if p.grad is None else p.grad.detach().clone() for g in optimizer.param_groups for p in g["params"]]
+        root = state["root"]
+        buffers = {n: b.detach().clone() for n, b in root.named_buffers()} if root is not None else {}
+        torch.save({"grads": grads, "buffers": buffers}, out_path)
+        raise _Stop
+
+    h1 = torch.nn.modules.module.register_module_forward_pre_hook(first_module)
+    h2 = register_optimizer_step_pre_hook(dump)
+    saved = sys.argv[:], sys.path[0]
+    sys.argv = [script, *args]
+    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except _Stop:
+        pass
+    finally:
+        h1.remove()
+        h2.remove()
+        sys.argv, sys.path[0] = saved
+
+
+def main():
+    jobs = json.load(open(sys.argv[1]))
+    for i, (script, args) in enumerate(jobs):
+        run_one(script, args, os.path.join(sys.argv[2], f"{i}.pt"))
+
+
+if __name__ == "__main__":
+    main()
