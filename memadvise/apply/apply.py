@@ -69,9 +69,10 @@ def write_in_place(prepared: PreparedPatch, *, force: bool = False) -> Path:
     backup = backup_path(script)
     if backup.exists() and not force:
         raise PlanRefused(f"backup {backup} already exists; move it away or pass --force to overwrite it")
-    if not os.access(script, os.W_OK) or not os.access(script.parent, os.W_OK):
-        raise InputFileError(f"script {str(script)!r} is read-only; write the patch instead (--patch)")
     mode = script.stat().st_mode & 0o7777
+    # no write bit at all is a read-only file even for root, who could write it anyway
+    if not (mode & 0o222) or not os.access(script, os.W_OK) or not os.access(script.parent, os.W_OK):
+        raise InputFileError(f"script {str(script)!r} is read-only; write the patch instead (--patch)")
     atomic_write_text(backup, prepared.source, mode=mode)
     try:
         atomic_write_text(script, prepared.patch.new_source, mode=mode)
