@@ -176,11 +176,11 @@ def make_patch(script: Path, source: str, block: str, insert_after: int, indent:
         raise PlanRefused(f"{display_path} already contains a memadvise plan; revert it first (git apply -R, or the .orig backup)")
     old_lines = source.splitlines(keepends=True)
     pad = " " * indent
-    new_block = [(pad + line if line.strip() else "\n") if line.endswith("\n") else pad + line + "\n"
-                 for line in block.splitlines(keepends=True)]
+    eol = "\r\n" if old_lines and old_lines[0].endswith("\r\n") else "\n"  # keep the file's line endings
+    new_block = [(pad + line if line.strip() else "") + eol for line in block.splitlines()]
     before = old_lines[:insert_after]
     if before and not before[-1].endswith("\n"):
-        before[-1] = before[-1] + "\n"
+        before[-1] = before[-1] + eol
     new_lines = before + new_block + old_lines[insert_after:]
     new_source = "".join(new_lines)
     diff = unified_diff(source, new_source, display_path)

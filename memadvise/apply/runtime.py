@@ -74,6 +74,11 @@ def memadvise_apply(model, actions):
         module.forward = planned_forward
         module._memadvise_action = action
 
+    config = getattr(model, "config", None)
+    if getattr(config, "use_cache", False):
+        # Hugging Face models append to a KV cache in forward, which a recompute would
+        # append to twice; training does not use it (as gradient_checkpointing_enable does)
+        config.use_cache = False
     for unit, action, save_ops, restore_buffers in actions:
         wrap(model.get_submodule(unit) if unit else model, action, save_ops, restore_buffers)
     return model

@@ -12,11 +12,12 @@ from memadvise.sizes import format_bytes, format_percent
 _SHORT = {"checkpoint": "ckpt", "selective": "sel", "offload": "offl"}
 
 
-def _units_label(plan: dict) -> str:
+def _units_label(plan: dict, width: int = 16) -> str:
     """``ckpt ×4`` / ``ckpt ×2 sel ×3`` / ``ckpt (root)``: what the plan acts on."""
     acts = plan["actions"]
     if len(acts) == 1:
-        return f"{_SHORT[acts[0]['action']]} {display_unit(acts[0]['unit'])}"
+        text = f"{_SHORT[acts[0]['action']]} {display_unit(acts[0]['unit'])}"
+        return text if len(text) <= width else text[: width - 1] + "…"
     counts: dict[str, int] = {}
     for a in acts:
         counts[a["action"]] = counts.get(a["action"], 0) + 1
@@ -24,7 +25,7 @@ def _units_label(plan: dict) -> str:
 
 
 def _with_change(value: int, change: float) -> str:
-    return f"{format_bytes(value)} {format_percent(change)}"
+    return f"{format_bytes(value)} {change * 100:+.0f}%"
 
 
 def describe_actions(plan: dict, width: int = 78) -> list[str]:
@@ -46,9 +47,11 @@ def render_suggest(console: Console, doc: dict, *, top: int, plan_path: str) -> 
         f"activations {format_bytes(base['activation_bytes'])}, step {base['step_time_s'] * 1000:.1f} ms"
         + (f"; budget {budget['text']} = {format_bytes(budget['bytes'])}" if budget else "")
     )
+    wide = console.width >= 96
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for col, justify in (("#", "right"), ("strategy", "left"), ("acts on", "left"), ("peak", "right"),
-                         ("activations", "right"), ("time", "right"), ("MiB/ms", "right")):
+    columns = [("#", "right"), ("strategy", "left"), ("acts on", "left"), ("peak", "right"),
+               ("activations", "right"), ("time", "right")] + ([("MiB/ms", "right")] if wide else [])
+    for col, justify in columns:
         table.add_column(col, justify=justify, no_wrap=True)
     for plan in doc["plans"][:top]:
         p = plan["predicted"]
@@ -56,11 +59,13 @@ def render_suggest(console: Console, doc: dict, *, top: int, plan_path: str) -> 
         style = "bold" if doc.get("recommendation") and plan["rank"] == doc["recommendation"]["rank"] else None
         if plan.get("meets_budget") is False:
             style = "dim"
-        table.add_row(
+        row = [
             str(plan["rank"]), name, _units_label(plan), _with_change(p["peak_bytes"], plan["change"]["peak"]),
-            _with_change(p["activation_bytes"], plan["change"]["activation"]), format_percent(p["overhead"]),
-            f"{plan['bytes_saved_per_ms'] / 2**20:.2f}", style=style,
-        )
+            _with_change(p["activation_bytes"], plan["change"]["activation"]), f"{p['overhead'] * 100:+.0f}%",
+        ]
+        if wide:
+            row.append(f"{plan['bytes_saved_per_ms'] / 2**20:.2f}")
+        table.add_row(*row, style=style)
     console.print(table)
     console.print("[dim]* on the Pareto front of (peak, step time); time = predicted step-time overhead[/dim]")
     for u in doc.get("unavailable", []):

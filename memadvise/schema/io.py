@@ -31,8 +31,11 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, mode: int | None = 
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
+        if mode is None:  # mkstemp makes 0600; a normal file honours the umask
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except OSError as exc:
         try:
