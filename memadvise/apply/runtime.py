@@ -7,13 +7,10 @@ what it needs (``contextlib``, ``functools``, ``torch``) inside its body.
 """
 
 def memadvise_apply(model, actions):
-    """Apply plan actions to ``model`` in place; returns ``model``.
+    """Checkpoint, selectively recompute or offload submodules of `model`, in place.
 
-    ``actions``: ``(unit, action, save_ops, restore_buffers)`` tuples, where ``unit`` is a
-    submodule path ("" for the model itself), ``action`` is "checkpoint", "selective" or
-    "offload", ``save_ops`` the aten op names whose outputs selective recompute keeps,
-    and ``restore_buffers`` whether the unit updates buffers in forward (BatchNorm
-    running statistics), which a recompute would update a second time.
+    actions: (submodule path, "checkpoint" | "selective" | "offload", ops whose outputs
+    selective recompute keeps, whether to restore buffers after a recompute).
     """
     import contextlib
     import functools
@@ -21,64 +18,47 @@ def memadvise_apply(model, actions):
     import torch
     from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
-    norm_types = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
-
     @contextlib.contextmanager
     def restored_buffers(module, inner):
-        # Recompute must not update running statistics twice: snapshot, recompute, restore.
-        buffers = [b for m in module.modules() for b in m.buffers(recurse=False)]
+        # BatchNorm running stats must not update twice: snapshot, recompute, restore
+        buffers = list(module.buffers())
         with torch.no_grad():
             saved = [b.clone() for b in buffers]
         try:
             with inner:
                 yield
-        finally:  # recompute ends with an exception when it stops early
+        finally:  # a recompute ends with an exception when it stops early
             with torch.no_grad():
                 for b, s in zip(buffers, saved):
                     b.copy_(s)
 
-    def keep_policy(save_ops):
-        def policy(ctx, op, *args, **kwargs):
-            name = getattr(getattr(op, "_overloadpacket", op), "__name__", "")
-            return CheckpointPolicy.MUST_SAVE if name in save_ops else CheckpointPolicy.PREFER_RECOMPUTE
-        return policy
-
-    def wrap(module, action, save_ops, restore_buffers):
-        if getattr(module, "_memadvise_action", None) is not None:
-            raise RuntimeError(f"memadvise: {type(module).__name__} already has a plan applied")
+    def wrap(module, action, save_ops, restore):
         forward = module.forward
-        restore = restore_buffers or any(
-            isinstance(m, norm_types) and m.track_running_stats for m in module.modules()
-        )
 
-        def context_fn():
+        def policy(ctx, op, *args, **kwargs):
+            keep = getattr(op, "_overloadpacket", op).__name__ in save_ops
+            return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+        def contexts():
             if action == "selective":
-                fwd_ctx, recompute_ctx = create_selective_checkpoint_contexts(keep_policy(frozenset(save_ops)))
+                fwd, rec = create_selective_checkpoint_contexts(policy)
             else:
-                fwd_ctx, recompute_ctx = contextlib.nullcontext(), contextlib.nullcontext()
-            if restore:
-                recompute_ctx = restored_buffers(module, recompute_ctx)
-            return fwd_ctx, recompute_ctx
+                fwd, rec = contextlib.nullcontext(), contextlib.nullcontext()
+            return fwd, (restored_buffers(module, rec) if restore else rec)
 
-        if action == "offload":
-            @functools.wraps(forward)
-            def planned_forward(*args, **kwargs):
+        @functools.wraps(forward)
+        def planned_forward(*args, **kwargs):
+            if action == "offload":
                 with torch.autograd.graph.save_on_cpu(pin_memory=True):
                     return forward(*args, **kwargs)
-        else:
-            @functools.wraps(forward)
-            def planned_forward(*args, **kwargs):
-                # preserve_rng_state: dropout draws the same mask when recomputed
-                return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=True,
-                                  context_fn=context_fn, **kwargs)
-        module.forward = planned_forward
-        module._memadvise_action = action
+            # preserve_rng_state: dropout replays the same masks when recomputed
+            return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=True,
+                              context_fn=contexts, **kwargs)
 
-    config = getattr(model, "config", None)
-    if getattr(config, "use_cache", False):
-        # Hugging Face models append to a KV cache in forward, which a recompute would
-        # append to twice; training does not use it (as gradient_checkpointing_enable does)
-        config.use_cache = False
-    for unit, action, save_ops, restore_buffers in actions:
-        wrap(model.get_submodule(unit) if unit else model, action, save_ops, restore_buffers)
+        module.forward = planned_forward
+
+    if getattr(getattr(model, "config", None), "use_cache", False):
+        model.config.use_cache = False  # Hugging Face: a KV cache would grow twice under recompute
+    for unit, action, save_ops, restore in actions:
+        wrap(model.get_submodule(unit), action, save_ops, restore)
     return model

@@ -19,6 +19,14 @@ def runtime_actions(actions: Sequence[Action], restore: dict[str, bool] | None =
     return out
 
 
+def _updates_buffers(module: Any) -> bool:
+    """BatchNorm-like modules update running statistics in every training forward."""
+    import torch
+
+    norms = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)
+    return any(isinstance(m, norms) and m.track_running_stats and m.training for m in module.modules())
+
+
 def apply_plan(model: Any, plan: Any, *, rank: int | None = None, strategy: str | None = None) -> Any:
     """Apply a plan to ``model`` in place, as the patch would, and return ``model``.
 
@@ -48,7 +56,13 @@ def apply_plan(model: Any, plan: Any, *, rank: int | None = None, strategy: str 
         raise UsageError("apply_plan takes a plan file, a plan document, one plan, or a list of Action")
     for a in actions:
         try:
-            model.get_submodule(a.unit) if a.unit else model
+            module = model.get_submodule(a.unit)
         except AttributeError:
             raise InputFileError(f"the model has no submodule {a.unit!r}; was the plan made for another model?") from None
-    return memadvise_apply(model, runtime_actions(actions, restore))
+        if getattr(module, "_memadvise_action", None) is not None:
+            raise UsageError(f"{a.unit or 'the model'} already has a plan applied")
+        restore[a.unit] = restore.get(a.unit, False) or _updates_buffers(module)
+    memadvise_apply(model, runtime_actions(actions, restore))
+    for a in actions:
+        model.get_submodule(a.unit)._memadvise_action = a.action
+    return model
