@@ -51,14 +51,18 @@ class UnitTree:
             if unit.parent is not None:
                 self.units[unit.parent].children.append(unit.index)
         self.by_name = by_name
+        self._ancestors: dict[int, list[int]] = {}
 
     # ------------------------------------------------------------------ structure
     def ancestors(self, u: int) -> list[int]:
-        out = []
-        p = self.units[u].parent
-        while p is not None:
-            out.append(p)
-            p = self.units[p].parent
+        out = self._ancestors.get(u)
+        if out is None:
+            out = []
+            p = self.units[u].parent
+            while p is not None:
+                out.append(p)
+                p = self.units[p].parent
+            self._ancestors[u] = out
         return out
 
     def nested(self, a: int, b: int) -> bool:

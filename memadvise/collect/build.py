@@ -234,6 +234,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
                 "file": root_info.file,
                 "function": root_info.function,
                 "frame_line": root_info.frame_line,
+                "assign_line": _assign_line(raw.script, root_info),
                 "param_count": int(sum(p.numel() for p in params)),
                 "param_bytes": int(sum(p.numel() * p.element_size() for p in params)),
                 "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
@@ -288,6 +289,19 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         "trace": trace,
     }
     return doc
+
+
+def _assign_line(script: Path, root_info: Any) -> int | None:
+    """The line after which the model's variable is final (where `apply` puts the plan)."""
+    if not root_info.expression:
+        return None
+    try:
+        from memadvise.analysis.source import find_insertion
+
+        source = script.read_text(encoding="utf-8")
+        return find_insertion(source, root_info.expression, root_info.function, root_info.frame_line)[0]
+    except Exception:  # the model built where the script cannot name it: apply explains
+        return None
 
 
 def _unit_name_of_call(call: int, trace: dict, units: list[dict]) -> str | None:

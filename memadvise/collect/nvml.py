@@ -153,6 +153,12 @@ class NvmlSampler:
         out["overall"] = aggregate(good)
         if good:
             out["used_bytes_max"] = max(s["used_bytes"] for s in good)
+            reserved = [m.cuda_max_reserved for m in raw.recorder.steps if m.cuda_max_reserved] if raw else []
+            if reserved:
+                # what the device holds beyond PyTorch's caching allocator: CUDA context,
+                # NCCL, other libraries — memory no plan can reduce, and why estimates
+                # "don't match nvidia-smi"
+                out["outside_pytorch_bytes"] = max(0, out["used_bytes_max"] - max(reserved))
         return out
 
 

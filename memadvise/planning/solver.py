@@ -26,6 +26,7 @@ from memadvise.schema.actions import CHECKPOINT, DEFAULT_POLICY, OFFLOAD, SELECT
 
 EXACT_LIMIT = 16
 MAX_ENUMERATED = 200_000
+PRUNE_TRIES = 24  # single-action refinements after the greedy, whatever the model size
 
 
 @dataclass
@@ -45,18 +46,16 @@ class Solution:
     evaluated: int
 
 
-def candidate_units(tree: UnitTree, sim: Simulator, *, min_share: float = 0.005) -> list[int]:
-    """Units worth acting on: checkpointable, holding at least ``min_share`` of activations."""
-    total = max(1, sim.baseline().activation_bytes)
+def candidate_units(tree: UnitTree, sim: Simulator, *, limit: int = 4096) -> list[int]:
+    """Units worth acting on: checkpointable and holding activations; at most ``limit``,
+    the ones holding most first."""
     out = []
     for unit in tree.units:
-        rec = unit.record
-        if tree.checkpoint_problem(unit.index) is not None:
-            continue
-        if rec.get("activation_bytes", 0) < min_share * total:
+        if unit.record.get("activation_bytes", 0) <= 0 or tree.checkpoint_problem(unit.index) is not None:
             continue
         out.append(unit.index)
-    return out
+    out.sort(key=lambda u: -tree.units[u].record.get("activation_bytes", 0))
+    return sorted(out[:limit])
 
 
 def options_for(tree: UnitTree, sim: Simulator, units: list[int], *, device_type: str,
@@ -112,10 +111,11 @@ def _assignments(tree: UnitTree, units: list[int], options: dict[int, list[Optio
 
 def solve(sim: Simulator, tree: UnitTree, budget: int, *, device_type: str,
           seeds: list[list[Action]] | None = None, units: list[int] | None = None,
-          selective: bool = True, offload: bool = True) -> Solution | None:
+          selective: bool = True, offload: bool = True, options: dict | None = None) -> Solution | None:
     """The cheapest plan with predicted peak ≤ ``budget`` bytes, or None if none is found."""
     units = candidate_units(tree, sim) if units is None else units
-    options = options_for(tree, sim, units, device_type=device_type, selective=selective, offload=offload)
+    if options is None:
+        options = options_for(tree, sim, units, device_type=device_type, selective=selective, offload=offload)
     base = sim.baseline()
     if base.peak_bytes <= budget:
         return Solution([], base, 0.0, "exact", 1)
@@ -159,12 +159,17 @@ def _heuristic(sim: Simulator, tree: UnitTree, budget: int, options: dict[int, l
         flat = sorted(flat, key=lambda o: (-(o.freed_bytes / max(o.cost_us, 1.0)), o.cost_us))
 
         def pick(prefix: int) -> list[Action]:
-            chosen: list[Option] = []
+            chosen: list[Action] = []
+            taken: set[int] = set()  # chosen units
+            above: set[int] = set()  # their ancestors
             for o in flat[:prefix]:
-                if any(tree.nested(o.unit, c.unit) for c in chosen):
+                anc = tree.ancestors(o.unit)
+                if o.unit in taken or o.unit in above or any(a in taken for a in anc):
                     continue
-                chosen.append(o)
-            return [o.action for o in chosen]
+                chosen.append(o.action)
+                taken.add(o.unit)
+                above.update(anc)
+            return chosen
 
         lo, hi = 1, len(flat)
         if not hi or consider(pick(hi)).peak_bytes > budget:
@@ -188,14 +193,30 @@ def _heuristic(sim: Simulator, tree: UnitTree, budget: int, options: dict[int, l
         consider(seed)
     if best is None:
         return None
-    # prune: drop the most expensive actions the plan does not need
+    # prune: drop the least valuable actions the plan does not need — a binary search
+    # for the longest droppable run, then single tries on the most expensive that remain
+    by_unit = {o.action: o for opts in options.values() for o in opts}
     current = list(best.actions)
-    for a in sorted(current, key=lambda a: -sim.cost_us([a])):
+
+    def value(a: Action) -> float:
+        o = by_unit.get(a)
+        return (o.freed_bytes / max(o.cost_us, 1.0)) if o else float("inf")
+
+    order = sorted(current, key=value)
+    lo, hi = 0, len(order) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if consider(order[mid:]).peak_bytes <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    current = order[lo:]
+    for a in sorted(current, key=lambda a: -sim.cost_us([a]))[:PRUNE_TRIES]:
         trial = [x for x in current if x != a]
         if trial and consider(trial).peak_bytes <= budget:
             current = trial
-    # cheaper variants: checkpoint → selective where it still fits
-    for a in list(current):
+    # cheaper variants of the most expensive actions: checkpoint → selective where it fits
+    for a in sorted(current, key=lambda a: -sim.cost_us([a]))[:PRUNE_TRIES]:
         for o in options.get(tree.by_name.get(a.unit, -1), []):
             if o.action.action != a.action and o.cost_us < sim.cost_us([a]):
                 trial = [x for x in current if x != a] + [o.action]

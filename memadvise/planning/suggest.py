@@ -100,8 +100,9 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
     seeds = [c.actions for c in cands]
     solved_at: dict[str, solver.Solution] = {}
     units = solver.candidate_units(tree, sim)
+    options = solver.options_for(tree, sim, units, device_type=device_type)
     for name, target in targets:
-        sol = solver.solve(sim, tree, target, device_type=device_type, seeds=seeds, units=units)
+        sol = solver.solve(sim, tree, target, device_type=device_type, seeds=seeds, units=units, options=options)
         if sol is not None and sol.actions:
             solved_at[name] = sol
             key = tuple(sorted(sol.actions))
