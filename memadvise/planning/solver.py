@@ -111,13 +111,16 @@ def _assignments(tree: UnitTree, units: list[int], options: dict[int, list[Optio
 
 def solve(sim: Simulator, tree: UnitTree, budget: int, *, device_type: str,
           seeds: list[list[Action]] | None = None, units: list[int] | None = None,
-          selective: bool = True, offload: bool = True, options: dict | None = None) -> Solution | None:
-    """The cheapest plan with predicted peak ≤ ``budget`` bytes, or None if none is found."""
+          selective: bool = True, offload: bool = True, options: dict | None = None,
+          metric: str = "peak") -> Solution | None:
+    """The cheapest plan with predicted peak (``metric="peak"``) or activation memory
+    (``metric="activation"``) ≤ ``budget`` bytes, or None if none is found."""
+    fits = _fits(metric, budget)
     units = candidate_units(tree, sim) if units is None else units
     if options is None:
         options = options_for(tree, sim, units, device_type=device_type, selective=selective, offload=offload)
     base = sim.baseline()
-    if base.peak_bytes <= budget:
+    if fits(base):
         return Solution([], base, 0.0, "exact", 1)
     if len(units) <= EXACT_LIMIT:
         try:
@@ -133,13 +136,21 @@ def solve(sim: Simulator, tree: UnitTree, budget: int, *, device_type: str,
                     continue
                 actions = [o.action for o in combo]
                 result = sim.simulate(actions)
-                if result.peak_bytes <= budget:
+                if fits(result):
                     return Solution(sorted(actions), result, float(costs[i]), "exact", n)
             return None
-    return _heuristic(sim, tree, budget, options, seeds or [])
+    return _heuristic(sim, tree, fits, options, seeds or [])
 
 
-def _heuristic(sim: Simulator, tree: UnitTree, budget: int, options: dict[int, list[Option]],
+def _fits(metric: str, budget: int):
+    if metric == "peak":
+        return lambda r: r.peak_bytes <= budget
+    if metric == "activation":
+        return lambda r: r.activation_bytes <= budget
+    raise ValueError(f"unknown budget metric {metric!r}")
+
+
+def _heuristic(sim: Simulator, tree: UnitTree, fits, options: dict[int, list[Option]],
                seeds: list[list[Action]]) -> Solution | None:
     evaluated = 0
     best: Solution | None = None
@@ -148,7 +159,7 @@ def _heuristic(sim: Simulator, tree: UnitTree, budget: int, options: dict[int, l
         nonlocal best, evaluated
         evaluated += 1
         result = sim.simulate(actions)
-        if result.peak_bytes <= budget:
+        if fits(result):
             cost = sim.cost_us(actions)
             if best is None or cost < best.cost_us:
                 best = Solution(sorted(actions), result, cost, "heuristic", evaluated)
@@ -172,11 +183,11 @@ def _heuristic(sim: Simulator, tree: UnitTree, budget: int, options: dict[int, l
             return chosen
 
         lo, hi = 1, len(flat)
-        if not hi or consider(pick(hi)).peak_bytes > budget:
+        if not hi or not fits(consider(pick(hi))):
             return
         while lo < hi:
             mid = (lo + hi) // 2
-            if consider(pick(mid)).peak_bytes <= budget:
+            if fits(consider(pick(mid))):
                 hi = mid
             else:
                 lo = mid + 1
@@ -206,21 +217,21 @@ def _heuristic(sim: Simulator, tree: UnitTree, budget: int, options: dict[int, l
     lo, hi = 0, len(order) - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if consider(order[mid:]).peak_bytes <= budget:
+        if fits(consider(order[mid:])):
             lo = mid
         else:
             hi = mid - 1
     current = order[lo:]
     for a in sorted(current, key=lambda a: -sim.cost_us([a]))[:PRUNE_TRIES]:
         trial = [x for x in current if x != a]
-        if trial and consider(trial).peak_bytes <= budget:
+        if trial and fits(consider(trial)):
             current = trial
     # cheaper variants of the most expensive actions: checkpoint → selective where it fits
     for a in sorted(current, key=lambda a: -sim.cost_us([a]))[:PRUNE_TRIES]:
         for o in options.get(tree.by_name.get(a.unit, -1), []):
             if o.action.action != a.action and o.cost_us < sim.cost_us([a]):
                 trial = [x for x in current if x != a] + [o.action]
-                if consider(trial).peak_bytes <= budget:
+                if fits(consider(trial)):
                     current = trial
                     break
     best.evaluated = evaluated

@@ -62,15 +62,24 @@ def _phase_peak(timeline, phase: Phase) -> int:
     return int(timeline.total[m].max()) if m.any() else 0
 
 
-def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str | None = None) -> dict:
-    """The plan document: baseline, ranked plans with predictions, recommendation."""
+def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str | None = None,
+            budget_metric: str = "peak") -> dict:
+    """The plan document: baseline, ranked plans with predictions, recommendation.
+
+    ``budget`` limits the predicted peak, or the activation memory with
+    ``budget_metric="activation"`` (a percentage is then of the baseline's activations).
+    """
+    if budget_metric not in ("peak", "activation"):
+        raise UsageError(f"budget metric {budget_metric!r} is not peak or activation")
     t0 = time.perf_counter()
     sim = Simulator(profile)
     tree = UnitTree(profile, sim.trace)
     device_type = profile.device_type
     base = sim.baseline()
     base_tl = sim.trace.baseline_timeline()
-    budget_bytes = budget.resolve(base.peak_bytes) if budget is not None else None
+    reference = base.activation_bytes if budget_metric == "activation" else base.peak_bytes
+    budget_bytes = budget.resolve(reference) if budget is not None else None
+    metric_of = (lambda r: r.activation_bytes) if budget_metric == "activation" else (lambda r: r.peak_bytes)
     if budget_bytes is not None and budget_bytes <= 0:
         raise UsageError("budget must be larger than zero")
 
@@ -89,27 +98,29 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
 
     # the budget-optimal plan at the asked budget, and at a few others for the front
     floor_guess = min([r.peak_bytes for *_, r in evaluated] + [base.peak_bytes])
-    targets: list[tuple[str, int]] = []
+    targets: list[tuple[str, int, str]] = []
     if budget_bytes is not None:
-        targets.append(("budget-optimal", budget_bytes))
+        targets.append(("budget-optimal", budget_bytes, budget_metric))
     span = base.peak_bytes - floor_guess
     if span > 0:
         for f in (0.25, 0.5, 0.75, 1.0):
             target = int(base.peak_bytes - f * span)
-            targets.append((f"optimal-{int(round(100 * target / base.peak_bytes))}%", target))
+            targets.append((f"optimal-{int(round(100 * target / base.peak_bytes))}%", target, "peak"))
     seeds = [c.actions for c in cands]
     solved_at: dict[str, solver.Solution] = {}
     units = solver.candidate_units(tree, sim)
     options = solver.options_for(tree, sim, units, device_type=device_type)
-    for name, target in targets:
-        sol = solver.solve(sim, tree, target, device_type=device_type, seeds=seeds, units=units, options=options)
+    for name, target, metric in targets:
+        sol = solver.solve(sim, tree, target, device_type=device_type, seeds=seeds, units=units, options=options,
+                           metric=metric)
         if sol is not None and sol.actions:
             solved_at[name] = sol
             key = tuple(sorted(sol.actions))
             if key in seen:
                 continue
             seen[key] = len(evaluated)
-            desc = f"cheapest plan with predicted peak ≤ {format_bytes(target)} ({sol.method} search, {sol.evaluated} simulations)"
+            what = "activation memory" if metric == "activation" else "peak"
+            desc = f"cheapest plan with predicted {what} ≤ {format_bytes(target)} ({sol.method} search, {sol.evaluated} simulations)"
             evaluated.append((name, desc, sol.actions, sol.result))
 
     base_doc = {
@@ -137,7 +148,7 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
             },
             "bytes_saved_per_ms": saved / extra_ms if saved > 0 else 0.0,
             "pareto": bool(on_front),
-            "meets_budget": (r.peak_bytes <= budget_bytes) if budget_bytes is not None else None,
+            "meets_budget": (metric_of(r) <= budget_bytes) if budget_bytes is not None else None,
             "warnings": _warnings(tree, actions),
         })
 
@@ -164,6 +175,7 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         p["rank"] = i
 
     lowest = min([p["predicted"]["peak_bytes"] for p in plans] + [base.peak_bytes])
+    lowest_activation = min([p["predicted"]["activation_bytes"] for p in plans] + [base.activation_bytes])
     opt_peak = _phase_peak(base_tl, Phase.OPTIMIZER)
     notes = []
     if base.peak_phase == "optimizer":
@@ -176,7 +188,8 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
 
     recommendation = None
     if recommended is not None:
-        reason = (f"fastest plan under the budget {format_bytes(budget_bytes)}" if budget_bytes is not None
+        reason = (f"fastest plan with predicted {'activation memory' if budget_metric == 'activation' else 'peak'} "
+                  f"under the budget {format_bytes(budget_bytes)}" if budget_bytes is not None
                   else f"lowest predicted peak at ≤ {RECOMMEND_MAX_OVERHEAD:.0%} step-time overhead"
                   if recommended["predicted"]["overhead"] <= RECOMMEND_MAX_OVERHEAD
                   else "cheapest plan on the Pareto front")
@@ -192,9 +205,10 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         "model": profile.doc.get("model", {}),
         "settings": profile.doc.get("settings", {}),
         "environment": profile.environment,
-        "budget": ({"text": budget.text, "bytes": budget_bytes} if budget is not None else None),
+        "budget": ({"text": budget.text, "bytes": budget_bytes, "metric": budget_metric} if budget is not None else None),
         "baseline": base_doc,
         "lowest_peak_bytes": lowest,
+        "lowest_activation_bytes": lowest_activation,
         "optimizer_peak_bytes": opt_peak,
         "recommendation": recommendation,
         "plans": ordered,

@@ -45,7 +45,7 @@ def render_suggest(console: Console, doc: dict, *, top: int, plan_path: str) -> 
     console.print(
         f"baseline: peak [bold]{format_bytes(base['peak_bytes'])}[/bold] (in {base['peak_phase']}), "
         f"activations {format_bytes(base['activation_bytes'])}, step {base['step_time_s'] * 1000:.1f} ms"
-        + (f"; budget {budget['text']} = {format_bytes(budget['bytes'])}" if budget else "")
+        + (f"; {budget.get('metric', 'peak')} budget {budget['text']} = {format_bytes(budget['bytes'])}" if budget else "")
     )
     wide = console.width >= 96
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
@@ -87,7 +87,9 @@ def render_suggest(console: Console, doc: dict, *, top: int, plan_path: str) -> 
         )
         console.print(f"next: [bold]memadvise apply --plan {plan_path} --rank {rec['rank']}[/bold]")
     elif budget:
+        activation = budget.get("metric") == "activation"
+        lowest = doc["lowest_activation_bytes"] if activation else doc["lowest_peak_bytes"]
         console.print(
-            f"[red]no plan meets the budget {format_bytes(budget['bytes'])}[/red]: the lowest predicted peak is "
-            f"{format_bytes(doc['lowest_peak_bytes'])}; the closest plans are listed first"
+            f"[red]no plan meets the budget {format_bytes(budget['bytes'])}[/red]: the lowest predicted "
+            f"{'activation memory' if activation else 'peak'} is {format_bytes(lowest)}; the closest plans are listed first"
         )

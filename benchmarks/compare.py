@@ -1,0 +1,330 @@
+"""memadvise against the alternatives, side by side, one process per model and size.
+
+For each sample model and size, in ONE process: profile with memadvise, suggest (plans at
+activation budgets of 70/50/30% and the Pareto front), then run the unmodified script and
+every variant — memadvise's plans and what a user would otherwise pick (checkpoint every
+block, every second block, selective "save matmuls", torch.compile with an activation
+memory budget, PyTorch's own sac_milp planner, the ckptplan package) — measuring peak and
+activation memory independently (PyTorch's profiler memory timeline of one steady-state
+step, tests/oracle.py) and the median step time over the timed steps, as ratios against
+the baseline measured in the same run (twice: first and last, averaged).
+
+    python benchmarks/compare.py                      # every model, both sizes
+    python benchmarks/compare.py --models gpt --sizes small
+    python benchmarks/compare.py --smoke              # tiny sizes, few steps (the smoke test)
+
+Writes benchmarks/results/<model>-<size>.json/.csv/.png and rewrites BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import runpy
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+SIZES = {
+    # small: the sample defaults; large: a few seconds per step on 2 CPU cores
+    "mlp": {"small": [], "large": ["--depth", "12", "--width", "1536", "--batch", "512"],
+            "smoke": ["--depth", "3", "--width", "64", "--batch", "16"]},
+    "gpt": {"small": [], "large": ["--n-layer", "6", "--width", "384", "--seq-len", "256", "--batch", "12"],
+            "smoke": ["--n-layer", "2", "--width", "32", "--seq-len", "16", "--batch", "2"]},
+    "resnet": {"small": [], "large": ["--width", "48", "--image-size", "64", "--batch", "48"],
+               "smoke": ["--width", "4", "--blocks", "1", "--stages", "2", "--image-size", "8", "--batch", "4"]},
+}
+KEEP = (0.7, 0.5, 0.3)  # activation-memory budgets, as fractions of the baseline's
+
+
+class _Stop(BaseException):
+    pass
+
+
+def run_variant(script: Path, args: list[str], transform, *, warmup: int, timed: int) -> dict:
+    """Run the script in this process; apply ``transform(model, args, kwargs)`` at the first
+    forward of the root model; time ``timed`` steps after ``warmup``; profile one more."""
+    import torch
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    import oracle
+
+    state = {"applied": False, "steps": 0, "t": [], "error": None, "plan_s": 0.0, "info": None}
+    harness = oracle._Harness(warmup + timed)
+
+    def first_forward(module, fargs):
+        if state["applied"]:
+            return
+        state["applied"] = True
+        if transform is not None:
+            t0 = time.perf_counter()
+            state["info"] = transform(module, fargs, {})
+            state["plan_s"] = time.perf_counter() - t0
+
+    def on_step(optimizer, a, k):
+        state["steps"] += 1
+        state["t"].append(time.perf_counter())
+
+    h1 = torch.nn.modules.module.register_module_forward_pre_hook(first_forward)
+    h2 = register_optimizer_step_post_hook(on_step)
+    harness.install()
+    saved = sys.argv[:], sys.path[0]
+    sys.argv = [str(script), *args, "--steps", str(warmup + timed + 3)]
+    sys.path[0] = str(script.parent)
+    try:
+        with open(os.devnull, "w") as null, _redirect(null):
+            runpy.run_path(str(script), run_name="__main__")
+    except oracle._StopScript:
+        pass
+    except BaseException as exc:  # noqa: BLE001 — a variant that fails is a result
+        state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        if os.environ.get("MEMADVISE_BENCH_DEBUG"):
+            traceback.print_exc()
+    finally:
+        if harness.in_profiled_step:
+            harness.prof.stop()
+        harness.uninstall()
+        h1.remove()
+        h2.remove()
+        sys.argv, sys.path[0] = saved
+    if state["error"]:
+        return {"error": state["error"]}
+    ts = state["t"]
+    steps = [b - a for a, b in zip(ts[warmup - 1: warmup + timed - 1], ts[warmup: warmup + timed])]
+    mem = oracle._analyze(harness.prof, harness.wall_s)
+    harness.prof = None
+    import gc
+
+    gc.collect()
+    return {
+        "peak_bytes": mem["peak_bytes"],
+        "activation_bytes": mem["activation_forward_made_bytes"],
+        "step_time_s": statistics.median(steps) if steps else None,
+        "step_times_s": steps,
+        "plan_s": state["plan_s"],
+        "info": state["info"],
+    }
+
+
+class _redirect:
+    """Silence the script's prints (stdout) while it runs."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def __enter__(self):
+        self.old = sys.stdout
+        sys.stdout = self.stream
+
+    def __exit__(self, *exc):
+        sys.stdout = self.old
+
+
+def memadvise_transform(actions):
+    def apply(model, fargs, fkwargs):
+        import memadvise
+
+        memadvise.apply_plan(model, actions)
+        return {"units": [a.unit for a in actions]}
+
+    return apply
+
+
+def alternative_transforms(keep: tuple[float, ...]):
+    import alternatives as alt
+
+    def simple(fn, **kw):
+        def apply(model, fargs, fkwargs):
+            fn(model, **kw)
+        return apply
+
+    def planned(planner, frac):
+        def apply(model, fargs, fkwargs):
+            transform = planner(model, fargs, fkwargs, frac)
+            transform(model)
+            return getattr(transform, "info", None)
+        return apply
+
+    out = [
+        ("checkpoint every block", simple(alt.checkpoint_blocks, every=1)),
+        ("checkpoint every 2nd block", simple(alt.checkpoint_blocks, every=2)),
+        ("selective: save matmuls", simple(alt.selective_blocks)),
+    ]
+    for f in keep:
+        out.append((f"torch.compile budget {f}", simple(alt.compile_with_budget, budget=f)))
+    for f in keep:
+        out.append((f"sac_milp {int(f * 100)}%", planned(alt.sac_milp_plan, f)))
+    for f in keep:
+        out.append((f"ckptplan {int(f * 100)}%", planned(alt.ckptplan_plan, f)))
+    return out
+
+
+def one(model: str, size: str, *, warmup: int, timed: int) -> list[dict]:
+    from memadvise.collect.api import profile_script
+    from memadvise.planning.suggest import suggest
+    from memadvise.schema.actions import Action
+    from memadvise.sizes import Budget
+
+    script = ROOT / "sample_models" / f"{model}.py"
+    args = SIZES[model][size]
+    rows: list[dict] = []
+
+    # baseline first (timing reference and the plain-run time for the profiling overhead)
+    base1 = run_variant(script, args, None, warmup=warmup, timed=timed)
+    t0 = time.perf_counter()
+    profile = profile_script(script, [*args, "--steps", "100"], warmup=1, timing_steps=3, steps=2)
+    profile_s = time.perf_counter() - t0
+    s = profile.summary
+    instrumented_ratio = statistics.median(s["instrumented_step_times_s"]) / s["step_time_s"]
+
+    variants: list[tuple[str, str, object, dict | None]] = []
+    t0 = time.perf_counter()
+    front = suggest(profile)
+    suggest_s = time.perf_counter() - t0
+    seen: set[tuple] = set()
+    base_act, base_peak = front["baseline"]["activation_bytes"], front["baseline"]["peak_bytes"]
+    for f in KEEP:
+        doc = suggest(profile, budget=Budget(fraction=f, text=f"{int(f * 100)}%"), budget_metric="activation")
+        rec = doc["recommendation"]
+        plan = next((p for p in doc["plans"] if rec and p["rank"] == rec["rank"]), None)
+        if plan is None:
+            rows.append({"variant": f"memadvise {int(f * 100)}%", "kind": "memadvise", "error": "no plan meets the budget"})
+            continue
+        key = tuple(sorted((a["unit"], a["action"]) for a in plan["actions"]))
+        seen.add(key)
+        variants.append((f"memadvise {int(f * 100)}% ({plan['strategy']})", "memadvise",
+                         memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
+    for plan in front["plans"]:
+        key = tuple(sorted((a["unit"], a["action"]) for a in plan["actions"]))
+        if plan["pareto"] and key not in seen:
+            seen.add(key)
+            variants.append((f"memadvise front: {plan['strategy']}", "memadvise-front",
+                             memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
+    try:
+        for name, transform in alternative_transforms(KEEP):
+            variants.append((name, "alternative", transform, None))
+    except ImportError as exc:
+        rows.append({"variant": "alternatives", "kind": "alternative", "error": f"benchmarks/alternatives.py: {exc}"})
+
+    measured = []
+    for name, kind, transform, plan in variants:
+        print(f"  {model}/{size}: {name}", file=sys.stderr, flush=True)
+        r = run_variant(script, args, transform, warmup=warmup, timed=timed)
+        measured.append((name, kind, plan, r))
+    base2 = run_variant(script, args, None, warmup=warmup, timed=timed)
+
+    base = {
+        "peak_bytes": base1.get("peak_bytes"),
+        "activation_bytes": base1.get("activation_bytes"),
+        "step_time_s": statistics.mean([b["step_time_s"] for b in (base1, base2) if b.get("step_time_s")]),
+    }
+    plain_run_s = base["step_time_s"] * (1 + 3 + 2)
+    rows.append({"variant": "baseline", "kind": "baseline", **base, "peak_ratio": 1.0, "activation_ratio": 1.0,
+                 "time_ratio": 1.0, "baseline_drift": (base2.get("step_time_s") or 0) / (base1.get("step_time_s") or 1) - 1})
+    for name, kind, plan, r in measured:
+        row = {"variant": name, "kind": kind}
+        if "error" in r:
+            row["error"] = r["error"]
+            rows.append(row)
+            continue
+        row.update({k: r[k] for k in ("peak_bytes", "activation_bytes", "step_time_s", "plan_s")})
+        row["peak_ratio"] = r["peak_bytes"] / base["peak_bytes"]
+        row["activation_ratio"] = r["activation_bytes"] / base["activation_bytes"] if base["activation_bytes"] else None
+        row["time_ratio"] = r["step_time_s"] / base["step_time_s"]
+        if r.get("info"):
+            row["chosen"] = json.dumps(r["info"])[:300]
+        if plan is not None:
+            pred = plan["predicted"]
+            row["predicted_peak_bytes"] = pred["peak_bytes"]
+            row["predicted_activation_bytes"] = pred["activation_bytes"]
+            row["predicted_overhead"] = pred["overhead"]
+            row["peak_error"] = abs(pred["peak_bytes"] - r["peak_bytes"]) / r["peak_bytes"]
+            row["activation_error"] = (abs(pred["activation_bytes"] - r["activation_bytes"]) / r["activation_bytes"]
+                                       if r["activation_bytes"] > 4096 else None)
+            row["overhead_error_pts"] = (pred["overhead"] - (row["time_ratio"] - 1)) * 100
+        rows.append(row)
+    rows.append({"variant": "memadvise profile", "kind": "meta", "profile_s": profile_s,
+                 "profile_overhead_ratio": profile_s / plain_run_s if plain_run_s else None,
+                 "instrumented_step_ratio": instrumented_ratio, "suggest_s": suggest_s,
+                 "predicted_baseline_peak_bytes": base_peak, "baseline_peak_error": abs(base_peak - base["peak_bytes"]) / base["peak_bytes"]})
+    return rows
+
+
+def write_outputs(model: str, size: str, rows: list[dict]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = RESULTS / f"{model}-{size}"
+    stem.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+    keys = sorted({k for r in rows for k in r})
+    with open(stem.with_suffix(".csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"baseline": ("*", "black", 14), "memadvise": ("o", "tab:blue", 8),
+              "memadvise-front": ("o", "tab:cyan", 6), "alternative": ("s", "tab:orange", 7)}
+    for kind, (marker, color, size_) in styles.items():
+        pts = [r for r in rows if r.get("kind") == kind and r.get("peak_bytes")]
+        if not pts:
+            continue
+        ax.scatter([r["time_ratio"] for r in pts], [r["peak_bytes"] / 2**20 for r in pts], marker=marker, c=color,
+                   s=size_ ** 2, label=kind, zorder=3)
+        for r in pts:
+            if kind != "memadvise-front":
+                ax.annotate(r["variant"].split(" (")[0], (r["time_ratio"], r["peak_bytes"] / 2**20), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("measured step time / baseline")
+    ax.set_ylabel("measured peak memory (MiB)")
+    ax.set_title(f"{model} ({size}): lower left is better")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--models", nargs="*", default=list(SIZES))
+    p.add_argument("--sizes", nargs="*", default=["small", "large"])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, 1 warmup and 2 timed steps")
+    p.add_argument("--one", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--timed", type=int, default=5)
+    args = p.parse_args()
+    if args.smoke:
+        args.sizes, args.warmup, args.timed = ["smoke"], 1, 2
+    if args.one:
+        model, size = args.one
+        rows = one(model, size, warmup=args.warmup, timed=args.timed)
+        write_outputs(model, size, rows)
+        return
+    for model in args.models:
+        for size in args.sizes:
+            print(f"{model} ({size})", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, __file__, "--one", model, size, "--warmup", str(args.warmup),
+                            "--timed", str(args.timed)], check=True)
+    if not args.smoke:
+        from report_benchmarks import write_markdown
+
+        write_markdown(RESULTS, ROOT / "BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
