@@ -35,7 +35,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from memadvise.cli import apply, check, profile, show, suggest  # noqa: F401
+    from memadvise.cli import apply, check, fit, profile, show, suggest  # noqa: F401
 
 
 _register()

@@ -24,8 +24,10 @@ def profile_command(
     out: Path = typer.Option(DEFAULT_DIR / "profile.json", "--out", "-o", help="Where to write the profile."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop the script after this many seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    vary: Optional[str] = typer.Option(None, "--vary", help="Profile at several sizes for `fit`: NAME=V1,V2 replaces {NAME} in the script's arguments."),
+    vary_env: Optional[str] = typer.Option(None, "--vary-env", help="With --vary: pass the value in this environment variable instead."),
 ) -> None:
-    from memadvise.collect.api import profile_script
+    from memadvise.collect.api import profile_script, profile_varied
     from memadvise.report.profile_report import profile_summary, render_profile_done
 
     import contextlib
@@ -34,6 +36,21 @@ def profile_command(
     console = err_console()
     # with --json, stdout carries only our JSON: the script's prints go to stderr
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    if vary is not None:
+        with progress_bar(console, enabled=not as_json) as progress, quiet:
+            profiles = profile_varied(script, script_args or [], vary, env_var=vary_env, out_dir=out.parent,
+                                      warmup=warmup, steps=steps, timing_steps=timing_steps, timeout=timeout,
+                                      progress=progress)
+        if as_json:
+            print_json([profile_summary(p) for p in profiles])
+        else:
+            con = out_console()
+            for p in profiles:
+                v = p.doc["settings"]["vary"]
+                con.print(f"{v['name']}={v['value']}: peak {p.summary['peak_bytes'] / 2**20:.1f} MiB -> {p.path}")
+            paths = " ".join(f"--profile {p.path}" for p in profiles)
+            con.print(f"next: [bold]memadvise fit {paths} --device-memory 24GiB[/bold]")
+        return
     with progress_bar(console, enabled=not as_json) as progress, quiet:
         profile = profile_script(
             script, script_args or [], warmup=warmup, steps=steps, timing_steps=timing_steps,

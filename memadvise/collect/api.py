@@ -26,6 +26,7 @@ def profile_script(
     out: str | os.PathLike | None = None,
     progress: Callable[[int, int], Any] | None = None,
     calibrate_overheads: bool = True,
+    vary: dict | None = None,
 ) -> Profile:
     """Run ``script`` with ``args`` for warmup + timing + recorded steps and return its profile.
 
@@ -54,6 +55,8 @@ def profile_script(
         calibration = calibrate(raw.device) if calibrate_overheads else {}
         scratch = raw.recorder.probe.run(raw.device)
         doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw), scratch=scratch)
+        if vary:
+            doc["settings"]["vary"] = dict(vary)
     finally:
         raw.recorder.release()
         raw.root = None
@@ -91,3 +94,43 @@ def _check_writable(path: Path) -> None:
         raise UsageError(f"output path {str(path)!r} is not writable ({exc.strerror})") from None
     if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"output path {str(path)!r} is not writable")
+
+
+def parse_vary(text: str) -> tuple[str, list[int]]:
+    """``"batch=8,16"`` → ("batch", [8, 16])."""
+    import re
+
+    m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([0-9]+(?:\s*,\s*[0-9]+)+)\s*", text or "")
+    if not m:
+        raise UsageError(f"--vary {text!r} is not NAME=V1,V2[,...] with two or more positive integers (e.g. batch=8,16)")
+    values = [int(v) for v in m.group(2).split(",")]
+    if len(set(values)) != len(values) or min(values) < 1:
+        raise UsageError(f"--vary {text!r} needs distinct positive values")
+    return m.group(1), values
+
+
+def profile_varied(script, args: Sequence[str], vary: str, *, env_var: str | None = None, out_dir="."
+                   , **kwargs) -> list[Profile]:
+    """Profile ``script`` once per value of ``vary`` ("batch=8,16"): the value replaces
+    ``{batch}`` in ``args`` (or is exported as ``env_var``). Writes
+    ``OUT_DIR/profile.batch-8.json`` etc. and returns the profiles."""
+    name, values = parse_vary(vary)
+    placeholder = "{" + name + "}"
+    if env_var is None and not any(placeholder in a for a in args):
+        raise UsageError(f"no argument contains {placeholder}: write e.g. `-- --batch-size {placeholder}`, or pass --vary-env VAR")
+    out = []
+    for v in values:
+        run_args = [a.replace(placeholder, str(v)) for a in args]
+        old = os.environ.get(env_var) if env_var else None
+        if env_var:
+            os.environ[env_var] = str(v)
+        try:
+            out.append(profile_script(script, run_args, out=Path(out_dir) / f"profile.{name}-{v}.json",
+                                      vary={"name": name, "value": v}, **kwargs))
+        finally:
+            if env_var:
+                if old is None:
+                    os.environ.pop(env_var, None)
+                else:
+                    os.environ[env_var] = old
+    return out

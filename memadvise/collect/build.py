@@ -218,7 +218,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
     # over them in proportion (recompute re-runs both)
     op_total_s = float(arr.op_dur[mark.start_op:mark.end_op].sum()) / 1e9
     time_scale = step_time / op_total_s if op_total_s > 0 else 1.0
-    trace, call_map = _trace(rec, arr, cat, mark, train_dev)
+    trace, call_map = _trace(rec, arr, cat, mark, train_dev, _state_order(rec, root, raw.optimizer))
     trace["time_scale"] = time_scale
     units = _units(rec, arr, cat, mark, fqn, root, call_map, trace)
     rep = step_docs[best]
@@ -235,6 +235,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
                 "function": root_info.function,
                 "frame_line": root_info.frame_line,
                 "assign_line": _assign_line(raw.script, root_info),
+                "input_shapes": _root_input_shapes(rec, mark, root),
                 "param_count": int(sum(p.numel() for p in params)),
                 "param_bytes": int(sum(p.numel() * p.element_size() for p in params)),
                 "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
@@ -289,6 +290,14 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         "trace": trace,
     }
     return doc
+
+
+def _root_input_shapes(rec: Recorder, mark: Any, root: torch.nn.Module) -> list | None:
+    """[dtype, shape] of each tensor the root model got in its first call of the step."""
+    for call, shapes in sorted(rec.call_input_shapes.items()):
+        if mark.start_clock <= rec.call_start_clock[call] < mark.end_clock and rec.modules[rec.call_module[call]] is root:
+            return shapes
+    return None
 
 
 def _assign_line(script: Path, root_info: Any) -> int | None:
@@ -374,14 +383,52 @@ def _activation_at(arr: _Arrays, cat: np.ndarray, on_dev: np.ndarray, step_start
     return int(arr.st_bytes[sel].sum())
 
 
-def _trace(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, train_dev: int) -> tuple[dict, dict[int, int]]:
+def _state_order(rec: Recorder, root: torch.nn.Module | None, optimizer: Any) -> dict[int, tuple]:
+    """A run-independent order for the model's state: parameters, their gradients and
+    optimizer state by parameter index, then buffers (profiles of one script at two
+    sizes then list the same storage at the same place: see ``analysis.scaling``)."""
+    order: dict[int, tuple] = {}
+    if root is None:
+        return order
+    rec.paused += 1
+    try:
+        params = list(root.parameters())
+        for i, p in enumerate(params):
+            order.setdefault(rec._sid(p), (0, i, 0))
+            if p.grad is not None:
+                order.setdefault(rec._sid(p.grad), (1, i, 0))
+            state = optimizer.state.get(p, {}) if optimizer is not None else {}
+            for j, key in enumerate(sorted(state, key=str)):
+                if isinstance(state[key], torch.Tensor):
+                    order.setdefault(rec._sid(state[key]), (2, i, j))
+        for i, b in enumerate(root.buffers()):
+            order.setdefault(rec._sid(b), (3, i, 0))
+    finally:
+        rec.paused -= 1
+    return order
+
+
+def _trace(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, train_dev: int,
+           state_order: dict[int, tuple] | None = None) -> tuple[dict, dict[int, int]]:
     """The representative step, columnar, with clocks relative to its start."""
     c0, c1 = mark.start_clock, mark.end_clock
     o0, o1 = mark.start_op, mark.end_op
     rel = lambda c: -1 if c < 0 else int(c - c0)  # noqa: E731
 
-    # storages overlapping the step
+    # storages overlapping the step, in an order that does not depend on discovery:
+    # the model's state, then what existed before the step by its death, then by birth
     sel = np.nonzero((arr.st_alloc < c1) & (arr.st_free_n > c0))[0]
+    state_order = state_order or {}
+
+    def canon(s: int) -> tuple:
+        s = int(s)
+        if s in state_order:
+            return (0, state_order[s], 0)
+        if arr.st_alloc[s] < c0:
+            return (1, (int(arr.st_free_n[s]), int(arr.st_bytes[s])), s)
+        return (2, (int(arr.st_alloc[s]),), s)
+
+    sel = np.asarray(sorted(sel.tolist(), key=canon), dtype=np.int64)
     local = {int(s): i for i, s in enumerate(sel)}
     st_alloc = [(-1 if rec.st_alloc_clock[s] < c0 else rec.st_alloc_clock[s] - c0) for s in sel]
     st_free = [(-1 if (rec.st_free_clock[s] < 0 or rec.st_free_clock[s] >= c1) else rec.st_free_clock[s] - c0) for s in sel]

@@ -144,6 +144,7 @@ class Recorder(TorchDispatchMode):
         self.call_wall_ns: list[int] = []
         self.call_inputs: list[list[int]] = []
         self.call_outputs: list[list[int]] = []
+        self.call_input_shapes: dict[int, list] = {}  # top-level calls only: the batch
         self._call_t0: list[int] = []
         self._call_ovh0: list[int] = []
         self._stack: list[int] = []
@@ -590,6 +591,12 @@ class Recorder(TorchDispatchMode):
             self.call_wall_ns.append(0)
             self.call_inputs.append(inputs)
             self.call_outputs.append([])
+            if not self._stack:
+                self.call_input_shapes[call] = [
+                    [str(a.dtype).replace("torch.", ""), list(a.shape)]
+                    for a in (args if isinstance(args, (tuple, list)) else [args])
+                    if isinstance(a, torch.Tensor)
+                ]
             self._stack.append(call)
         finally:
             self.paused -= 1
