@@ -178,6 +178,19 @@ def _analyze(prof, wall_s: float) -> dict:
     totals = [sum(s) for s in sizes]
     i_peak = max(range(len(totals)), key=totals.__getitem__)
     by_category = {n: sizes[i_peak][k + 1] for k, n in enumerate(names)}
+    # The coalesced timeline is in whole microseconds and applies, within one, every
+    # allocation before any free: two events in the same microsecond (the optimizer's
+    # temporaries) can show a transient that never existed. Replay the raw timeline at
+    # nanosecond resolution instead.
+    live_total, peak_ns = 0, 0
+    for t, action, (key, version), nbytes in tl.timeline:
+        if key.device != device:
+            continue
+        if action in (mp_mod.Action.PREEXISTING, mp_mod.Action.CREATE):
+            live_total += nbytes
+        elif action == mp_mod.Action.DESTROY:
+            live_total -= nbytes
+        peak_ns = max(peak_ns, live_total)
 
     # Activations live at the forward/backward boundary: replay the raw timeline
     # (ns, same clock as the op tree) up to the boundary.
@@ -220,7 +233,8 @@ def _analyze(prof, wall_s: float) -> dict:
     return {
         "activation_forward_made_bytes": forward_made,
         "total_at_backward_bytes": totals[i_bwd],
-        "peak_bytes": totals[i_peak],
+        "peak_bytes": peak_ns,
+        "peak_bytes_coalesced": totals[i_peak],
         "by_category_at_peak": by_category,
         "activation_bytes": sum(act.values()),
         "activation_freed_in_backward_bytes": sum(
