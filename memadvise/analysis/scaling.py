@@ -142,7 +142,7 @@ def check_dimension_changed(profiles: list[Profile], values: list[float], dimens
             f"the model's inputs have the same shapes at every {dimension} value ({shapes[0]}); "
             f"the script does not use the value it was given"
         )
-    for i, (dtype, shape) in enumerate(shapes[0]):
+    for i, (_dtype, shape) in enumerate(shapes[0]):
         for axis in range(len(shape)):
             seen = []
             for s in shapes:

@@ -34,8 +34,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from memadvise.schema.actions import CHECKPOINT, OFFLOAD, POLICIES, SELECTIVE, Action, display_unit
-from memadvise.analysis.timeline import FOREVER, live_bytes
+from memadvise.schema.actions import OFFLOAD, POLICIES, SELECTIVE, Action, display_unit
+from memadvise.analysis.timeline import live_bytes
 from memadvise.analysis.trace import Timeline, Trace, category_dict
 from memadvise.schema.categories import N_CATEGORIES, Category, Phase
 from memadvise.schema.profile import Profile

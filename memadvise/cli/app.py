@@ -6,7 +6,6 @@ here, in one place; nothing else catches them.
 
 from __future__ import annotations
 
-import sys
 
 import click
 import typer

@@ -13,7 +13,6 @@ import platform
 import socket
 import statistics
 import sys
-from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any

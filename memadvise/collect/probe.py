@@ -140,11 +140,11 @@ class ScratchProbe:
         for key in self.signatures:
             func, args, kwargs = self._replay(key)
             with torch.no_grad():
-                func(*args, **kwargs)
+                func(*args, **kwargs)  # first call: lazy initialisation
             replays.append((key, func, args, kwargs))
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             results = []
-            for i, (key, func, args, kwargs) in enumerate(replays):
+            for i, (_key, func, args, kwargs) in enumerate(replays):
                 with torch.no_grad(), record_function(f"memadvise::probe::{i}"):
                     results.append(func(*args, **kwargs))
         peaks: dict[int, int] = {}

@@ -146,7 +146,6 @@ class Recorder(TorchDispatchMode):
         self.call_outputs: list[list[int]] = []
         self.call_input_shapes: dict[int, list] = {}  # top-level calls only: the batch
         self._call_t0: list[int] = []
-        self._call_ovh0: list[int] = []
         self._stack: list[int] = []
 
         # steps and categories
@@ -603,7 +602,6 @@ class Recorder(TorchDispatchMode):
         now = perf_counter_ns()
         self.overhead_ns += now - r0
         self._call_t0.append(now)
-        self._call_ovh0.append(self.overhead_ns)
 
     def _post_forward(self, module: torch.nn.Module, args: Any, *rest: Any) -> None:
         # (kwargs, output) normally; (output,) when forward raised (always_call hooks),
@@ -634,7 +632,6 @@ class Recorder(TorchDispatchMode):
     def _close_call(self, now: int) -> None:
         call = self._stack.pop()
         t0 = self._call_t0.pop()
-        ovh0 = self._call_ovh0.pop()
         self.call_end_clock[call] = self.tick()
         self.call_end_op[call] = len(self.op_name)
         self.call_seq_end[call] = internals.sequence_nr()

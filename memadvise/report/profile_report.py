@@ -114,7 +114,7 @@ def _category_table(profile: Profile) -> Table:
 
 
 def _units_table(profile: Profile, top: int) -> Table:
-    table = Table(title=f"top units by activation memory", title_justify="left", show_edge=False)
+    table = Table(title="top units by activation memory", title_justify="left", show_edge=False)
     for col, justify in (("unit", "left"), ("type", "left"), ("activations", "right"), ("share", "right"),
                          ("fwd ms", "right"), ("bwd ms", "right"), ("notes", "left")):
         table.add_column(col, justify=justify)
