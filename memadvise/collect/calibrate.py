@@ -75,6 +75,45 @@ def _time(blocks, x, mode: str, repeats: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
+def probe_roofline(device: torch.device, repeats: int = 5) -> dict:
+    """Attainable memory bandwidth (a large copy: bytes read + written per second) and
+    matmul rate (FLOP/s) of ``device``, measured here rather than read from a datasheet."""
+    def timed(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    out: dict = {}
+    try:
+        n = (256 if device.type == "cuda" else 32) * 2**20 // 4  # larger than any CPU cache
+        src = torch.empty(n, dtype=torch.float32, device=device).uniform_()
+        dst = torch.empty_like(src)
+        out["bandwidth_bytes_per_s"] = 2 * src.numel() * 4 / timed(lambda: dst.copy_(src))
+        del src, dst
+        size = 4096 if device.type == "cuda" else 1024
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            try:
+                a = torch.randn(size, size, device=device).to(dtype)
+                b = torch.randn(size, size, device=device).to(dtype)
+                rate = 2 * size**3 / timed(lambda: a @ b)
+            except Exception:  # a dtype the device has no matmul for
+                continue
+            out[f"matmul_flops_per_s_{str(dtype).replace('torch.', '')}"] = rate
+        tiny = torch.ones(8, device=device)
+        out["op_overhead_us"] = timed(lambda: [tiny.add(1) for _ in range(100)]) / 100 * 1e6
+    except Exception as exc:
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
 def calibrate(device: torch.device, repeats: int = 15) -> dict:
     """``checkpoint_call_ms`` and ``selective_op_us`` on ``device`` (medians of ``repeats``)."""
     try:
@@ -93,6 +132,7 @@ def calibrate(device: torch.device, repeats: int = 15) -> dict:
     call_ms = max(0.0, (ckpt - plain) / N_BLOCKS * 1000.0)
     op_us = max(0.0, (sac - ckpt) / (N_BLOCKS * ops_per_block) * 1e6)
     return {
+        **probe_roofline(device),
         "checkpoint_call_ms": round(call_ms, 4),
         "selective_op_us": round(op_us, 3),
         "repeats": repeats,

@@ -1,0 +1,122 @@
+"""Memory traffic: bytes each op moves, its arithmetic intensity, and where the step is
+limited by memory bandwidth rather than compute (a roofline over the recorded step).
+
+Per op: bytes = bytes read (its tensor inputs) + bytes written (its outputs); FLOPs from
+PyTorch's flop formulas (zero for ops it has none for: pointwise ops, copies, norms);
+time = its measured duration, scaled to the uninstrumented step. The device's ceilings —
+bandwidth from a large copy, compute from a large matmul — are measured by the profile's
+probe (``collect/calibrate.py``). An op is memory-bound when its intensity (FLOP/byte) is
+below the ridge point (compute rate / bandwidth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from memadvise.analysis.trace import Trace
+from memadvise.schema.profile import Profile
+
+DEFAULT_BANDWIDTH = 20e9  # bytes/s, only when a profile carries no probe
+# Ops that return views or metadata: they move no bytes.
+VIEW_OPS = frozenset({
+    "view", "_unsafe_view", "reshape", "transpose", "t", "permute", "expand", "expand_as", "squeeze", "unsqueeze",
+    "select", "slice", "as_strided", "detach", "alias", "split", "split_with_sizes", "unbind", "chunk", "narrow",
+    "diagonal", "unfold", "view_as", "view_as_real", "view_as_complex", "_reshape_alias", "lift_fresh",
+    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "set_", "resize_",
+})
+DEFAULT_FLOPS = 200e9
+
+
+@dataclass
+class Roofline:
+    bandwidth: float  # bytes/s
+    flops_rate: float  # FLOP/s, float32 matmul
+    bytes: np.ndarray  # per op, read + written
+    flops: np.ndarray
+    time_s: np.ndarray  # per op, scaled to the uninstrumented step
+    memory_bound: np.ndarray  # bool per op
+
+    @property
+    def ridge(self) -> float:
+        return self.flops_rate / self.bandwidth
+
+    @property
+    def bandwidth_time_s(self) -> np.ndarray:
+        return self.bytes / self.bandwidth
+
+    @property
+    def compute_time_s(self) -> np.ndarray:
+        return self.flops / self.flops_rate
+
+
+def roofline(profile: Profile, trace: Trace | None = None) -> Roofline:
+    t = trace or Trace(profile)
+    cal = profile.doc.get("calibration") or {}
+    bw = float(cal.get("bandwidth_bytes_per_s") or DEFAULT_BANDWIDTH)
+    rate = float(cal.get("matmul_flops_per_s_float32") or DEFAULT_FLOPS)
+    nbytes = (t.op_in_bytes + t.op_out_bytes).astype(np.float64)
+    names = np.asarray(t.strings, dtype=object)[t.op_name] if len(t.op_name) else np.asarray([], dtype=object)
+    views = np.fromiter((n in VIEW_OPS for n in names), dtype=bool, count=len(names))
+    nbytes[views] = 0.0
+    flops = t.op_flops.astype(np.float64)
+    time_s = t.op_dur_us * float(profile.trace.get("time_scale", 1.0)) / 1e6
+    intensity = np.divide(flops, nbytes, out=np.zeros_like(flops), where=nbytes > 0)
+    memory_bound = (intensity < rate / bw) & (nbytes > 0)
+    return Roofline(bw, rate, nbytes, flops, time_s, memory_bound)
+
+
+def traffic_report(profile: Profile, *, top: int = 10) -> dict:
+    """Share of step time in memory-bound ops; the top memory-bound op chains by module."""
+    t = Trace(profile)
+    r = roofline(profile, t)
+    units = profile.units
+    total = float(r.time_s.sum())
+    mb_time = float(r.time_s[r.memory_bound].sum())
+    # chains: runs of consecutive memory-bound ops owned by the same module call
+    chains = []
+    i, n = 0, len(r.time_s)
+    owner = t.op_owner
+    while i < n:
+        if not r.memory_bound[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and r.memory_bound[j + 1] and owner[j + 1] == owner[i] and t.op_phase[j + 1] == t.op_phase[i]:
+            j += 1
+        call = int(owner[i])
+        unit = units[int(t.call_unit[call])]["name"] if call >= 0 else None
+        sl = slice(i, j + 1)
+        chains.append({
+            "unit": unit,
+            "phase": ("forward", "backward", "optimizer")[int(t.op_phase[i])],
+            "ops": [t.op_name_str(k) for k in range(i, j + 1)],
+            "bytes": int(r.bytes[sl].sum()),
+            "time_s": float(r.time_s[sl].sum()),
+            "time_at_bandwidth_s": float(r.bandwidth_time_s[sl].sum()),
+        })
+        i = j + 1
+    # merge chains of the same unit, phase and op sequence (every block, every call)
+    merged: dict[tuple, dict] = {}
+    for c in chains:
+        key = (c["unit"].split(".")[-1] if c["unit"] else None, c["phase"], tuple(c["ops"]))
+        m = merged.setdefault(key, {**c, "count": 0, "bytes": 0, "time_s": 0.0, "time_at_bandwidth_s": 0.0})
+        m["count"] += 1
+        for k in ("bytes", "time_s", "time_at_bandwidth_s"):
+            m[k] += c[k]
+    ranked = sorted(merged.values(), key=lambda c: -c["time_s"])[:top]
+    achieved = float(r.bytes[r.memory_bound].sum() / mb_time) if mb_time > 0 else 0.0
+    return {
+        "bandwidth_bytes_per_s": r.bandwidth,
+        "matmul_flops_per_s": r.flops_rate,
+        "ridge_flops_per_byte": r.ridge,
+        "step_time_s": total,
+        "memory_bound_time_s": mb_time,
+        "memory_bound_share": mb_time / total if total else 0.0,
+        "achieved_bandwidth_bytes_per_s": achieved,
+        "bytes_moved": int(r.bytes.sum()),
+        "flops": int(r.flops.sum()),
+        "chains": ranked,
+        "nvml": (profile.doc.get("nvml") or {}).get("overall"),
+    }

@@ -1,0 +1,33 @@
+"""`memadvise show --traffic`: the roofline view of a step."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from memadvise.sizes import format_bytes
+
+
+def render_traffic(console: Console, doc: dict) -> None:
+    console.print(
+        f"device ceilings (measured): {doc['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s, "
+        f"{doc['matmul_flops_per_s'] / 1e9:.0f} GFLOP/s fp32 matmul; ridge {doc['ridge_flops_per_byte']:.1f} FLOP/byte"
+    )
+    console.print(
+        f"memory-bound ops: [bold]{doc['memory_bound_share']:.0%}[/bold] of step time "
+        f"({doc['memory_bound_time_s'] * 1000:.1f} of {doc['step_time_s'] * 1000:.1f} ms), at "
+        f"{doc['achieved_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s achieved; {format_bytes(doc['bytes_moved'])} moved per step"
+    )
+    nv = doc.get("nvml")
+    if nv and "mem_util_pct_mean" in nv:
+        extra = f", DRAM bandwidth (GPM) {nv['dram_bw_util_pct_mean']:.0f}%" if "dram_bw_util_pct_mean" in nv else ""
+        console.print(f"NVML over the steps: memory controller busy {nv['mem_util_pct_mean']:.0f}% of the time{extra}")
+    table = Table(title="top memory-bound op chains", title_justify="left", show_edge=False, box=None, header_style="bold")
+    for col, justify in (("unit", "left"), ("phase", "left"), ("×", "right"), ("ops", "left"), ("moved", "right"),
+                         ("time", "right"), ("at bandwidth", "right")):
+        table.add_column(col, justify=justify, no_wrap=col != "ops")
+    for c in doc["chains"]:
+        ops = ", ".join(c["ops"][:4]) + (" …" if len(c["ops"]) > 4 else "")
+        table.add_row(c["unit"] or "(outside modules)", c["phase"], str(c["count"]), ops, format_bytes(c["bytes"]),
+                      f"{c['time_s'] * 1000:.2f} ms", f"{c['time_at_bandwidth_s'] * 1000:.2f} ms")
+    console.print(table)
