@@ -120,3 +120,98 @@ def traffic_report(profile: Profile, *, top: int = 10) -> dict:
         "chains": ranked,
         "nvml": (profile.doc.get("nvml") or {}).get("overall"),
     }
+
+
+# ---------------------------------------------------------------------------- changes
+@dataclass
+class TrafficPrediction:
+    """A traffic change predicted on a step: extra time (s, negative = faster) and the new peak."""
+
+    change: dict
+    delta_s: float
+    peak_bytes: int
+    activation_bytes: int
+    notes: list[str]
+
+
+def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation_bytes: int | None = None,
+                    trace: Trace | None = None) -> TrafficPrediction:
+    """Predict one traffic change (``{"optimizer": "fused"}``, ``{"autocast": "bfloat16"}``,
+    ``{"compile": True}``, ``{"channels_last": True}``, ``{"set_to_none": True}``) on the
+    recorded step, or on a recompute plan's predicted ``timeline``."""
+    from memadvise.schema.categories import Category, Phase
+
+    t = trace or Trace(profile)
+    tl = timeline if timeline is not None else t.baseline_timeline()
+    total = tl.total.astype(np.float64).copy()
+    act = activation_bytes if activation_bytes is not None else int(profile.summary["activation_bytes"])
+    r = roofline(profile, t)
+    cal = profile.doc.get("calibration") or {}
+    notes: list[str] = []
+    delta = 0.0
+    kind, value = next(iter(change.items()))
+    rec_ops = ~tl.recompute
+    op_of = np.full(len(total), -1, dtype=np.int64)
+    op_of[rec_ops] = np.arange(int(rec_ops.sum()))  # recorded op index of each point (recompute: none)
+
+    if kind == "optimizer":
+        probe = ((profile.doc.get("optimizer") or {}).get("probe") or {})
+        variants = probe.get("variants", {})
+        cur, new = variants.get(probe.get("current")), variants.get(value)
+        if not cur or not new or "error" in new or "error" in cur:
+            raise ValueError(f"no measurement of the {value} optimizer")
+        delta = new["time_s"] - cur["time_s"]
+        total[tl.phase == int(Phase.OPTIMIZER)] += new["extra_peak_bytes"] - cur["extra_peak_bytes"]
+        notes.append(f"measured on copies of the optimizer: {cur['time_s'] * 1000:.2f} → {new['time_s'] * 1000:.2f} ms, "
+                     f"{new['extra_peak_bytes'] / 2**20:.1f} MiB of temporaries")
+    elif kind == "set_to_none":
+        grads = tl.by_category[:, int(Category.GRADIENT)].astype(np.float64)
+        zero_ops = [i for i in range(len(t.op_name)) if t.op_name_str(i) == "zero_" and int(t.op_mutates[i]) >= 0
+                    and int(t.st_category[int(t.op_mutates[i])]) == int(Category.GRADIENT)]
+        if not zero_ops:
+            raise ValueError("gradients are already set to None, not zeroed in place")
+        last_zero = max(zero_ops)
+        first_bwd = next((i for i in range(last_zero, len(t.op_phase)) if t.op_phase[i] == Phase.BACKWARD), len(t.op_phase))
+        window = (op_of > last_zero) & (op_of < first_bwd)
+        total[window] -= grads[window]
+        delta = -float(r.time_s[zero_ops].sum())
+    elif kind == "autocast":
+        low = str(value)
+        rate_low = float(cal.get(f"matmul_flops_per_s_{low}") or 0)
+        if rate_low <= 0:
+            raise ValueError(f"the device has no measured {low} matmul")
+        matmul = (r.flops > 0) & (t.op_phase != Phase.OPTIMIZER)
+        other = (~matmul) & (r.bytes > 0) & (t.op_phase != Phase.OPTIMIZER)
+        delta += float(r.time_s[matmul].sum()) * (r.flops_rate / rate_low - 1.0)
+        delta -= 0.5 * float(np.minimum(r.time_s[other], r.bandwidth_time_s[other]).sum())
+        param_bytes = int((profile.doc.get("model") or {}).get("param_bytes") or 0)
+        delta += 1.5 * param_bytes / r.bandwidth  # weights cast to the low precision each forward
+        a = tl.by_category[:, int(Category.ACTIVATION)].astype(np.float64)
+        fwd_bwd = tl.phase != int(Phase.OPTIMIZER)
+        total[fwd_bwd] += -0.5 * a[fwd_bwd] + 0.5 * param_bytes
+        act = int(0.5 * act + 0.5 * param_bytes)
+        notes.append(f"{low} matmul measured at {rate_low / 1e9:.0f} vs {r.flops_rate / 1e9:.0f} GFLOP/s float32")
+        notes.append("changes numerics: reduced-precision activations and matmuls" +
+                     ("; float16 needs a GradScaler" if low == "float16" else ""))
+    elif kind == "compile":
+        overhead = float(cal.get("op_overhead_us") or 5.0) / 1e6
+        saved = 0.0
+        for c in traffic_report(profile, top=10**6)["chains"]:
+            if c["phase"] == "optimizer" or len(c["ops"]) < 2:
+                continue
+            fused = max(c["time_at_bandwidth_s"] / len(c["ops"]) * 2, overhead * c["count"])
+            saved += max(0.0, c["time_s"] - fused)
+        delta = -saved
+        notes.append("fusion of memory-bound chains estimated from the roofline; the first steps compile "
+                     "(seconds to minutes) and the compiler chooses what to save for backward")
+    elif kind == "channels_last":
+        ratios = cal.get("channels_last_op_ratio") or {}
+        if not ratios:
+            raise ValueError("no convolution to measure")
+        for i, ratio in ratios.items():
+            delta += float(r.time_s[int(i)]) * (float(ratio) - 1.0)
+        notes.append(f"{len(ratios)} convolutions replayed in channels_last, measured")
+    else:
+        raise ValueError(f"unknown traffic change {kind!r}")
+    return TrafficPrediction(change=change, delta_s=delta, peak_bytes=int(total.max()) if len(total) else 0,
+                             activation_bytes=int(act), notes=notes)

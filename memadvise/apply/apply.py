@@ -8,13 +8,14 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from memadvise._errors import InputFileError, PlanRefused
+from memadvise._errors import InputFileError, PlanRefused, UsageError
 from memadvise.apply.patch import (
     PatchResult,
     display_path,
     find_insertion,
-    make_patch,
+    make_patch_multi,
     plan_block,
+    tune_block,
     read_script,
     sha256_text,
 )
@@ -27,10 +28,77 @@ class PreparedPatch:
     script: Path
     source: str
     patch: PatchResult
-    plan: dict
+    plan: dict  # what was applied: rank, strategy, actions, traffic, predicted (combined)
 
 
-def prepare(plan_file: PlanFile, plan: dict, *, force: bool = False) -> PreparedPatch:
+MODEL_CHANGES = ("autocast", "channels_last", "compile")
+OPTIMIZER_CHANGES = ("optimizer", "set_to_none")
+
+
+def _runtime_change(change: dict, device_type: str) -> tuple:
+    kind, value = next(iter(change.items()))
+    if kind == "autocast":
+        return ("autocast", value, device_type)
+    if kind == "optimizer":
+        return ("optimizer", value)
+    return (kind,)
+
+
+def select_traffic(plan_file: PlanFile, names: list[str]) -> list[dict]:
+    entries = {t["strategy"]: t for t in ((plan_file.doc.get("traffic") or {}).get("plans") or [])}
+    out = []
+    for name in names:
+        if name not in entries:
+            known = ", ".join(sorted(entries)) or "none"
+            raise UsageError(f"no traffic strategy {name!r} in {plan_file.path} (traffic strategies: {known})")
+        out.append(entries[name])
+    kinds = [next(iter(t["change"])) for t in out]
+    if len(set(kinds)) != len(kinds):
+        raise UsageError("two traffic strategies of the same kind (e.g. two optimizer implementations)")
+    return out
+
+
+def combined_prediction(plan_file: PlanFile, plan: dict | None, traffic: list[dict]) -> dict:
+    """Predicted figures of a recompute plan with traffic changes on top: exact when the
+    profile is at hand (the changes replayed on the plan's predicted timeline), else the
+    plan's figures plus each change's predicted difference from the baseline."""
+    base = plan_file.baseline
+    pred = dict(plan["predicted"]) if plan else {k: base[k] for k in ("peak_bytes", "activation_bytes", "step_time_s")}
+    pred.setdefault("overhead", 0.0)
+    if not traffic:
+        return pred
+    profile_path = (plan_file.doc.get("profile") or {}).get("path")
+    try:
+        from memadvise.analysis.simulator import Simulator
+        from memadvise.analysis.traffic import predict_traffic
+        from memadvise.schema.actions import Action
+        from memadvise.schema.profile import read_profile
+
+        profile = read_profile(profile_path)
+        sim = Simulator(profile)
+        actions = [Action.from_json(a) for a in (plan["actions"] if plan else [])]
+        result = sim.simulate(actions, timeline=True)
+        peak, act, step = result.peak_bytes, result.activation_bytes, result.step_time_s
+        timeline = result.timeline
+        for t in traffic:
+            p = predict_traffic(profile, t["change"], timeline=timeline, activation_bytes=act, trace=sim.trace)
+            step += p.delta_s
+            peak = max(p.peak_bytes, 0) if next(iter(t["change"])) != "optimizer" else p.peak_bytes
+            act = p.activation_bytes
+        return {"peak_bytes": peak, "activation_bytes": act, "step_time_s": step,
+                "overhead": step / sim.base_step_s - 1.0, "exact": True}
+    except Exception:  # no profile at hand: add up the differences
+        for t in traffic:
+            tp = t["predicted"]
+            pred["peak_bytes"] += tp["peak_bytes"] - base["peak_bytes"]
+            pred["activation_bytes"] += tp["activation_bytes"] - base["activation_bytes"]
+            pred["step_time_s"] += tp["step_time_s"] - base["step_time_s"]
+        pred["overhead"] = pred["step_time_s"] / base["step_time_s"] - 1.0
+        pred["exact"] = False
+        return pred
+
+
+def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traffic: list[str] = ()) -> PreparedPatch:
     """Validate the plan against the current script and build the patch (nothing written)."""
     script = Path(plan_file.script["path"])
     source = read_script(script)
@@ -46,13 +114,51 @@ def prepare(plan_file: PlanFile, plan: dict, *, force: bool = False) -> Prepared
             "the profile found no variable holding the model in the script, so there is nowhere to put the patch; "
             "call memadvise.apply_plan(model, PLAN_FILE) where your code builds the model"
         )
-    if not plan["actions"]:
+    if plan is not None and not plan["actions"]:
         raise PlanRefused(f"plan #{plan['rank']} ({plan['strategy']}) has no actions; nothing to apply")
-    restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan["actions"]}
+    entries = select_traffic(plan_file, list(traffic))
+    if plan is None and not entries:
+        raise UsageError("nothing to apply: give --rank, --strategy or --traffic")
+    device_type = (plan_file.doc.get("environment") or {}).get("device", {}).get("type", "cpu")
+    predicted = combined_prediction(plan_file, plan, entries)
+    applied = {
+        "rank": plan["rank"] if plan else None,
+        "strategy": "+".join(([plan["strategy"]] if plan else []) + [t["strategy"] for t in entries]),
+        "actions": plan["actions"] if plan else [],
+        "traffic": [t["strategy"] for t in entries],
+        "predicted": predicted,
+    }
+    inserts = []
     line, indent = find_insertion(source, expression, model.get("function"), model.get("frame_line"))
-    block = plan_block(plan, expression=expression, baseline=plan_file.baseline, plan_path=plan_file.path, restore=restore)
-    patch = make_patch(script, source, block, line, indent, display_path(script))
-    return PreparedPatch(script=script, source=source, patch=patch, plan=plan)
+    model_block = ""
+    if plan is not None:
+        restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan["actions"]}
+        model_block = plan_block(dict(plan, predicted=predicted), expression=expression, baseline=plan_file.baseline,
+                                 plan_path=plan_file.path, restore=restore)
+    model_changes = [t for t in entries if next(iter(t["change"])) in MODEL_CHANGES]
+    opt_changes = [t for t in entries if next(iter(t["change"])) in OPTIMIZER_CHANGES]
+    sites = []
+    if model_changes:
+        sites.append((line, indent, model_changes, expression))
+    if opt_changes:
+        opt = plan_file.doc.get("optimizer") or {}
+        if not opt.get("expression"):
+            raise PlanRefused("the profile found no variable holding the optimizer; apply optimizer changes by hand")
+        oline, oindent = find_insertion(source, opt["expression"], opt.get("function"), opt.get("frame_line"))
+        sites.append((oline, oindent, opt_changes, opt["expression"]))
+    first = min((s[0] for s in sites), default=None)
+    blocks: dict[tuple[int, int], str] = {}
+    if model_block:
+        blocks[(line, indent)] = model_block
+    for site_line, site_indent, changes, target in sorted(sites, key=lambda s: s[0]):
+        notes = [f"{t['strategy']}: {t['caveat']}" for t in changes]
+        block = tune_block([_runtime_change(t["change"], device_type) for t in changes], target=target,
+                           names=[t["strategy"] for t in changes], notes=notes, define=site_line == first)
+        key = (site_line, site_indent)
+        blocks[key] = blocks.get(key, "") + block
+    inserts = [(k[0], k[1], b) for k, b in blocks.items()]
+    patch = make_patch_multi(script, source, inserts, display_path(script))
+    return PreparedPatch(script=script, source=source, patch=patch, plan=applied)
 
 
 def write_patch_file(prepared: PreparedPatch, path: str | os.PathLike) -> Path:

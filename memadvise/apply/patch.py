@@ -99,19 +99,40 @@ def plan_block(plan: dict, *, expression: str, baseline: dict, plan_path: str, r
 
 
 def make_patch(script: Path, source: str, block: str, insert_after: int, indent: int, display_path: str) -> PatchResult:
+    return make_patch_multi(script, source, [(insert_after, indent, block)], display_path)
+
+
+def make_patch_multi(script: Path, source: str, inserts: list[tuple[int, int, str]], display_path: str) -> PatchResult:
+    """Insert each ``(after line, indentation, block)``; one diff for all of them."""
     if BEGIN_MARK in source:
         raise PlanRefused(f"{display_path} already contains a memadvise plan; revert it first (git apply -R, or the .orig backup)")
     old_lines = source.splitlines(keepends=True)
-    pad = " " * indent
     eol = "\r\n" if old_lines and old_lines[0].endswith("\r\n") else "\n"  # keep the file's line endings
-    new_block = [(pad + line if line.strip() else "") + eol for line in block.splitlines()]
-    before = old_lines[:insert_after]
-    if before and not before[-1].endswith("\n"):
-        before[-1] = before[-1] + eol
-    new_lines = before + new_block + old_lines[insert_after:]
+    new_lines = list(old_lines)
+    if new_lines and not new_lines[-1].endswith("\n"):
+        new_lines[-1] = new_lines[-1] + eol
+    for insert_after, indent, block in sorted(inserts, key=lambda x: -x[0]):
+        pad = " " * indent
+        lines = [(pad + line if line.strip() else "") + eol for line in block.splitlines()]
+        new_lines[insert_after:insert_after] = lines
+    if old_lines and not old_lines[-1].endswith("\n") and max(i for i, _, _ in inserts) < len(old_lines):
+        new_lines[-1] = new_lines[-1].rstrip("\r\n")  # the file still ends without a newline
     new_source = "".join(new_lines)
     diff = unified_diff(source, new_source, display_path)
-    return PatchResult(diff=diff, new_source=new_source, insert_line=insert_after, block=block)
+    return PatchResult(diff=diff, new_source=new_source, insert_line=min(i for i, _, _ in inserts),
+                       block="".join(b for _, _, b in inserts))
+
+
+def tune_block(changes: list[tuple], *, target: str, names: list[str], notes: list[str], define: bool) -> str:
+    """Code for traffic changes at one site: ``target`` is the model or optimizer variable."""
+    lines = [f"{BEGIN_MARK} (traffic: {', '.join(names)}) ---"]
+    lines += [f"# {n}" for n in notes]
+    if define:
+        lines.append(inspect.getsource(runtime.memadvise_tune).rstrip())
+    model, opt = (target, "None") if changes and changes[0][0] in ("autocast", "channels_last", "compile") else ("None", target)
+    lines.append(f"memadvise_tune({model}, {opt}, {changes!r})")
+    lines.append(END_MARK)
+    return "\n".join(lines) + "\n"
 
 
 def unified_diff(old: str, new: str, path: str) -> str:

@@ -62,3 +62,28 @@ def memadvise_apply(model, actions):
     for unit, action, save_ops, restore in actions:
         wrap(model.get_submodule(unit), action, save_ops, restore)
     return model
+
+
+def memadvise_tune(model, optimizer, changes):
+    """Traffic changes: ("autocast", dtype name, device type), ("channels_last",),
+    ("compile",) on `model`; ("optimizer", "foreach" | "fused" | "for-loop"),
+    ("set_to_none",) on `optimizer`."""
+    import torch
+
+    for change in changes:
+        kind = change[0]
+        if kind == "autocast":
+            model.forward = torch.autocast(device_type=change[2], dtype=getattr(torch, change[1]))(model.forward)
+        elif kind == "channels_last":
+            model.to(memory_format=torch.channels_last)
+        elif kind == "compile":
+            model.compile()
+        elif kind == "optimizer":
+            for group in [optimizer.defaults, *optimizer.param_groups]:
+                group["foreach"] = change[1] == "foreach"
+                if "fused" in group:
+                    group["fused"] = True if change[1] == "fused" else None
+        elif kind == "set_to_none":
+            zero_grad = optimizer.zero_grad
+            optimizer.zero_grad = lambda set_to_none=True: zero_grad(set_to_none=True)
+    return model

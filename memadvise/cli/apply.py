@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -16,6 +16,7 @@ def apply_command(
     plan_path: Path = typer.Option(DEFAULT_DIR / "plan.json", "--plan", help="Plan file from `memadvise suggest`."),
     rank: Optional[int] = typer.Option(None, "--rank", help="Plan to apply, by rank (default: 1)."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Plan to apply, by strategy name."),
+    traffic: Optional[List[str]] = typer.Option(None, "--traffic", help="Traffic strategy to apply too (repeatable): optimizer-fused, compile, ..."),
     patch_path: Path = typer.Option(DEFAULT_DIR / "plan.patch", "--patch", help="Where to write the patch."),
     write: bool = typer.Option(False, "--write", help="Patch the script in place, keeping SCRIPT.orig."),
     verify: bool = typer.Option(False, "--verify", help="Profile the patched script and compare with the prediction."),
@@ -31,8 +32,8 @@ def apply_command(
 
     tol = parse_percent(tolerance, what="tolerance", allow_zero=True)
     plan_file = read_plan(plan_path)
-    plan = select_plan(plan_file, rank=rank, strategy=strategy)
-    prepared = prepare(plan_file, plan, force=force)
+    plan = None if (traffic and rank is None and strategy is None) else select_plan(plan_file, rank=rank, strategy=strategy)
+    prepared = prepare(plan_file, plan, force=force, traffic=traffic or [])
     written: dict = {}
     if write:
         written["backup"] = str(write_in_place(prepared, force=force))

@@ -17,6 +17,7 @@ def suggest_command(
     budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Peak-memory budget: 6GiB, 6000MB or 60% of the baseline peak."),
     budget_metric: str = typer.Option("peak", "--budget-metric", help="What the budget limits: peak or activation (memory)."),
     top: int = typer.Option(10, "--top", help="How many plans to show."),
+    allow_precision: bool = typer.Option(False, "--allow-precision", help="Also consider mixed precision (changes numerics)."),
     out: Path = typer.Option(DEFAULT_DIR / "plan.json", "--out", "-o", help="Where to write the plan file."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan document on stdout."),
 ) -> None:
@@ -31,7 +32,8 @@ def suggest_command(
         raise UsageError("--top must be at least 1")
     parsed = parse_budget(budget) if budget is not None else None
     profile = read_profile(profile_path)
-    doc = suggest(profile, budget=parsed, profile_path=str(profile_path), budget_metric=budget_metric)
+    doc = suggest(profile, budget=parsed, profile_path=str(profile_path), budget_metric=budget_metric,
+                  allow_precision=allow_precision)
     write_plan(doc, out)
     if as_json:
         print_json(doc)

@@ -54,7 +54,15 @@ def profile_script(
     try:
         calibration = calibrate(raw.device) if calibrate_overheads else {}
         scratch = raw.recorder.probe.run(raw.device)
+        if calibrate_overheads:
+            from memadvise.collect.probe import time_channels_last
+
+            calibration["channels_last_op_ratio"] = time_channels_last(raw.recorder.probe, raw.device)
         doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw), scratch=scratch)
+        if calibrate_overheads and raw.optimizer is not None and doc.get("optimizer"):
+            from memadvise.collect.optimizer_probe import probe_optimizer
+
+            doc["optimizer"]["probe"] = probe_optimizer(raw.optimizer, raw.device)
         if vary:
             doc["settings"]["vary"] = dict(vary)
     finally:

@@ -244,10 +244,14 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
     opt_doc = None
     if optimizer is not None:
         defaults = getattr(optimizer, "defaults", {}) or {}
+        var = raw.optimizer_variable
         opt_doc = {
             "class": type(optimizer).__name__,
             "foreach": defaults.get("foreach"),
             "fused": defaults.get("fused"),
+            "expression": var.expression if var else None,
+            "function": var.function if var else None,
+            "frame_line": var.frame_line if var else None,
         }
     script = raw.script.resolve()
     doc = {
@@ -284,11 +288,21 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         },
         "steps": step_docs,
         "units": units,
-        "calibration": calibration or {},
+        "calibration": _step_local(calibration or {}, mark),
         "nvml": nvml or {"available": False, "reason": "not an NVIDIA GPU run"},
         "trace": trace,
     }
     return doc
+
+
+def _step_local(calibration: dict, mark: Any) -> dict:
+    """Per-op calibration keyed by recorder op index → keyed by the trace's op index."""
+    out = dict(calibration)
+    ratios = out.pop("channels_last_op_ratio", None)
+    if ratios:
+        out["channels_last_op_ratio"] = {str(i - mark.start_op): round(float(r), 4) for i, r in ratios.items()
+                                         if mark.start_op <= i < mark.end_op}
+    return out
 
 
 def _root_input_shapes(rec: Recorder, mark: Any, root: torch.nn.Module) -> list | None:

@@ -29,6 +29,7 @@ class MeasureResult:
     by_category_at_peak: dict[str, int] = field(default_factory=dict)
     cuda_max_allocated: int | None = None
     device: str = "cpu"
+    start_bytes: int = 0  # live when the block began
 
 
 class measure:
@@ -83,4 +84,5 @@ class measure:
             by_category_at_peak=doc["by_category_at_peak"],
             cuda_max_allocated=cuda.get("max_memory_allocated"),
             device=key,
+            start_bytes=doc["start_bytes"],
         )

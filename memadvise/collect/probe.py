@@ -187,3 +187,47 @@ def _output_bytes(result: Any) -> int:
         elif isinstance(x, (list, tuple)):
             stack.extend(x)
     return total
+
+
+def time_channels_last(probe: ScratchProbe, device: torch.device, repeats: int = 3) -> dict[int, float]:
+    """Per recorded convolution op: time in channels_last memory format over time as
+    recorded (contiguous), measured by replaying each signature both ways."""
+    import statistics
+    import time
+
+    def to_cl(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        if isinstance(x, (list, tuple)):
+            return type(x)(to_cl(v) for v in x)
+        return x
+
+    def timed(func, args, kwargs) -> float:
+        with torch.no_grad():
+            func(*args, **kwargs)
+            times = []
+            for _ in range(repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                func(*args, **kwargs)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    out: dict[int, float] = {}
+    for key, (func, _margs, _mkwargs) in probe.signatures.items():
+        name = getattr(getattr(func, "_overloadpacket", None), "__name__", "")
+        if "convolution" not in name:
+            continue
+        try:
+            f, args, kwargs = probe._replay(key)
+            base = timed(f, args, kwargs)
+            cl = timed(f, to_cl(args), {k: to_cl(v) for k, v in kwargs.items()})
+        except Exception:  # a signature that does not take channels_last: no estimate
+            continue
+        if base > 0:
+            for i in probe.ops[key]:
+                out[i] = cl / base
+    return out

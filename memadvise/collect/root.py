@@ -124,3 +124,47 @@ def find_root_model(script: Path, optimizer: Any) -> RootModel | None:
                 best = key
                 found = RootModel(obj, None, None, None, None, n)
     return found
+
+
+@dataclass
+class ScriptVariable:
+    expression: str
+    file: str
+    function: str
+    frame_line: int
+
+
+def find_variable(script: Path, obj: Any) -> ScriptVariable | None:
+    """How the script's frames name ``obj`` (its optimizer, say): a local or global, or an
+    attribute one level down; the innermost frame wins."""
+    script_path = os.path.abspath(script)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if os.path.abspath(frame.f_code.co_filename) == script_path:
+            found = None
+            scopes = [frame.f_locals]
+            if frame.f_globals is not frame.f_locals:
+                scopes.append(frame.f_globals)
+            for scope in scopes:
+                for name, value in list(scope.items()):
+                    if value is obj and not name.startswith("__"):
+                        found = name
+                        break
+                    if found is None and hasattr(value, "__dict__") and not isinstance(value, (type, type(os))):
+                        try:
+                            attrs = vars(value)
+                        except TypeError:
+                            continue
+                        for attr, inner in list(attrs.items()):
+                            if inner is obj:
+                                found = f"{name}.{attr}"
+                                break
+                    if found:
+                        break
+                if found:
+                    break
+            _drop_locals_snapshot(frame)
+            if found:
+                return ScriptVariable(found, script_path, frame.f_code.co_name, frame.f_lineno)
+        frame = frame.f_back
+    return None

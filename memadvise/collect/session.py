@@ -29,7 +29,7 @@ import torch
 
 from memadvise._errors import InputFileError, ScriptError
 from memadvise.collect.recorder import Recorder
-from memadvise.collect.root import RootModel, find_root_model
+from memadvise.collect.root import RootModel, ScriptVariable, find_root_model, find_variable
 
 
 class _StopScript(BaseException):
@@ -75,6 +75,7 @@ class RawRun:
     timing_wall_ns: list[int]
     device: torch.device
     optimizer: Any
+    optimizer_variable: ScriptVariable | None = None
     calibration: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -104,6 +105,7 @@ class ProfileSession:
         self.primary_optimizer: Any = None
         self.recorder: Recorder | None = None
         self.root: RootModel | None = None
+        self.optimizer_variable: ScriptVariable | None = None
         self.device: torch.device | None = None
         self.timing_wall_ns: list[int] = []
         self._last = 0
@@ -132,6 +134,8 @@ class ProfileSession:
         rec = self.recorder
         if self.root is None:
             self.root = find_root_model(self.script, optimizer)
+            if optimizer is not None:
+                self.optimizer_variable = find_variable(self.script, optimizer)
         if self.device is None:
             self.device = _training_device(optimizer, self.root)
         if rec is not None and rec._active:
@@ -255,6 +259,7 @@ class ProfileSession:
             timing_wall_ns=self.timing_wall_ns,
             device=self.device,
             optimizer=self.primary_optimizer,
+            optimizer_variable=self.optimizer_variable,
         )
 
 

@@ -63,7 +63,7 @@ def _phase_peak(timeline, phase: Phase) -> int:
 
 
 def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str | None = None,
-            budget_metric: str = "peak") -> dict:
+            budget_metric: str = "peak", allow_precision: bool = False) -> dict:
     """The plan document: baseline, ranked plans with predictions, recommendation.
 
     ``budget`` limits the predicted peak, or the activation memory with
@@ -194,6 +194,13 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
                   if recommended["predicted"]["overhead"] <= RECOMMEND_MAX_OVERHEAD
                   else "cheapest plan on the Pareto front")
         recommendation = {"rank": recommended["rank"], "strategy": recommended["strategy"], "reason": reason}
+    rec_tuple = None
+    if recommended is not None:
+        match = next(((n, a, r) for n, _d, a, r in evaluated if n == recommended["strategy"]), None)
+        rec_tuple = match
+    from memadvise.planning.traffic_plans import traffic_section
+
+    traffic = traffic_section(profile, sim, allow_precision=allow_precision, recommended=rec_tuple)
     doc = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -212,6 +219,8 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         "optimizer_peak_bytes": opt_peak,
         "recommendation": recommendation,
         "plans": ordered,
+        "traffic": traffic,
+        "optimizer": profile.doc.get("optimizer"),
         "unavailable": [{"strategy": u.strategy, "reason": u.reason} for u in unavailable],
         "notes": notes,
         "suggest_time_s": round(time.perf_counter() - t0, 4),

@@ -68,6 +68,7 @@ def render_suggest(console: Console, doc: dict, *, top: int, plan_path: str) -> 
         table.add_row(*row, style=style)
     console.print(table)
     console.print("[dim]* on the Pareto front of (peak, step time); time = predicted step-time overhead[/dim]")
+    _render_traffic(console, doc)
     for u in doc.get("unavailable", []):
         console.print(f"[dim]not applicable: {u['strategy']}: {u['reason']}[/dim]")
     for note in doc.get("notes", []):
@@ -93,3 +94,23 @@ def render_suggest(console: Console, doc: dict, *, top: int, plan_path: str) -> 
             f"[red]no plan meets the budget {format_bytes(budget['bytes'])}[/red]: the lowest predicted "
             f"{'activation memory' if activation else 'peak'} is {format_bytes(lowest)}; the closest plans are listed first"
         )
+
+
+def _render_traffic(console: Console, doc: dict) -> None:
+    traffic = doc.get("traffic") or {}
+    plans = traffic.get("plans") or []
+    if not plans:
+        return
+    table = Table(title="traffic: bytes moved, not held (combinable with a plan: apply --traffic NAME)",
+                  title_justify="left", show_edge=False, box=None, header_style="bold")
+    for col, justify in (("strategy", "left"), ("peak", "right"), ("time", "right"), ("with #1", "right"), ("note", "left")):
+        table.add_column(col, justify=justify, no_wrap=col != "note")
+    base = traffic.get("baseline_peak_bytes") or 1
+    for p in plans:
+        pred = p["predicted"]
+        combo = p.get("with_plan")
+        table.add_row(
+            p["strategy"], _with_change(pred["peak_bytes"], pred["peak_bytes"] / base - 1), f"{pred['overhead'] * 100:+.0f}%",
+            f"{combo['overhead'] * 100:+.0f}%" if combo else "-", p.get("short", ""),
+        )
+    console.print(table)

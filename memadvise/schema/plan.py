@@ -67,10 +67,37 @@ def validate_plan(doc: Any, path: str | os.PathLike) -> None:
             pred = plan["predicted"]
             for key in ("peak_bytes", "activation_bytes", "step_time_s", "overhead"):
                 float(pred[key])
+        for entry in (doc.get("traffic") or {}).get("plans", []):
+            validate_traffic_change(entry["change"])
+            if not isinstance(entry["strategy"], str):
+                raise TypeError("strategy")
+            for key in ("peak_bytes", "activation_bytes", "step_time_s", "overhead"):
+                float(entry["predicted"][key])
+        device = (doc.get("environment") or {}).get("device", {}).get("type", "cpu")
+        if device not in ("cpu", "cuda"):
+            raise InputFileError(f"device type {str(device)[:20]!r} is not cpu or cuda")
     except InputFileError as exc:
         raise InputFileError(f"plan {str(path)!r} is invalid: {exc}") from None
     except (KeyError, TypeError, ValueError):
         raise InputFileError(f"plan {str(path)!r} is corrupt (malformed fields); re-create it with `memadvise suggest`") from None
+
+
+TRAFFIC_CHANGES = {
+    "optimizer": ("for-loop", "foreach", "fused"),
+    "autocast": ("bfloat16", "float16"),
+    "compile": (True,),
+    "channels_last": (True,),
+    "set_to_none": (True,),
+}
+
+
+def validate_traffic_change(change: object) -> None:
+    """A traffic change is one of a closed set: its text reaches generated code."""
+    if not isinstance(change, dict) or len(change) != 1:
+        raise InputFileError("a traffic change is not a one-key object")
+    kind, value = next(iter(change.items()))
+    if kind not in TRAFFIC_CHANGES or value not in TRAFFIC_CHANGES[kind] or isinstance(value, bool) != (TRAFFIC_CHANGES[kind] == (True,)):
+        raise InputFileError(f"traffic change {str(change)[:60]!r} is not one memadvise makes")
 
 
 def read_plan(path: str | os.PathLike = DEFAULT_PATH) -> PlanFile:

@@ -1,0 +1,84 @@
+"""Traffic strategies: predictions produced from the profile's measurements, the right
+sign when measured, patches at the optimizer's site, and no change of numerics unless
+asked for."""
+
+import json
+import shutil
+
+import pytest
+
+from helpers import ROOT, cli, json_out
+from memadvise.analysis.traffic import traffic_report
+from memadvise.schema.profile import read_profile
+
+SCRIPTS = ROOT / "tests" / "scripts"
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    root = tmp_path_factory.mktemp("traffic")
+    shutil.copy(SCRIPTS / "many_params.py", root / "train.py")
+    r = cli("profile", root / "train.py", "--out", root / "profile.json", "--steps", "2", "--timing-steps", "3")
+    assert r.exit_code == 0, r.output
+    return root
+
+
+def suggest(ws, *extra):
+    r = cli("suggest", "--profile", ws / "profile.json", "--out", ws / "plan.json", "--json", *extra)
+    assert r.exit_code == 0, r.output
+    return json_out(r)
+
+
+def test_traffic_plans_are_predicted(ws):
+    doc = suggest(ws)
+    plans = {p["strategy"]: p for p in doc["traffic"]["plans"]}
+    assert {"optimizer-fused", "optimizer-foreach", "set-to-none", "compile"} <= set(plans)
+    for p in plans.values():
+        assert p["predicted"]["step_time_s"] > 0 and p["predicted"]["peak_bytes"] > 0 and p["caveat"]
+    # the for-loop AdamW over 300 small tensors: fusing is predicted much faster, and
+    # foreach's whole-model temporaries raise the optimizer step's memory
+    assert plans["optimizer-fused"]["predicted"]["overhead"] < -0.2
+    assert plans["optimizer-foreach"]["predicted"]["peak_bytes"] > doc["baseline"]["peak_bytes"]
+    unavailable = {u["strategy"]: u["reason"] for u in doc["traffic"]["unavailable"]}
+    assert "no convolution" in unavailable["channels-last"]
+    assert "--allow-precision" in unavailable["autocast-bfloat16"]
+    assert not any(p["changes_numerics"] for p in plans.values())
+
+
+def test_mixed_precision_only_when_asked(ws):
+    doc = suggest(ws, "--allow-precision")
+    plans = {p["strategy"]: p for p in doc["traffic"]["plans"]}
+    assert plans["autocast-bfloat16"]["changes_numerics"] is True
+    assert "numerics" in plans["autocast-bfloat16"]["caveat"]
+    r = cli("apply", "--plan", ws / "plan.json", "--traffic", "autocast-bfloat16", "--patch", ws / "amp.patch")
+    assert r.exit_code == 0, r.output
+    diff = (ws / "amp.patch").read_text()
+    assert "changes numerics" in diff and "torch.autocast" in diff
+
+
+def test_fused_optimizer_speedup_has_the_predicted_sign(ws):
+    suggest(ws)
+    r = cli("apply", "--plan", ws / "plan.json", "--traffic", "optimizer-fused", "--patch", ws / "fused.patch",
+            "--verify", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json_out(r)
+    over = doc["verify"]["rows"]["overhead"]
+    assert over["predicted"] < 0 and over["measured"] < 0, over
+    diff = (ws / "fused.patch").read_text()
+    assert "memadvise_tune(None, opt, [('optimizer', 'fused')])" in diff
+
+
+def test_roofline_report():
+    profile = read_profile(ROOT / "tests" / "data" / "profile_v1.json")
+    doc = traffic_report(profile)
+    assert 0 <= doc["memory_bound_share"] <= 1
+    assert doc["bytes_moved"] > 0 and doc["chains"]
+    assert all(c["time_at_bandwidth_s"] >= 0 for c in doc["chains"])
+
+
+def test_plan_with_unknown_traffic_change_is_refused(ws, tmp_path):
+    doc = suggest(ws)
+    doc["traffic"]["plans"][0]["change"] = {"optimizer": "os.system('x')"}
+    (tmp_path / "evil.json").write_text(json.dumps(doc))
+    r = cli("apply", "--plan", tmp_path / "evil.json", "--traffic", doc["traffic"]["plans"][0]["strategy"])
+    assert r.exit_code == 2 and "not one memadvise makes" in r.stderr
