@@ -29,9 +29,12 @@ def run_one(script, args, out_path):
             state["root"] = module
 
     def dump(optimizer, a, k):
-        grads = [None if p.grad is None else p.grad.detach().clone() for g in optimizer.param_groups for p in g["params"]]
+        def plain(t):  # a DTensor (FSDP2) compares by its local shard
+            return t.to_local() if hasattr(t, "to_local") else t
+
+        grads = [None if p.grad is None else plain(p.grad).detach().clone() for g in optimizer.param_groups for p in g["params"]]
         root = state["root"]
-        buffers = {n: b.detach().clone() for n, b in root.named_buffers()} if root is not None else {}
+        buffers = {n: plain(b).detach().clone() for n, b in root.named_buffers()} if root is not None else {}
         torch.save({"grads": grads, "buffers": buffers}, out_path)
         raise _Stop
 
@@ -52,8 +55,10 @@ def run_one(script, args, out_path):
 
 def main():
     jobs = json.load(open(sys.argv[1]))
+    rank = os.environ.get("RANK")  # under torchrun: one file per rank
     for i, (script, args) in enumerate(jobs):
-        run_one(script, args, os.path.join(sys.argv[2], f"{i}.pt"))
+        name = f"{i}.pt" if rank is None else f"{i}.rank{rank}.pt"
+        run_one(script, args, os.path.join(sys.argv[2], name))
 
 
 if __name__ == "__main__":

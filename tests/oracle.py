@@ -231,6 +231,7 @@ def _analyze(prof, wall_s: float) -> dict:
     forward_made = sum(b for k, (v, b) in live.items()
                        if k in destroyed_after and t_fwd is not None and created_at.get(k, -1) >= t_fwd)
     return {
+        "rank": int(os.environ.get("RANK", "0")),
         "activation_forward_made_bytes": forward_made,
         "total_at_backward_bytes": totals[i_bwd],
         "peak_bytes": peak_ns,
@@ -284,6 +285,18 @@ def _run_one(script: str, args: list[str], warmup: int) -> dict:
     harness.prof = None
     gc.collect()
     return result
+
+
+def measure_distributed(script: str, args: list[str] = (), *, nproc: int = 2, warmup: int = 2,
+                        timeout: float = 600) -> list[dict]:
+    """Each rank's measurement, the script launched by torch.distributed.run."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           os.path.abspath(__file__), "--warmup", str(warmup), script, *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or len(results) != nproc:
+        raise RuntimeError(f"distributed oracle failed (exit {proc.returncode}):\n" + proc.stderr[-4000:])
+    return sorted(results, key=lambda r: r["rank"])
 
 
 def measure_scripts(jobs: list, *, warmup: int = 2, timeout: float = 900) -> list[dict]:

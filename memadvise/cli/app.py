@@ -19,7 +19,11 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except MemadviseError as exc:
-            typer.echo(f"memadvise: error: {exc}", err=True)
+            from memadvise.collect.distributed import rank_env
+
+            env = rank_env()
+            where = f"rank {env[0]}: " if env is not None else ""  # under torchrun: say which rank
+            typer.echo(f"memadvise: error: {where}{exc}", err=True)
             ctx.exit(exc.exit_code)
 
 

@@ -26,6 +26,7 @@ def profile_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     vary: Optional[str] = typer.Option(None, "--vary", help="Profile at several sizes for `fit`: NAME=V1,V2 replaces {NAME} in the script's arguments."),
     vary_env: Optional[str] = typer.Option(None, "--vary-env", help="With --vary: pass the value in this environment variable instead."),
+    nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Launch N processes with torch.distributed.run; rank 0 merges their profiles."),
 ) -> None:
     from memadvise.collect.api import profile_script, profile_varied
     from memadvise.report.profile_report import profile_summary, render_profile_done
@@ -36,6 +37,26 @@ def profile_command(
     console = err_console()
     # with --json, stdout carries only our JSON: the script's prints go to stderr
     quiet = contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
+    if nproc_per_node > 1:
+        from memadvise._errors import UsageError
+        from memadvise.collect.distributed import launch
+        from memadvise.schema.profile import read_profile
+
+        if vary is not None:
+            raise UsageError("--vary and --nproc-per-node cannot be combined")
+        with quiet:
+            launch(script, script_args or [], nproc_per_node, out=out, warmup=warmup, steps=steps,
+                   timing_steps=timing_steps, timeout=timeout)
+        profile = read_profile(out)
+        if as_json:
+            print_json(profile_summary(profile))
+        else:
+            render_profile_done(out_console(), profile)
+        return
+    if nproc_per_node < 1:
+        from memadvise._errors import UsageError
+
+        raise UsageError("--nproc-per-node must be at least 1")
     if vary is not None:
         with progress_bar(console, enabled=not as_json) as progress, quiet:
             profiles = profile_varied(script, script_args or [], vary, env_var=vary_env, out_dir=out.parent,

@@ -71,7 +71,17 @@ def profile_script(
         raw.optimizer = None
         del raw
         gc.collect()
+    from memadvise.collect import distributed
+
+    info = distributed.describe(doc)
     path = Path(out) if out is not None else None
+    if info["world_size"] > 1 and distributed.rank_env() is not None and path is not None:
+        # one file per rank; rank 0 merges them into `out` once every rank has written
+        mine = distributed.rank_path(path, info["rank"])
+        write_profile(doc, mine)
+        if info["rank"] != 0:
+            return Profile(doc=doc, path=mine)
+        doc = distributed.merge_when_ready(path, info["world_size"], info["run_id"])
     if path is not None:
         write_profile(doc, path)
     return Profile(doc=doc, path=path)

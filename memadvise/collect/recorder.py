@@ -69,6 +69,26 @@ class StepMark:
     extra: dict = field(default_factory=dict)
 
 
+def _plain(t: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors holding ``t``'s memory: itself, or the inner tensors of a wrapper
+    subclass (DTensor's local shard, FSDP2's sharded parameters)."""
+    if type(t) is torch.Tensor or type(t) is torch.nn.Parameter:
+        return [t]
+    flatten = getattr(t, "__tensor_flatten__", None)
+    if flatten is None:
+        return [t]
+    try:
+        names, _ = flatten()
+    except Exception:
+        return [t]
+    out: list[torch.Tensor] = []
+    for name in names:
+        inner = getattr(t, name, None)
+        if isinstance(inner, torch.Tensor):
+            out.extend(_plain(inner))
+    return out
+
+
 class Recorder(TorchDispatchMode):
     """Records ops, storages, saved tensors and module calls while active.
 
@@ -84,6 +104,7 @@ class Recorder(TorchDispatchMode):
         self.paused = 0
         self.overhead_ns = 0
         self._active = False
+        self._scanning = False
         self._flops = internals.flop_registry()
         self._mutable_args: dict[Any, tuple[int, ...]] = {}
         self._strings: dict[str, int] = {}
@@ -176,6 +197,7 @@ class Recorder(TorchDispatchMode):
         )
         self._saved_hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack)
         self._saved_hooks.__enter__()
+        self._patch_resize()
         self.__enter__()
         self._active = True
         self.overhead_ns += perf_counter_ns() - t0
@@ -193,7 +215,46 @@ class Recorder(TorchDispatchMode):
             for handle in self._hooks:
                 handle.remove()
             self._hooks.clear()
+            self._restore_resize()
         self._resolve_cuda_events()
+
+    def _patch_resize(self) -> None:
+        """FSDP2 frees and re-allocates unsharded parameters by resizing their storage in
+        place (``UntypedStorage.resize_``), which is no aten op: watch it directly (as
+        PyTorch's own MemTracker does)."""
+        original = torch.UntypedStorage.resize_
+        recorder = self
+
+        def resize_(storage, size):
+            result = original(storage, size)
+            if recorder._active:
+                recorder._resized(storage, int(size))
+            return result
+
+        self._original_resize = original
+        torch.UntypedStorage.resize_ = resize_
+
+    def _restore_resize(self) -> None:
+        original = getattr(self, "_original_resize", None)
+        if original is not None:
+            torch.UntypedStorage.resize_ = original
+            self._original_resize = None
+
+    def _resized(self, storage: Any, nbytes: int) -> None:
+        key = id(storage)
+        sid = self._sid_of.get(key)
+        if sid is not None and self.st_bytes[sid] == nbytes:
+            return
+        if sid is not None:  # the old allocation ends here
+            c = self.tick()
+            self.st_free_clock[sid] = c
+            if self.st_nat_clock[sid] == -1:
+                self.st_nat_clock[sid] = c
+            del self._sid_of[key]
+        if nbytes > 0:  # a new allocation on the same storage object
+            device = storage.device
+            new = self._new_storage(storage, nbytes, device, pre=False)
+            self.st_alloc_clock[new] = self.tick()
 
     def tick(self) -> int:
         c = self.clock
@@ -302,6 +363,10 @@ class Recorder(TorchDispatchMode):
         self._st_refs[key] = weakref.ref(st, lambda r, k=key: self._storage_dead(k))
         self.st_bytes.append(nbytes)
         self.st_device.append(self._device_index(device))
+        if pre and self._active and not self._scanning:
+            # first seen mid-recording as an input: made where no aten op shows it (a
+            # collective's C++ buffer, a storage resized in place): born now, not before
+            pre = False
         c = -1 if pre else self.clock
         self.st_alloc_clock.append(c)
         self.st_free_clock.append(-1)
@@ -314,6 +379,9 @@ class Recorder(TorchDispatchMode):
 
     def _sid(self, t: torch.Tensor, pre: bool = False) -> int:
         """The storage id of ``t``; unseen storages are registered as pre-existing."""
+        if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
+            plain = _plain(t)
+            t = plain[0] if plain else t
         st = t.untyped_storage()
         sid = self._sid_of.get(id(st))
         if sid is None:
@@ -322,7 +390,9 @@ class Recorder(TorchDispatchMode):
 
     def _scan_live_tensors(self) -> None:
         """Register every tensor Python can reach as pre-existing (the dataset, the model)."""
+        gc.collect()  # garbage awaiting the cycle collector is not live memory
         self.paused += 1
+        self._scanning = True
         try:
             for obj in gc.get_objects():
                 if type(obj) is torch.Tensor or type(obj) is torch.nn.Parameter:
@@ -332,6 +402,7 @@ class Recorder(TorchDispatchMode):
                     except Exception:  # tensors without storage (functional, fake)
                         pass
         finally:
+            self._scanning = False
             self.paused -= 1
 
     # ------------------------------------------------------------------ dispatch
@@ -419,6 +490,8 @@ class Recorder(TorchDispatchMode):
                     outs.extend(x for x in o if isinstance(x, tensor_cls))
         else:
             outs = ()
+        if any(type(o) is not torch.Tensor for o in outs):
+            outs = [p for o in outs for p in _plain(o)]
         for o in outs:
             if o.layout != torch.strided or o.device.type == "meta":
                 continue
@@ -493,6 +566,8 @@ class Recorder(TorchDispatchMode):
         return op_index
 
     def _touch(self, t: torch.Tensor, use: int) -> int:
+        if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
+            return sum(self._touch(p, use) for p in _plain(t) if p is not t)
         if t.layout != torch.strided or t.device.type == "meta":
             return 0
         st = t.untyped_storage()
