@@ -5,6 +5,8 @@ the reference for "applying a plan never changes the math".
     python tests/grad_dump.py JOBS.json OUT_DIR
 
 JOBS.json lists [script, args]; OUT_DIR/<i>.pt gets {"grads": [...], "buffers": {...}}.
+Under torchrun (one file per rank, <i>.rank<R>.pt) give one job per launch: a process
+group cannot be initialised twice in one process.
 Imports nothing of memadvise.
 """
 
@@ -56,7 +58,8 @@ def run_one(script, args, out_path):
 def main():
     jobs = json.load(open(sys.argv[1]))
     rank = os.environ.get("RANK")  # under torchrun: one file per rank
-    for i, (script, args) in enumerate(jobs):
+    first = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    for i, (script, args) in enumerate(jobs, start=first):
         name = f"{i}.pt" if rank is None else f"{i}.rank{rank}.pt"
         run_one(script, args, os.path.join(sys.argv[2], name))
 

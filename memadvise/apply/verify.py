@@ -17,7 +17,7 @@ from memadvise.schema.plan import PlanFile
 
 
 def _profile_subprocess(script: Path, args: list[str], settings: dict, cwd: str, timing_steps: int,
-                        timeout: float | None) -> dict:
+                        timeout: float | None, nproc: int = 1) -> dict:
     out_fd, out_path = tempfile.mkstemp(prefix="memadvise-verify-", suffix=".json")
     os.close(out_fd)
     cmd = [sys.executable, "-m", "memadvise", "profile", str(script), "--out", out_path, "--json",
@@ -25,6 +25,8 @@ def _profile_subprocess(script: Path, args: list[str], settings: dict, cwd: str,
            "--timing-steps", str(timing_steps)]
     if timeout:
         cmd += ["--timeout", str(timeout)]
+    if nproc > 1:  # the same world size as the profile
+        cmd += ["--nproc-per-node", str(nproc)]
     cmd += ["--", *args]
     try:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
@@ -34,10 +36,11 @@ def _profile_subprocess(script: Path, args: list[str], settings: dict, cwd: str,
         with open(out_path, encoding="utf-8") as f:
             return json.load(f)["summary"]
     finally:
-        try:
-            os.unlink(out_path)
-        except OSError:
-            pass
+        for leftover in [out_path] + [out_path.replace(".json", f".rank{r}.json") for r in range(nproc)]:
+            try:
+                os.unlink(leftover)
+            except OSError:
+                pass
 
 
 def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, timing_steps: int = 5,
@@ -49,6 +52,7 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
     cwd = plan_file.script.get("cwd") or os.getcwd()
     if not os.path.isdir(cwd):
         cwd = os.getcwd()
+    nproc = int((plan_file.doc.get("distributed") or {}).get("world_size") or 1)
     stem = f".{script.stem}.memadvise-verify-{os.getpid()}"
     original = script.with_name(stem + "-orig.py")
     patched = script.with_name(stem + "-patched.py")
@@ -57,10 +61,10 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
         patched.write_text(prepared.patch.new_source, encoding="utf-8")
         if progress:
             progress("profiling the original script")
-        base = _profile_subprocess(original, args, settings, cwd, timing_steps, timeout)
+        base = _profile_subprocess(original, args, settings, cwd, timing_steps, timeout, nproc)
         if progress:
             progress("profiling the patched script")
-        meas = _profile_subprocess(patched, args, settings, cwd, timing_steps, timeout)
+        meas = _profile_subprocess(patched, args, settings, cwd, timing_steps, timeout, nproc)
     finally:
         for p in (original, patched):
             try:

@@ -183,6 +183,11 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
     elif any(p["predicted"]["peak_phase"] == "optimizer" and p["predicted"]["peak_bytes"] == lowest for p in plans):
         notes.append(f"the lowest plans peak in optimizer.step() ({format_bytes(opt_peak)}): below that, "
                      "recompute cannot help; the optimizer's state and temporaries set the floor")
+    dist = profile.doc.get("distributed") or {}
+    if dist.get("world_size", 1) > 1:
+        peaks = ", ".join(f"rank {r['rank']} {format_bytes(r['peak_bytes'])}" for r in dist.get("ranks", []))
+        notes.append(f"predicted for rank {dist.get('worst_rank', dist.get('rank'))}, the one that peaks highest of "
+                     f"{dist['world_size']} ({peaks}): the rank that would run out of memory first")
     if base.activation_bytes == 0:
         notes.append("the step holds no activations for backward: there is nothing to recompute")
 
@@ -211,6 +216,7 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         "script": dict(profile.script),
         "model": profile.doc.get("model", {}),
         "settings": profile.doc.get("settings", {}),
+        "distributed": profile.doc.get("distributed"),
         "environment": profile.environment,
         "budget": ({"text": budget.text, "bytes": budget_bytes, "metric": budget_metric} if budget is not None else None),
         "baseline": base_doc,

@@ -31,6 +31,7 @@ def profile_summary(profile: Profile) -> dict:
         "peak_unit": s["peak_unit"],
         "steps": [{"index": st["index"], "peak_bytes": st["peak_bytes"], "activation_bytes": st["activation_bytes"]}
                   for st in profile.doc["steps"]],
+        "distributed": profile.doc.get("distributed"),
     }
 
 
@@ -149,6 +150,11 @@ def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
         f"(op {s['peak_op']}{', unit ' + s['peak_unit'] if s.get('peak_unit') else ''}); "
         f"activations {format_bytes(s['activation_bytes'])}; step {s['step_time_s'] * 1000:.1f} ms"
     )
+    dist = profile.doc.get("distributed") or {}
+    if dist.get("world_size", 1) > 1 and dist.get("ranks"):
+        per = ", ".join(f"rank {r['rank']} {format_bytes(r['peak_bytes'])}" for r in dist["ranks"])
+        console.print(f"{dist['world_size']} ranks ({dist.get('backend')}): {per}; this profile is rank "
+                      f"{dist.get('worst_rank', dist.get('rank'))}'s, the highest")
     console.print(_category_table(profile))
     console.print(_units_table(profile, top))
     console.print("timeline ([cyan]forward[/cyan] [magenta]backward[/magenta] [yellow]optimizer[/yellow]):")
