@@ -62,13 +62,18 @@ def _time(blocks, x, mode: str, repeats: int, device: torch.device) -> float:
                                context_fn=functools.partial(create_selective_checkpoint_contexts, _policy))
         h.sum().backward()
 
-    run()
+    return _median_time(run, device, repeats)
+
+
+def _median_time(fn, device: torch.device, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run (CUDA synchronised)."""
+    fn()
     times = []
     for _ in range(repeats):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        run()
+        fn()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t0)
@@ -79,17 +84,7 @@ def probe_roofline(device: torch.device, repeats: int = 5) -> dict:
     """Attainable memory bandwidth (a large copy: bytes read + written per second) and
     matmul rate (FLOP/s) of ``device``, measured here rather than read from a datasheet."""
     def timed(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return _median_time(fn, device, repeats)
 
     out: dict = {}
     try:
@@ -97,13 +92,13 @@ def probe_roofline(device: torch.device, repeats: int = 5) -> dict:
         src = torch.empty(n, dtype=torch.float32, device=device).uniform_()
         dst = torch.empty_like(src)
         out["bandwidth_bytes_per_s"] = 2 * src.numel() * 4 / timed(lambda: dst.copy_(src))
-        del src, dst
+        src = dst = None  # free them before the matmuls
         size = 4096 if device.type == "cuda" else 1024
         for dtype in (torch.float32, torch.bfloat16, torch.float16):
             try:
                 a = torch.randn(size, size, device=device).to(dtype)
                 b = torch.randn(size, size, device=device).to(dtype)
-                rate = 2 * size**3 / timed(lambda: a @ b)
+                rate = 2 * size**3 / timed(lambda a=a, b=b: a @ b)
             except Exception:  # a dtype the device has no matmul for
                 continue
             out[f"matmul_flops_per_s_{str(dtype).replace('torch.', '')}"] = rate
