@@ -84,6 +84,5 @@ def memadvise_tune(model, optimizer, changes):
                 if "fused" in group:
                     group["fused"] = True if change[1] == "fused" else None
         elif kind == "set_to_none":
-            zero_grad = optimizer.zero_grad
-            optimizer.zero_grad = lambda set_to_none=True: zero_grad(set_to_none=True)
+            optimizer.zero_grad = lambda set_to_none=True, zero_grad=optimizer.zero_grad: zero_grad(set_to_none=True)
     return model
