@@ -89,6 +89,16 @@ def _plain(t: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
+# Collectives whose buffers are model state: DDP's gradient buckets (all-reduce), FSDP's
+# gathered (unsharded) parameters (all-gather) and reduce-scattered gradients.
+COLLECTIVES = {
+    "allreduce_": "gradient", "all_reduce": "gradient", "reduce_scatter_": "gradient",
+    "_reduce_scatter_base_": "gradient", "reduce_scatter_tensor": "gradient",
+    "allgather_": "parameter", "_allgather_base_": "parameter", "allgather_into_tensor_coalesced_": "parameter",
+    "all_gather_into_tensor": "parameter",
+}
+
+
 class Recorder(TorchDispatchMode):
     """Records ops, storages, saved tensors and module calls while active.
 
@@ -174,6 +184,7 @@ class Recorder(TorchDispatchMode):
         self.param_sids: set[int] = set()
         self.grad_sids: set[int] = set()
         self.opt_sids: set[int] = set()
+        self.gathered_sids: set[int] = set()
         self.optimizer_phase = False
         self._hooks: list[Any] = []
         self._saved_hooks: Any = None
@@ -541,6 +552,8 @@ class Recorder(TorchDispatchMode):
                             self.mod_inplace_input[self.call_module[call]] = True
         if call >= 0 and name in RNG_OPS:
             self.mod_rng[self.call_module[call]] = True
+        if name in COLLECTIVES or name == "split_with_sizes_copy":
+            self._note_parallel_state(name, args, kwargs, outs)
 
         if in_bwd:
             phase = PHASE_BACKWARD
@@ -564,6 +577,27 @@ class Recorder(TorchDispatchMode):
         if name in self._probe_ops:
             self.probe.note(func, args, kwargs, op_index)
         return op_index
+
+    def _note_parallel_state(self, name: str, args: tuple, kwargs: dict, outs: Any) -> None:
+        """Buffers of collectives are parameters (gathered) or gradients (reduced), and the
+        parameters FSDP2 splits out of a gathered buffer are parameters too."""
+        tensors: list[torch.Tensor] = []
+        for a in list(args) + list(kwargs.values()) + list(outs):
+            if isinstance(a, torch.Tensor):
+                tensors.append(a)
+            elif isinstance(a, (list, tuple)):
+                tensors.extend(x for x in a if isinstance(x, torch.Tensor))
+        sids = [self._sid(t) for t in tensors if t.layout == torch.strided and t.device.type != "meta"]
+        if name == "split_with_sizes_copy":
+            if sids and sids[0] in self.gathered_sids:
+                self.param_sids.update(sids[1:])
+            return
+        kind = COLLECTIVES[name]
+        if kind == "parameter":
+            self.gathered_sids.update(sids)
+            self.param_sids.update(sids)
+        else:
+            self.grad_sids.update(sids)
 
     def _touch(self, t: torch.Tensor, use: int) -> int:
         if type(t) is not torch.Tensor and type(t) is not torch.nn.Parameter:
