@@ -219,7 +219,9 @@ def one(model: str, size: str, *, warmup: int, timed: int) -> list[dict]:
     measured = []
     for name, kind, transform, plan in variants:
         print(f"  {model}/{size}: {name}", file=sys.stderr, flush=True)
-        r = run_variant(script, args, transform, warmup=warmup, timed=timed)
+        # torch.compile compiles forward and backward in the first steps: time after them
+        w = warmup + 3 if name.startswith("torch.compile") else warmup
+        r = run_variant(script, args, transform, warmup=w, timed=timed)
         measured.append((name, kind, plan, r))
     base2 = run_variant(script, args, None, warmup=warmup, timed=timed)
 
