@@ -140,7 +140,7 @@ def memadvise_transform(actions):
     return apply
 
 
-def alternative_transforms(keep: tuple[float, ...]):
+def alternative_transforms(keep: tuple[float, ...], *, skip_slow: bool = False):
     import alternatives as alt
 
     def simple(fn, **kw):
@@ -160,7 +160,7 @@ def alternative_transforms(keep: tuple[float, ...]):
         ("checkpoint every 2nd block", simple(alt.checkpoint_blocks, every=2)),
         ("selective: save matmuls", simple(alt.selective_blocks)),
     ]
-    for f in keep:
+    for f in keep if not skip_slow else ():
         out.append((f"torch.compile budget {f}", simple(alt.compile_with_budget, budget=f)))
     for f in keep:
         out.append((f"sac_milp {int(f * 100)}%", planned(alt.sac_milp_plan, f)))
@@ -169,7 +169,7 @@ def alternative_transforms(keep: tuple[float, ...]):
     return out
 
 
-def one(model: str, size: str, *, warmup: int, timed: int) -> list[dict]:
+def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = False) -> list[dict]:
     from memadvise.collect.api import profile_script
     from memadvise.planning.suggest import suggest
     from memadvise.schema.actions import Action
@@ -211,7 +211,7 @@ def one(model: str, size: str, *, warmup: int, timed: int) -> list[dict]:
             variants.append((f"memadvise front: {plan['strategy']}", "memadvise-front",
                              memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
     try:
-        for name, transform in alternative_transforms(KEEP):
+        for name, transform in alternative_transforms(KEEP, skip_slow=skip_slow):
             variants.append((name, "alternative", transform, None))
     except ImportError as exc:
         rows.append({"variant": "alternatives", "kind": "alternative", "error": f"benchmarks/alternatives.py: {exc}"})
@@ -262,9 +262,9 @@ def one(model: str, size: str, *, warmup: int, timed: int) -> list[dict]:
     return rows
 
 
-def write_outputs(model: str, size: str, rows: list[dict]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{model}-{size}"
+def write_outputs(model: str, size: str, rows: list[dict], results: Path = RESULTS) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    stem = results / f"{model}-{size}"
     stem.with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     keys = sorted({k for r in rows for k in r})
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
@@ -309,23 +309,27 @@ def main() -> None:
     p.add_argument("--one", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--timed", type=int, default=5)
+    p.add_argument("--results", default=str(RESULTS), help="folder for the JSON/CSV/PNG results")
+    p.add_argument("--skip-slow", action="store_true", help="leave out torch.compile (minutes of compiling)")
     args = p.parse_args()
+    results = Path(args.results)
     if args.smoke:
         args.sizes, args.warmup, args.timed = ["smoke"], 1, 2
     if args.one:
         model, size = args.one
-        rows = one(model, size, warmup=args.warmup, timed=args.timed)
-        write_outputs(model, size, rows)
+        rows = one(model, size, warmup=args.warmup, timed=args.timed, skip_slow=args.skip_slow)
+        write_outputs(model, size, rows, results)
         return
     for model in args.models:
         for size in args.sizes:
             print(f"{model} ({size})", file=sys.stderr, flush=True)
             subprocess.run([sys.executable, __file__, "--one", model, size, "--warmup", str(args.warmup),
-                            "--timed", str(args.timed)], check=True)
+                            "--timed", str(args.timed), "--results", str(results)]
+                           + (["--skip-slow"] if args.skip_slow else []), check=True)
     if not args.smoke:
         from report_benchmarks import write_markdown
 
-        write_markdown(RESULTS, ROOT / "BENCHMARKS.md")
+        write_markdown(results, ROOT / "BENCHMARKS.md")
 
 
 if __name__ == "__main__":

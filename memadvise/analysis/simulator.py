@@ -411,13 +411,23 @@ class Simulator:
         hold_free.append(np.full(len(made), r.frame_death))
 
     def _recompute_us(self, c: int, start_op: int, end_op: int, stop: int, cached: np.ndarray | None) -> float:
-        """Time to re-run ops [start_op, stop): their measured op time, scaled like every
-        op of the step so that the step's ops add up to its uninstrumented time."""
+        """Time to re-run ops [start_op, stop) of call ``c``: the call's forward wall time in
+        an uninstrumented step (its ops and its Python, as the profile measured them) times
+        the share of its op time that is recomputed; without that measurement, or when the
+        device's op time is larger (CUDA: the CPU only launches), the ops' measured time
+        scaled to the uninstrumented step."""
         t = self.trace
         durs = t.op_dur_us[start_op:stop]
         if cached is not None:
             durs = durs[~cached[: stop - start_op]]
-        return float(durs.sum()) * self.time_scale
+        op_us = float(durs.sum()) * self.time_scale
+        unit = self.units[int(t.call_unit[c])]
+        plain_ms, calls = unit.get("fwd_plain_ms"), unit.get("fwd_plain_calls")
+        all_us = float(self._cum_dur[end_op] - self._cum_dur[start_op])
+        if plain_ms and calls and all_us > 0:
+            plain_us = plain_ms * 1000.0 / calls * float(durs.sum()) / all_us
+            return max(plain_us, op_us) if t.device_type == "cuda" else plain_us
+        return op_us
 
     def _offload_us(self, r: _Region) -> float:
         t = self.trace

@@ -1,19 +1,22 @@
-"""``memadvise show``: print what a profile recorded."""
+"""``memadvise show``: print what a profile recorded (and draw it: --plot, --trace)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from memadvise.cli.app import app
-from memadvise.cli.common import DEFAULT_DIR, out_console, print_json
+from memadvise.cli.common import DEFAULT_DIR, err_console, out_console, print_json
 
 
 @app.command("show", help="Show a profile: memory at peak by category, top units, timeline, environment.")
 def show_command(
     profile_path: Path = typer.Option(DEFAULT_DIR / "profile.json", "--profile", "-p", help="Profile to read."),
     top: int = typer.Option(12, "--top", help="How many units to list."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the memory timeline as a PNG image (needs matplotlib)."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="Also write the step as a Chrome trace JSON, for Perfetto."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     from memadvise._errors import UsageError
@@ -23,7 +26,33 @@ def show_command(
     if top < 1:
         raise UsageError("--top must be at least 1")
     profile = read_profile(profile_path)
+    written: dict[str, str] = {}
+    if plot is not None or trace is not None:
+        if plot is not None:
+            from memadvise.report.plot import _matplotlib
+
+            _matplotlib()  # before any work: a missing matplotlib is one line, exit 2
+        with err_console().status("show", spinner="dots") as status:
+            if plot is not None:
+                from memadvise.report.plot import timeline_png, write_png
+
+                status.update(f"show: drawing {plot}")
+                written["plot"] = str(write_png(plot, timeline_png(profile)))
+            if trace is not None:
+                from memadvise.report.perfetto import chrome_trace_json
+                from memadvise.schema.io import atomic_write_text
+
+                status.update(f"show: writing {trace}")
+                written["trace"] = str(atomic_write_text(trace, chrome_trace_json(profile)))
     if as_json:
-        print_json(show_document(profile, top=top))
-    else:
-        render_show(out_console(), profile, top=top)
+        doc = show_document(profile, top=top)
+        if written:
+            doc["written"] = written
+        print_json(doc)
+        return
+    console = out_console()
+    render_show(console, profile, top=top)
+    if "plot" in written:
+        console.print(f"timeline plot written to {written['plot']}")
+    if "trace" in written:
+        console.print(f"Chrome trace written to {written['trace']} (open it in ui.perfetto.dev)")

@@ -207,7 +207,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
     best = max(range(len(step_docs)), key=lambda i: (step_docs[i]["peak_bytes"], i))
     mark = steps[best]
     fqn = _fqn_map(root)
-    timing = [w / 1e9 for w in raw.timing_wall_ns]
+    timing = [w / 1e9 for w in raw.timing_wall_ns] or ([raw.plain_step_ns / 1e9] if raw.plain_step_ns else [])
     instrumented = [s["wall_time_s"] for s in step_docs]
     step_time = statistics.median(timing) if timing else statistics.median(
         [max(1e-9, s["wall_time_s"] - s["instrumentation_s"]) for s in step_docs]
@@ -218,8 +218,14 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
     op_total_s = float(arr.op_dur[mark.start_op:mark.end_op].sum()) / 1e9
     time_scale = step_time / op_total_s if op_total_s > 0 else 1.0
     trace, call_map = _trace(rec, arr, cat, mark, train_dev, _state_order(rec, root, raw.optimizer))
+    trace_modules = [rec.modules[m] for m in trace["_modules_used"]]
     trace["time_scale"] = time_scale
     units = _units(rec, arr, cat, mark, fqn, root, call_map, trace)
+    for u, m in zip(units, trace_modules):
+        plain = raw.plain_forward_ns.get(id(m))
+        if plain:
+            u["fwd_plain_ms"] = round(plain[0] / 1e6, 4)
+            u["fwd_plain_calls"] = plain[1]
     rep = step_docs[best]
     root_info = raw.root
     model_doc: dict[str, Any] = {"found": root is not None}

@@ -76,6 +76,8 @@ class RawRun:
     device: torch.device
     optimizer: Any
     optimizer_variable: ScriptVariable | None = None
+    plain_forward_ns: dict = field(default_factory=dict)  # id(module) → (total ns, calls) in one plain step
+    plain_step_ns: int | None = None  # that step's wall time (module hooks on)
     calibration: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -106,6 +108,8 @@ class ProfileSession:
         self.recorder: Recorder | None = None
         self.root: RootModel | None = None
         self.optimizer_variable: ScriptVariable | None = None
+        self.plain_timer: PlainTimer | None = None
+        self.plain_timed_wall_ns: int | None = None
         self.device: torch.device | None = None
         self.timing_wall_ns: list[int] = []
         self._last = 0
@@ -142,7 +146,11 @@ class ProfileSession:
             mark = rec.end_step(wall)
             mark.overhead_ns = rec.overhead_ns - self._step_overhead_start
         elif self.done > self.warmup:
-            self.timing_wall_ns.append(wall)
+            if self.plain_timer is not None and self.plain_timer.active:
+                self.plain_timer.stop()
+                self.plain_timed_wall_ns = wall
+            else:
+                self.timing_wall_ns.append(wall)
         if self.progress is not None:
             self.progress(self.done, self.total)
         if self.done >= self.total:
@@ -150,6 +158,10 @@ class ProfileSession:
                 rec.stop()
             self._finished = True
             raise _StopScript()
+        if self.timing_steps and self.done == self.warmup + self.timing_steps - 1:
+            # the last timing step: module forward times without the recorder
+            self.plain_timer = PlainTimer()
+            self.plain_timer.start()
         if self.done >= self.warmup + self.timing_steps:
             if rec is None:
                 rec = self.recorder = Recorder(self.device, timing=_timing_kind(self.device))
@@ -232,6 +244,8 @@ class ProfileSession:
                 h.remove()
             if self.recorder is not None:
                 self.recorder.stop()
+            if self.plain_timer is not None:
+                self.plain_timer.stop()
             sys.argv, sys.path[:] = saved_argv, saved_path
         if failure is not None:
             raise failure
@@ -260,7 +274,43 @@ class ProfileSession:
             device=self.device,
             optimizer=self.primary_optimizer,
             optimizer_variable=self.optimizer_variable,
+            plain_forward_ns=self.plain_timer.totals if self.plain_timer is not None else {},
+            plain_step_ns=self.plain_timed_wall_ns,
         )
+
+
+class PlainTimer:
+    """Wall time of every module's forward during one uninstrumented step: what re-running
+    it costs (its ops and its Python), for the recompute-time model."""
+
+    def __init__(self) -> None:
+        self.totals: dict[int, tuple[int, int]] = {}
+        self._stack: list[int] = []
+        self._hooks: list[Any] = []
+        self.active = False
+
+    def start(self) -> None:
+        self._hooks = [
+            torch.nn.modules.module.register_module_forward_pre_hook(self._pre),
+            torch.nn.modules.module.register_module_forward_hook(self._post, always_call=True),
+        ]
+        self.active = True
+
+    def stop(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        self.active = False
+
+    def _pre(self, module: Any, args: Any) -> None:
+        self._stack.append(perf_counter_ns())
+
+    def _post(self, module: Any, args: Any, output: Any) -> None:
+        if not self._stack:
+            return
+        elapsed = perf_counter_ns() - self._stack.pop()
+        total, calls = self.totals.get(id(module), (0, 0))
+        self.totals[id(module)] = (total + elapsed, calls + 1)
 
 
 def _raise_timeout(signum: int, frame: Any) -> None:

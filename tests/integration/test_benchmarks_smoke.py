@@ -1,0 +1,36 @@
+"""The benchmarks keep working: each runs at tiny sizes (numbers are not asserted, except
+that memadvise's predictions hold)."""
+
+import json
+import subprocess
+import sys
+
+from helpers import ROOT
+
+BENCH = ROOT / "benchmarks"
+
+
+def test_compare_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "compare.py"), "--smoke", "--models", "mlp", "--skip-slow",
+                           "--results", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((tmp_path / "mlp-smoke.json").read_text())
+    kinds = {r["kind"] for r in rows}
+    assert {"baseline", "memadvise", "alternative", "meta"} <= kinds
+    alternatives = {r["variant"]: r for r in rows if r["kind"] == "alternative"}
+    assert alternatives["checkpoint every block"].get("peak_bytes")
+    for name in ("sac_milp 50%", "ckptplan 50%"):
+        assert "peak_bytes" in alternatives[name] or alternatives[name]["error"]  # ran, or says why not
+    for r in rows:
+        if r.get("kind") == "memadvise" and "peak_error" in r:
+            assert r["peak_error"] <= 0.03, r
+    assert (tmp_path / "mlp-smoke.csv").exists()
+
+
+def test_scale_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "scale.py"), "--out", str(tmp_path / "scale.json")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "scale.json").read_text())
+    assert doc["profile_io"]["ops"] >= 50_000
+    assert doc["solver_2000_units"]["units"] == 2000
