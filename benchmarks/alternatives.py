@@ -345,6 +345,32 @@ class _LogCapture(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+def _save_inplace_groups_at_last_op(keep: list[int], inplace_ops) -> tuple[list[int], int]:
+    """PyTorch's per-module policy saves or recomputes an op together with the in-place ops
+    that write into its output (``inplace_ops``: (op, parent) pairs; CPU dropout is
+    empty_like -> bernoulli_ -> div_, ResNet's ReLU is relu_ on BatchNorm's output). Saving
+    the parent as it says makes SAC cache a tensor that the next op then overwrites, and
+    SAC refuses it in backward ("Tensor cached during selective activation checkpoint has
+    been mutated"). The same storage, at its final value, is saved by caching the group's
+    LAST op instead: keep[last] = 1, the group's other ops recomputed. Same saved bytes;
+    returns the policy and how many groups were changed."""
+    keep = list(keep)
+    groups: dict[int, list[int]] = {}
+    for op, parent in inplace_ops:
+        group = groups.setdefault(parent, [parent])
+        if op != parent:
+            group.append(op)
+    moved = 0
+    for parent, members in groups.items():
+        members = sorted(set(members))
+        if len(members) > 1 and any(keep[i] for i in members):
+            for i in members:
+                keep[i] = 0
+            keep[members[-1]] = 1
+            moved += 1
+    return keep, moved
+
+
 def sac_milp_plan(model: nn.Module, args, kwargs, keep_fraction: float, *,
                   estimate_mode: str | None = None) -> Callable[[nn.Module], None]:
     """PyTorch's own SAC planner (torch.distributed._tools, needs ``pulp``):
@@ -357,7 +383,10 @@ def sac_milp_plan(model: nn.Module, args, kwargs, keep_fraction: float, *,
     3. per chosen module, ``get_optimal_checkpointing_policy_per_module(stats, 1 - discard)``:
        save (1) or recompute (0) for each aten op of the module's forward, in order;
     4. the transform wraps each chosen module in non-reentrant checkpoint with
-       ``create_selective_checkpoint_contexts`` and a policy that walks that op list.
+       ``create_selective_checkpoint_contexts`` and a policy that walks that op list (a
+       mismatch between the op the policy sees and the one planned raises), except that an
+       in-place group it saves is saved at its last op (``_save_inplace_groups_at_last_op``:
+       what it says to save cannot run as said).
 
     Budget translation. ``sac_milp`` takes a peak in GiB, of its own memory model (parameters
     + gradients + activations + activation gradients, no optimizer state). Its baseline is
@@ -450,6 +479,7 @@ def sac_milp_plan(model: nn.Module, args, kwargs, keep_fraction: float, *,
     chosen: dict[str, list[int]] = {}
     ops: dict[str, list[str]] = {}
     discarded = 0.0
+    adjusted = 0
     for fqn, ratio in decisions.items():
         stats = sac.sac_mod_stats[fqn]
         keep = get_optimal_checkpointing_policy_per_module(stats, memory_budget=min(1.0, max(0.0, 1.0 - ratio)))
@@ -461,6 +491,8 @@ def sac_milp_plan(model: nn.Module, args, kwargs, keep_fraction: float, *,
             raise Unavailable(f"sac_milp chose to discard {ratio:.1%} of {fqn}'s activations but "
                               f"get_optimal_checkpointing_policy_per_module finds no op policy for that "
                               f"(pulp: Infeasible){why}")
+        keep, moved = _save_inplace_groups_at_last_op(keep, stats.inplace_ops)
+        adjusted += moved
         chosen[local(fqn)] = keep
         ops[local(fqn)] = list(stats.func_names)
         node = graph.name2node[fqn]
@@ -501,6 +533,7 @@ def sac_milp_plan(model: nn.Module, args, kwargs, keep_fraction: float, *,
         "predicted_activation_bytes": int(base_act - discarded),
         "predicted_recompute_ms": recompute_ms,
         "baseline_compute_ms": round(base_ms, 3),
+        "inplace_groups_saved_at_last_op": adjusted,
         "warnings": log.lines[:6],
         "estimate_s": round(estimated_s, 3),
         "planning_s": round(time.perf_counter() - t0, 3),
