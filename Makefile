@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[test,bench]"
+	$(PIP) install -q -e ".[test]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -23,13 +23,19 @@ demo: venv
 	$(PY) -m memadvise profile sample_models/gpt.py --out $(DEMO_DIR)/profile.json
 	$(PY) -m memadvise show --profile $(DEMO_DIR)/profile.json
 	$(PY) -m memadvise suggest --profile $(DEMO_DIR)/profile.json --out $(DEMO_DIR)/plan.json
-	$(PY) -m memadvise apply --plan $(DEMO_DIR)/plan.json --rank 1 --patch $(DEMO_DIR)/plan.patch --verify
+	$(PY) -m memadvise apply --plan $(DEMO_DIR)/plan.json --rank 1 --patch $(DEMO_DIR)/plan.patch --verify --verify-out $(DEMO_DIR)/verify.json
+	$(PY) -m memadvise report --profile $(DEMO_DIR)/profile.json --plan $(DEMO_DIR)/plan.json --rank 1 --verify $(DEMO_DIR)/verify.json --out $(DEMO_DIR)/report.html
 
 test: venv
 	$(PY) -m pytest -q tests
 
 bench: venv
-	$(PY) benchmarks/run.py
+	$(PIP) install -q -e ".[bench]"
+	$(PY) benchmarks/overhead.py
+	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/report_scale.py
+	$(PY) benchmarks/traffic.py
+	$(PY) benchmarks/compare.py
 
 clean:
 	rm -rf $(VENV) .memadvise .pytest_cache

@@ -67,6 +67,33 @@ def roofline(profile: Profile, trace: Trace | None = None) -> Roofline:
     return Roofline(bw, rate, nbytes, flops, time_s, memory_bound)
 
 
+def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
+    """The traffic model's step time for the recorded step, from its ops alone: each op at
+    its roofline — bytes at the probed bandwidth or FLOPs at the probed rate (matmul, or
+    convolution for convolutions), whichever is slower — plus the probed dispatch cost of
+    an op. No measured op duration enters it; compare with the measured step time to see
+    how far a step is from what its traffic and arithmetic allow."""
+    t = trace or Trace(profile)
+    r = roofline(profile, t)
+    cal = profile.doc.get("calibration") or {}
+    names = np.asarray(t.strings, dtype=object)[t.op_name] if len(t.op_name) else np.asarray([], dtype=object)
+    conv = np.fromiter(("convolution" in n for n in names), dtype=bool, count=len(names))
+    rate = np.full(len(names), r.flops_rate)
+    rate[conv] = float(cal.get("conv_flops_per_s_float32") or r.flops_rate)
+    memory_s = r.bytes / r.bandwidth
+    compute_s = r.flops / rate
+    overhead_us = cal.get("op_overhead_us")
+    overhead_s = (5.0 if overhead_us is None else float(overhead_us)) / 1e6
+    per_op = np.maximum(memory_s, compute_s) + overhead_s
+    return {
+        "step_time_s": float(per_op.sum()),
+        "memory_bound_s": float(memory_s[memory_s >= compute_s].sum()),
+        "compute_bound_s": float(compute_s[compute_s > memory_s].sum()),
+        "dispatch_s": overhead_s * len(per_op),
+        "ops": len(per_op),
+    }
+
+
 def traffic_report(profile: Profile, *, top: int = 10) -> dict:
     """Share of step time in memory-bound ops; the top memory-bound op chains by module."""
     t = Trace(profile)
@@ -119,6 +146,7 @@ def traffic_report(profile: Profile, *, top: int = 10) -> dict:
         "flops": int(r.flops.sum()),
         "chains": ranked,
         "nvml": (profile.doc.get("nvml") or {}).get("overall"),
+        "model_step_time_s": predict_step_time(profile, t)["step_time_s"],
     }
 
 

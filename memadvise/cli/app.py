@@ -38,7 +38,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from memadvise.cli import apply, check, fit, profile, show, suggest  # noqa: F401
+    from memadvise.cli import apply, check, fit, profile, report, show, suggest  # noqa: F401
 
 
 _register()

@@ -21,6 +21,7 @@ def apply_command(
     write: bool = typer.Option(False, "--write", help="Patch the script in place, keeping SCRIPT.orig."),
     verify: bool = typer.Option(False, "--verify", help="Profile the patched script and compare with the prediction."),
     tolerance: str = typer.Option("5%", "--tolerance", help="Largest accepted peak error for --verify."),
+    verify_out: Optional[Path] = typer.Option(None, "--verify-out", help="Also write the verify result as JSON here (for `memadvise report --verify`)."),
     force: bool = typer.Option(False, "--force", help="Apply to a changed script; overwrite an existing backup."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
@@ -30,6 +31,10 @@ def apply_command(
     from memadvise.schema.plan import read_plan, select_plan
     from memadvise.sizes import parse_percent
 
+    from memadvise._errors import UsageError
+
+    if verify_out is not None and not verify:
+        raise UsageError("--verify-out needs --verify")
     tol = parse_percent(tolerance, what="tolerance", allow_zero=True)
     plan_file = read_plan(plan_path)
     plan = None if (traffic and rank is None and strategy is None) else select_plan(plan_file, rank=rank, strategy=strategy)
@@ -48,6 +53,11 @@ def apply_command(
         with console.status("verifying", spinner="dots") as status:
             result = run_verify(plan_file, prepared, tolerance=tol,
                                 progress=lambda msg: status.update(f"verifying: {msg}"))
+    if verify_out is not None and result is not None:
+        from memadvise.schema.io import atomic_write_json
+
+        atomic_write_json(verify_out, apply_document(prepared, written, result), indent=1)
+        written["verify"] = str(verify_out)
     if as_json:
         print_json(apply_document(prepared, written, result))
     else:

@@ -17,6 +17,7 @@ def show_command(
     top: int = typer.Option(12, "--top", help="How many units to list."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the memory timeline as a PNG image (needs matplotlib)."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Also write the step as a Chrome trace JSON, for Perfetto."),
+    traffic: bool = typer.Option(False, "--traffic", help="Show the roofline view instead: memory-bound share, top memory-bound op chains."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
     from memadvise._errors import UsageError
@@ -26,6 +27,17 @@ def show_command(
     if top < 1:
         raise UsageError("--top must be at least 1")
     profile = read_profile(profile_path)
+    if traffic:
+        from memadvise.analysis.traffic import traffic_report
+        from memadvise.report.traffic_report import render_traffic
+
+        doc = traffic_report(profile, top=top)
+        if as_json:
+            print_json(doc)
+        else:
+            render_traffic(out_console(), doc)
+        if plot is None and trace is None:
+            return
     written: dict[str, str] = {}
     if plot is not None or trace is not None:
         if plot is not None:

@@ -102,6 +102,14 @@ def probe_roofline(device: torch.device, repeats: int = 5) -> dict:
             except Exception:  # a dtype the device has no matmul for
                 continue
             out[f"matmul_flops_per_s_{str(dtype).replace('torch.', '')}"] = rate
+        # convolutions reach a different ceiling than matmuls (im2col/winograd kernels)
+        n_img, ch, hw = (64, 128, 56) if device.type == "cuda" else (16, 64, 32)
+        img = torch.randn(n_img, ch, hw, hw, device=device)
+        weight = torch.randn(ch, ch, 3, 3, device=device)
+        conv_flops = 2 * n_img * ch * hw * hw * ch * 9
+        out["conv_flops_per_s_float32"] = conv_flops / timed(
+            lambda: torch.nn.functional.conv2d(img, weight, padding=1))
+        img = weight = None
         tiny = torch.ones(8, device=device)
         out["op_overhead_us"] = timed(lambda: [tiny.add(1) for _ in range(100)]) / 100 * 1e6
     except Exception as exc:

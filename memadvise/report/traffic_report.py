@@ -18,6 +18,12 @@ def render_traffic(console: Console, doc: dict) -> None:
         f"({doc['memory_bound_time_s'] * 1000:.1f} of {doc['step_time_s'] * 1000:.1f} ms), at "
         f"{doc['achieved_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s achieved; {format_bytes(doc['bytes_moved'])} moved per step"
     )
+    model = doc.get("model_step_time_s")
+    if model:
+        console.print(
+            f"traffic model (each op at its roofline + dispatch cost): {model * 1000:.1f} ms per step against "
+            f"{doc['step_time_s'] * 1000:.1f} ms measured ({model / doc['step_time_s'] - 1:+.0%})"
+        )
     nv = doc.get("nvml")
     if nv and "mem_util_pct_mean" in nv:
         extra = f", DRAM bandwidth (GPM) {nv['dram_bw_util_pct_mean']:.0f}%" if "dram_bw_util_pct_mean" in nv else ""

@@ -34,3 +34,11 @@ def test_scale_smoke(tmp_path):
     doc = json.loads((tmp_path / "scale.json").read_text())
     assert doc["profile_io"]["ops"] >= 50_000
     assert doc["solver_2000_units"]["units"] == 2000
+
+
+def test_report_scale_smoke(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "report_scale.py"), "--blocks", "300",
+                           "--out", str(tmp_path / "report_scale.json")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "report_scale.json").read_text())
+    assert doc["ops"] >= 1200 and 0 < doc["report_bytes"] < 10e6

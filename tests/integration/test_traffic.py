@@ -82,3 +82,13 @@ def test_plan_with_unknown_traffic_change_is_refused(ws, tmp_path):
     (tmp_path / "evil.json").write_text(json.dumps(doc))
     r = cli("apply", "--plan", tmp_path / "evil.json", "--traffic", doc["traffic"]["plans"][0]["strategy"])
     assert r.exit_code == 2 and "not one memadvise makes" in r.stderr
+
+
+def test_show_traffic(ws):
+    r = cli("show", "--profile", ws / "profile.json", "--traffic", "--json")
+    assert r.exit_code == 0, r.output
+    doc = json_out(r)
+    assert doc["chains"] and doc["bytes_moved"] > 0 and doc["model_step_time_s"] > 0
+    assert doc["step_time_s"] > 0 and 0 <= doc["memory_bound_share"] <= 1
+    r = cli("show", "--profile", ws / "profile.json", "--traffic")
+    assert r.exit_code == 0 and "memory-bound ops" in r.output and "traffic model" in r.output, r.output

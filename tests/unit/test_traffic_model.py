@@ -1,0 +1,72 @@
+"""The traffic model's step time on a hand-built chain: each op at its roofline plus the
+dispatch cost, computed here from the chain's own bytes and FLOPs."""
+
+import numpy as np
+import pytest
+
+from memadvise.analysis.trace import Trace
+from memadvise.analysis.traffic import VIEW_OPS, predict_step_time, traffic_report
+from memadvise.schema.profile import Profile
+from memadvise.testing.synthetic import chain_profile
+
+BW, MATMUL, CONV, OVERHEAD_US = 10e9, 50e9, 20e9, 3.0
+
+
+def profile_with(*, conv: bool = False, **calibration) -> Profile:
+    """The chain with bytes and FLOPs per op filled in (the synthetic chain has none);
+    ``conv``: its backward matmul renamed to a convolution's."""
+    doc = chain_profile(6, 4096, 1024, device_type="cpu")
+    ops, strings = doc["trace"]["ops"], doc["trace"]["strings"]
+    n = len(ops["name"])
+    ops["in_bytes"] = [4096 * (1 + i % 3) for i in range(n)]
+    ops["out_bytes"] = [1024 * (1 + i % 2) for i in range(n)]
+    ops["flops"] = [10**6 * (1 + i % 4) if strings[k] in ("addmm", "mm") else 0 for i, k in enumerate(ops["name"])]
+    if conv:
+        strings[strings.index("mm")] = "convolution_backward"
+    doc["calibration"].update(calibration)
+    return Profile(doc)
+
+
+def expected(profile: Profile, conv_rate: float) -> float:
+    t = Trace(profile)
+    total = 0.0
+    for i in range(len(t.op_name)):
+        name = t.op_name_str(i)
+        nbytes = 0 if name in VIEW_OPS else int(t.op_in_bytes[i]) + int(t.op_out_bytes[i])
+        rate = conv_rate if "convolution" in name else MATMUL
+        total += max(nbytes / BW, int(t.op_flops[i]) / rate) + OVERHEAD_US / 1e6
+    return total
+
+
+def test_each_op_at_its_roofline_plus_dispatch():
+    p = profile_with(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    got = predict_step_time(p)
+    assert got["step_time_s"] == pytest.approx(expected(p, MATMUL), rel=1e-12)
+    assert got["dispatch_s"] == pytest.approx(OVERHEAD_US / 1e6 * got["ops"])
+    assert got["memory_bound_s"] + got["compute_bound_s"] + got["dispatch_s"] == pytest.approx(got["step_time_s"])
+    # the chain has matmuls (addmm, mm) and pointwise ops: both kinds of bound appear
+    assert got["memory_bound_s"] > 0 and got["compute_bound_s"] > 0
+
+
+def test_convolutions_run_at_the_convolution_rate():
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    p = profile_with(conv=True, conv_flops_per_s_float32=CONV, **cal)
+    assert predict_step_time(p)["step_time_s"] == pytest.approx(expected(p, CONV), rel=1e-12)
+    # without a probed convolution rate, the matmul rate stands in
+    q = profile_with(conv=True, **cal)
+    assert predict_step_time(q)["step_time_s"] == pytest.approx(expected(q, MATMUL), rel=1e-12)
+    assert predict_step_time(p)["step_time_s"] > predict_step_time(q)["step_time_s"]
+
+
+def test_a_faster_device_predicts_a_faster_step():
+    slow = profile_with(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    fast = profile_with(bandwidth_bytes_per_s=2 * BW, matmul_flops_per_s_float32=2 * MATMUL, op_overhead_us=0.0)
+    a, b = predict_step_time(slow)["step_time_s"], predict_step_time(fast)["step_time_s"]
+    assert b == pytest.approx((a - OVERHEAD_US / 1e6 * predict_step_time(slow)["ops"]) / 2)
+
+
+def test_roofline_report_carries_the_model():
+    p = profile_with(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    doc = traffic_report(p)
+    assert doc["model_step_time_s"] == pytest.approx(expected(p, MATMUL))
+    assert np.isfinite(doc["memory_bound_share"])
