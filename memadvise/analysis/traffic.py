@@ -208,10 +208,26 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         rate_low = float(cal.get(f"matmul_flops_per_s_{low}") or 0)
         if rate_low <= 0:
             raise ValueError(f"the device has no measured {low} matmul")
-        matmul = (r.flops > 0) & (t.op_phase != Phase.OPTIMIZER)
-        other = (~matmul) & (r.bytes > 0) & (t.op_phase != Phase.OPTIMIZER)
-        delta += float(r.time_s[matmul].sum()) * (r.flops_rate / rate_low - 1.0)
-        delta -= 0.5 * float(np.minimum(r.time_s[other], r.bandwidth_time_s[other]).sum())
+        ratios = cal.get("autocast_op_ratio") or {}
+        if ratios and cal.get("autocast_dtype") == low:
+            # each forward/backward op replayed with its inputs in the low precision, measured
+            for i, ratio in ratios.items():
+                i = int(i)
+                if i < len(r.time_s) and t.op_phase[i] != Phase.OPTIMIZER:
+                    delta += float(r.time_s[i]) * (float(ratio) - 1.0)
+            notes.append(f"{len(ratios)} ops replayed in {low}, measured")
+            per_matmul = float(cal.get("autocast_matmul_overhead_us") or 0.0) / 1e6
+            if per_matmul > 0:
+                names = np.asarray(t.strings, dtype=object)[t.op_name]
+                n_mm = int(sum(1 for k, n in enumerate(names) if t.op_phase[k] == Phase.FORWARD
+                               and n in ("mm", "addmm", "bmm", "baddbmm", "convolution", "linear")))
+                delta += n_mm * per_matmul
+                notes.append(f"autocast's casts and dispatch: {per_matmul * 1e6:.1f} µs per matmul, measured")
+        else:  # no replay: the roofline's estimate
+            matmul = (r.flops > 0) & (t.op_phase != Phase.OPTIMIZER)
+            other = (~matmul) & (r.bytes > 0) & (t.op_phase != Phase.OPTIMIZER)
+            delta += float(r.time_s[matmul].sum()) * (r.flops_rate / rate_low - 1.0)
+            delta -= 0.5 * float(np.minimum(r.time_s[other], r.bandwidth_time_s[other]).sum())
         param_bytes = int((profile.doc.get("model") or {}).get("param_bytes") or 0)
         delta += 1.5 * param_bytes / r.bandwidth  # weights cast to the low precision each forward
         a = tl.by_category[:, int(Category.ACTIVATION)].astype(np.float64)

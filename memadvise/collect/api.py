@@ -58,6 +58,7 @@ def profile_script(
             from memadvise.collect.probe import time_channels_last
 
             calibration["channels_last_op_ratio"] = time_channels_last(raw.recorder.probe, raw.device)
+            calibration.update(_autocast_ratios(raw))
         doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw), scratch=scratch)
         if calibrate_overheads and raw.optimizer is not None and doc.get("optimizer"):
             from memadvise.collect.optimizer_probe import probe_optimizer
@@ -152,3 +153,21 @@ def profile_varied(script, args: Sequence[str], vary: str, *, env_var: str | Non
                 else:
                     os.environ[env_var] = old
     return out
+
+
+def _autocast_ratios(raw) -> dict:
+    """Per-op time ratios of the step's ops replayed in the precision autocast would use
+    (bfloat16; float16 on CUDA devices before Ampere)."""
+    import torch
+
+    from memadvise.collect.probe import time_autocast
+
+    device = raw.device
+    dtype = torch.bfloat16
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+        dtype = torch.float16
+    try:
+        ratios = time_autocast(raw.recorder.probe, device, dtype)
+    except Exception:  # an estimate: never fail a profile over it
+        return {}
+    return {"autocast_op_ratio": ratios, "autocast_dtype": str(dtype).replace("torch.", "")}

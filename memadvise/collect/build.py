@@ -304,10 +304,11 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
 def _step_local(calibration: dict, mark: Any) -> dict:
     """Per-op calibration keyed by recorder op index → keyed by the trace's op index."""
     out = dict(calibration)
-    ratios = out.pop("channels_last_op_ratio", None)
-    if ratios:
-        out["channels_last_op_ratio"] = {str(i - mark.start_op): round(float(r), 4) for i, r in ratios.items()
-                                         if mark.start_op <= i < mark.end_op}
+    for key in ("channels_last_op_ratio", "autocast_op_ratio"):
+        ratios = out.pop(key, None)
+        if ratios:
+            out[key] = {str(i - mark.start_op): round(float(r), 4) for i, r in ratios.items()
+                        if mark.start_op <= i < mark.end_op}
     return out
 
 

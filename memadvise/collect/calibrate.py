@@ -57,12 +57,21 @@ def _time(blocks, x, mode: str, repeats: int, device: torch.device) -> float:
                 h = b(h)
             elif mode == "checkpoint":
                 h = checkpoint(b, h, use_reentrant=False)
+            elif mode == "autocast":
+                with torch.autocast(device.type, dtype=_low_precision(device)):
+                    h = b(h)
             else:
                 h = checkpoint(b, h, use_reentrant=False,
                                context_fn=functools.partial(create_selective_checkpoint_contexts, _policy))
-        h.sum().backward()
+        h.float().sum().backward()
 
     return _median_time(run, device, repeats)
+
+
+def _low_precision(device: torch.device) -> torch.dtype:
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+        return torch.float16
+    return torch.bfloat16
 
 
 def _median_time(fn, device: torch.device, repeats: int) -> float:
@@ -129,13 +138,22 @@ def calibrate(device: torch.device, repeats: int = 15) -> dict:
             plain = _time(blocks, x, "plain", repeats, device)
             ckpt = _time(blocks, x, "checkpoint", repeats, device)
             sac = _time(blocks, x, "selective", repeats, device)
+            try:
+                amp = _time(blocks, x, "autocast", repeats, device)
+            except Exception:  # no autocast for this device
+                amp = None
     except Exception as exc:  # calibration is an estimate: never fail a profile over it
         return {"error": f"{type(exc).__name__}: {exc}"}
     # the recompute of a tiny block is in `ckpt - plain` too; its op time is negligible
     call_ms = max(0.0, (ckpt - plain) / N_BLOCKS * 1000.0)
     op_us = max(0.0, (sac - ckpt) / (N_BLOCKS * ops_per_block) * 1e6)
+    extra = {}
+    if amp is not None:
+        # per Linear: the weight cast, the autocast dispatch, the casts back in backward
+        extra["autocast_matmul_overhead_us"] = round(max(0.0, (amp - plain) / N_BLOCKS * 1e6), 3)
     return {
         **probe_roofline(device),
+        **extra,
         "checkpoint_call_ms": round(call_ms, 4),
         "selective_op_us": round(op_us, 3),
         "repeats": repeats,

@@ -231,3 +231,84 @@ def time_channels_last(probe: ScratchProbe, device: torch.device, repeats: int =
             for i in probe.ops[key]:
                 out[i] = cl / base
     return out
+
+
+# Ops autocast runs in float32 whatever their inputs (its "fp32 list" on CUDA and CPU, and
+# the reductions/losses it promotes): replayed with float32 inputs, so their time stands.
+_AUTOCAST_FP32 = ("softmax", "log_softmax", "layer_norm", "group_norm", "norm", "nll_loss", "cross_entropy",
+                  "mse_loss", "binary_cross_entropy", "cumsum", "exp", "log", "pow", "sum", "prod", "mean")
+
+
+def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype, repeats: int = 3,
+                  budget_s: float = 20.0) -> dict[int, float]:
+    """Per recorded forward/backward op: time with its floating-point tensor inputs in
+    ``dtype`` (as they arrive under ``torch.autocast``: matmuls and convolutions cast,
+    pointwise ops fed low-precision activations) over time as recorded, measured by
+    replaying each signature both ways. Ops autocast keeps in float32 are left out (ratio
+    1), as is anything that fails in ``dtype``. Stops after ``budget_s`` of replays."""
+    import statistics
+    import time
+
+    def low(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype == torch.float32:
+            return x.to(dtype)
+        if isinstance(x, (list, tuple)):
+            return type(x)(low(v) for v in x)
+        return x
+
+    def timed(func, args, kwargs) -> float:
+        with torch.no_grad():
+            func(*args, **kwargs)
+            times = []
+            for _ in range(repeats):
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                func(*args, **kwargs)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    out: dict[int, float] = {}
+    start = time.perf_counter()
+    # the costliest signatures first (by bytes of their inputs), so a budget cut keeps them
+    keys = sorted(probe.signatures, key=lambda k: -_signature_bytes(probe.signatures[k][1]))
+    for key in keys:
+        if time.perf_counter() - start > budget_s:
+            break
+        func = probe.signatures[key][0]
+        name = getattr(getattr(func, "_overloadpacket", None), "__name__", "")
+        if name.startswith("_foreach") or any(name.lstrip("_").startswith(f) for f in _AUTOCAST_FP32):
+            continue
+        try:
+            f, args, kwargs = probe._replay(key)
+            if not any(isinstance(a, torch.Tensor) and a.dtype == torch.float32 for a in _flat(args)):
+                continue
+            base = timed(f, args, kwargs)
+            lowered = timed(f, low(args), {k: low(v) for k, v in kwargs.items()})
+        except Exception:  # no kernel in the low precision, mixed-dtype arguments: no estimate
+            continue
+        if base > 0:
+            for i in probe.ops[key]:
+                out[i] = lowered / base
+    return out
+
+
+def _flat(x: Any):
+    if isinstance(x, (list, tuple)):
+        for v in x:
+            yield from _flat(v)
+    else:
+        yield x
+
+
+def _signature_bytes(margs: Any) -> int:
+    total = 0
+    for a in _flat(margs):
+        if isinstance(a, _TensorMeta):
+            n = 1
+            for s in a.shape:
+                n *= s
+            total += n * a.dtype.itemsize
+    return total
