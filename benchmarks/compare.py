@@ -197,7 +197,7 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
     front = suggest(profile)
     suggest_s = time.perf_counter() - t0
     seen: set[tuple] = set()
-    base_act, base_peak = front["baseline"]["activation_bytes"], front["baseline"]["peak_bytes"]
+    base_peak = front["baseline"]["peak_bytes"]
     for f in KEEP:
         doc = suggest(profile, budget=Budget(fraction=f, text=f"{int(f * 100)}%"), budget_metric="activation")
         rec = doc["recommendation"]

@@ -138,6 +138,12 @@ def traffic_section(path: Path) -> list[str]:
             else:
                 lines.append(f"{lead} {pl['strategy']} | {_pct(pl.get('predicted_speedup'))} | "
                              f"{pl.get('error') or pl.get('skipped')} | |")
+    runs = path.with_name("traffic-runs.txt")
+    if runs.exists():
+        lines += ["", f"Run to run, on this shared 2-core machine, the measured side moves more than the effects "
+                  f"measured: `{runs.relative_to(path.parents[2]).as_posix()}` holds the output of repeated runs. "
+                  "Verify compares one process of each script; compare a plan's rows across runs before "
+                  "trusting a difference."]
     return lines + [""]
 
 

@@ -189,11 +189,28 @@ def _output_bytes(result: Any) -> int:
     return total
 
 
+def _replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device, repeats: int) -> float:
+    """Median wall time of one call (CUDA synchronised) over ``repeats``, after a warm-up call."""
+    import statistics
+    import time
+
+    with torch.no_grad():
+        func(*args, **kwargs)
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            func(*args, **kwargs)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def time_channels_last(probe: ScratchProbe, device: torch.device, repeats: int = 3) -> dict[int, float]:
     """Per recorded convolution op: time in channels_last memory format over time as
     recorded (contiguous), measured by replaying each signature both ways."""
-    import statistics
-    import time
 
     def to_cl(x: Any) -> Any:
         if isinstance(x, torch.Tensor) and x.dim() == 4:
@@ -203,18 +220,7 @@ def time_channels_last(probe: ScratchProbe, device: torch.device, repeats: int =
         return x
 
     def timed(func, args, kwargs) -> float:
-        with torch.no_grad():
-            func(*args, **kwargs)
-            times = []
-            for _ in range(repeats):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
-                func(*args, **kwargs)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return _replay_time(func, args, kwargs, device, repeats)
 
     out: dict[int, float] = {}
     for key, (func, _margs, _mkwargs) in probe.signatures.items():
@@ -246,7 +252,6 @@ def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype,
     pointwise ops fed low-precision activations) over time as recorded, measured by
     replaying each signature both ways. Ops autocast keeps in float32 are left out (ratio
     1), as is anything that fails in ``dtype``. Stops after ``budget_s`` of replays."""
-    import statistics
     import time
 
     def low(x: Any) -> Any:
@@ -257,18 +262,7 @@ def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype,
         return x
 
     def timed(func, args, kwargs) -> float:
-        with torch.no_grad():
-            func(*args, **kwargs)
-            times = []
-            for _ in range(repeats):
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                t0 = time.perf_counter()
-                func(*args, **kwargs)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return _replay_time(func, args, kwargs, device, repeats)
 
     out: dict[int, float] = {}
     start = time.perf_counter()

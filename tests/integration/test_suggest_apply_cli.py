@@ -3,7 +3,6 @@ accept, in-place writes with backups, refusals, and untrusted plan files."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 

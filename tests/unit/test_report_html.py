@@ -119,7 +119,7 @@ def test_timelines_draw_every_category_and_the_plan_overlay(chain):
     assert expected(c["timeline-base"]) == 4 and expected(c["timeline-pred"]) == 5
     assert f"peak {html.escape('45.0 KiB')}" in c["timeline-base"]  # (N+1)(A+B)+S = 46084 B
     full = chain_peak_formula(N, A, B, S, set(range(N)))
-    assert f"peak 17.0 KiB" in c["timeline-pred"] and full == 17412
+    assert "peak 17.0 KiB" in c["timeline-pred"] and full == 17412
 
 
 def test_timeline_data_is_exact_and_aligned(chain):
