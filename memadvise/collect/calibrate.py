@@ -103,7 +103,10 @@ def probe_roofline(device: torch.device, repeats: int = 5) -> dict:
         out["bandwidth_bytes_per_s"] = 2 * src.numel() * 4 / timed(lambda: dst.copy_(src))
         src = dst = None  # free them before the matmuls
         size = 4096 if device.type == "cuda" else 1024
-        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        # float16 only where autocast would use it (CUDA): CPUs have no fast float16
+        # matmul, and timing one costs seconds
+        dtypes = (torch.float32, torch.bfloat16) + ((torch.float16,) if device.type == "cuda" else ())
+        for dtype in dtypes:
             try:
                 a = torch.randn(size, size, device=device).to(dtype)
                 b = torch.randn(size, size, device=device).to(dtype)

@@ -246,7 +246,7 @@ _AUTOCAST_FP32 = ("softmax", "log_softmax", "layer_norm", "group_norm", "norm", 
 
 
 def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype, repeats: int = 3,
-                  budget_s: float = 20.0) -> dict[int, float]:
+                  budget_s: float = 5.0) -> dict[int, float]:
     """Per recorded forward/backward op: time with its floating-point tensor inputs in
     ``dtype`` (as they arrive under ``torch.autocast``: matmuls and convolutions cast,
     pointwise ops fed low-precision activations) over time as recorded, measured by
