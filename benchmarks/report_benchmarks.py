@@ -133,7 +133,9 @@ def traffic_section(path: Path) -> list[str]:
             lead = head if i == 0 else "| | | | |"
             if "measured_speedup" in pl:
                 ok = "" if pl["same_sign"] and abs(pl["speedup_error_pts"]) <= 10 else " ✗"
-                lines.append(f"{lead} {pl['strategy']} | {_pct(pl['predicted_speedup'])} | {_pct(pl['measured_speedup'])} | "
+                pairs = pl.get("measured_speedup_pairs") or []
+                spread = f" (pairs: {', '.join(_pct(x) for x in pairs)})" if len(pairs) > 1 else ""
+                lines.append(f"{lead} {pl['strategy']} | {_pct(pl['predicted_speedup'])} | {_pct(pl['measured_speedup'])}{spread} | "
                              f"{pl['speedup_error_pts']:+.1f} pts{ok} |")
             else:
                 lines.append(f"{lead} {pl['strategy']} | {_pct(pl.get('predicted_speedup'))} | "

@@ -6,9 +6,10 @@ For each script: `memadvise profile`, then
   convolution rate — plus the probed per-op dispatch cost) against the step time
   measured in the profile's uninstrumented timing steps;
 * `memadvise suggest --allow-precision`, then for every traffic plan it predicts,
-  `memadvise apply --traffic NAME --verify --json`: the plan's predicted speedup against
-  the speedup measured by verify (original and patched script, each profiled in its own
-  process, step time of the uninstrumented timing steps).
+  `memadvise apply --traffic NAME --verify --verify-repeats 3 --json`: the plan's predicted
+  speedup against the speedup measured by verify (original and patched script, each
+  profiled in its own process, alternated 3 times; the median of the per-pair ratios of
+  the uninstrumented timing steps).
 
     python benchmarks/traffic.py [--models mlp gpt resnet many_params] [--skip-compile]
 
@@ -45,7 +46,7 @@ def memadvise(*args: str, check: bool = True) -> dict:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
 
 
-def one(name: str, script: Path, tmp: Path, *, skip_compile: bool) -> dict:
+def one(name: str, script: Path, tmp: Path, *, skip_compile: bool, repeats: int) -> dict:
     from memadvise.analysis.traffic import predict_step_time
     from memadvise.schema.profile import read_profile
 
@@ -66,7 +67,7 @@ def one(name: str, script: Path, tmp: Path, *, skip_compile: bool) -> dict:
         print(f"  {name}: {strategy}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         r = memadvise("apply", "--plan", plan_path, "--traffic", strategy, "--patch", tmp / f"{name}-{strategy}.patch",
-                      "--verify", "--tolerance", "100%", check=False)
+                      "--verify", "--verify-repeats", str(repeats), "--tolerance", "100%", check=False)
         row = {"strategy": strategy, "predicted_speedup": -plan["predicted"]["overhead"],
                "predicted_peak_bytes": plan["predicted"]["peak_bytes"], "verify_s": time.perf_counter() - t0}
         v = r.get("verify")
@@ -79,6 +80,7 @@ def one(name: str, script: Path, tmp: Path, *, skip_compile: bool) -> dict:
                 "measured_peak_bytes": rows["peak_bytes"]["measured"],
                 "baseline_peak_bytes": rows["peak_bytes"]["baseline_measured"],
                 "speedup_error_pts": (rows["overhead"]["measured"] - plan["predicted"]["overhead"]) * 100,
+                "measured_speedup_pairs": [-x for x in rows["overhead"].get("measured_pairs", [])],
             })
             row["same_sign"] = (row["predicted_speedup"] >= 0) == (row["measured_speedup"] >= 0)
         out["plans"].append(row)
@@ -89,13 +91,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", nargs="*", default=list(SCRIPTS))
     p.add_argument("--skip-compile", action="store_true", help="leave out torch.compile (minutes of compiling)")
+    p.add_argument("--repeats", type=int, default=3, help="original/patched pairs per verify (median of the pairs)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "traffic.json"))
     args = p.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             print(name, file=sys.stderr, flush=True)
-            results.append(one(name, SCRIPTS[name], Path(tmp), skip_compile=args.skip_compile))
+            results.append(one(name, SCRIPTS[name], Path(tmp), skip_compile=args.skip_compile, repeats=args.repeats))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     for r in results:
@@ -103,8 +106,9 @@ def main() -> None:
               f"{r['measured_step_s'] * 1000:.1f} ms ({r['baseline_error']:+.1%})")
         for pl in r["plans"]:
             if "measured_speedup" in pl:
+                pairs = ", ".join(f"{x:+.0%}" for x in pl.get("measured_speedup_pairs", []))
                 print(f"  {pl['strategy']}: predicted {pl['predicted_speedup']:+.1%}, measured {pl['measured_speedup']:+.1%} "
-                      f"({pl['speedup_error_pts']:+.1f} pts)")
+                      f"({pl['speedup_error_pts']:+.1f} pts; pairs {pairs})")
             else:
                 print(f"  {pl['strategy']}: {pl.get('error') or pl.get('skipped')}")
 

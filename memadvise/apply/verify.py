@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,8 +45,12 @@ def _profile_subprocess(script: Path, args: list[str], settings: dict, cwd: str,
 
 
 def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, timing_steps: int = 5,
-           timeout: float | None = None, progress: Callable[[str], None] | None = None) -> dict:
-    """Profile the original and the patched script (each in its own process) and compare."""
+           timeout: float | None = None, progress: Callable[[str], None] | None = None, repeats: int = 1) -> dict:
+    """Profile the original and the patched script (each in its own process) and compare.
+
+    ``repeats`` > 1 alternates the two (original, patched, original, ...) and takes the
+    median of the per-pair step-time ratios, so that a machine slowing down or speeding
+    up between two runs does not pass for the plan's effect; memory comes from the first pair."""
     script = prepared.script
     settings = plan_file.doc.get("settings") or {}
     args = list(plan_file.script.get("args", []))
@@ -59,12 +64,17 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
     try:
         original.write_text(prepared.source, encoding="utf-8")
         patched.write_text(prepared.patch.new_source, encoding="utf-8")
-        if progress:
-            progress("profiling the original script")
-        base = _profile_subprocess(original, args, settings, cwd, timing_steps, timeout, nproc)
-        if progress:
-            progress("profiling the patched script")
-        meas = _profile_subprocess(patched, args, settings, cwd, timing_steps, timeout, nproc)
+        pairs = []
+        for k in range(max(1, repeats)):
+            of = f" ({k + 1}/{repeats})" if repeats > 1 else ""
+            if progress:
+                progress(f"profiling the original script{of}")
+            b = _profile_subprocess(original, args, settings, cwd, timing_steps, timeout, nproc)
+            if progress:
+                progress(f"profiling the patched script{of}")
+            m = _profile_subprocess(patched, args, settings, cwd, timing_steps, timeout, nproc)
+            pairs.append((b, m))
+        base, meas = pairs[0]
     finally:
         for p in (original, patched):
             try:
@@ -72,7 +82,8 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
             except OSError:
                 pass
     pred = prepared.plan["predicted"]
-    measured_overhead = meas["step_time_s"] / base["step_time_s"] - 1 if base["step_time_s"] > 0 else 0.0
+    ratios = [m["step_time_s"] / b["step_time_s"] - 1 for b, m in pairs if b["step_time_s"] > 0]
+    measured_overhead = statistics.median(ratios) if ratios else 0.0
 
     def err(p: float, m: float) -> float | None:
         return abs(p - m) / m if m else None
@@ -84,7 +95,7 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
                              "baseline_measured": base["activation_bytes"],
                              "error": err(pred["activation_bytes"], meas["activation_bytes"])},
         "overhead": {"predicted": pred["overhead"], "measured": measured_overhead,
-                     "error": abs(pred["overhead"] - measured_overhead)},
+                     "error": abs(pred["overhead"] - measured_overhead), "measured_pairs": ratios},
     }
     peak_error = rows["peak_bytes"]["error"] or 0.0
     return {

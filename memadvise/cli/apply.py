@@ -21,6 +21,7 @@ def apply_command(
     write: bool = typer.Option(False, "--write", help="Patch the script in place, keeping SCRIPT.orig."),
     verify: bool = typer.Option(False, "--verify", help="Profile the patched script and compare with the prediction."),
     tolerance: str = typer.Option("5%", "--tolerance", help="Largest accepted peak error for --verify."),
+    verify_repeats: int = typer.Option(1, "--verify-repeats", help="Alternate original and patched runs this many times; the overhead is the median of the pairs."),
     verify_out: Optional[Path] = typer.Option(None, "--verify-out", help="Also write the verify result as JSON here (for `memadvise report --verify`)."),
     force: bool = typer.Option(False, "--force", help="Apply to a changed script; overwrite an existing backup."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
@@ -35,6 +36,8 @@ def apply_command(
 
     if verify_out is not None and not verify:
         raise UsageError("--verify-out needs --verify")
+    if verify_repeats < 1:
+        raise UsageError("--verify-repeats must be at least 1")
     tol = parse_percent(tolerance, what="tolerance", allow_zero=True)
     plan_file = read_plan(plan_path)
     plan = None if (traffic and rank is None and strategy is None) else select_plan(plan_file, rank=rank, strategy=strategy)
@@ -51,7 +54,7 @@ def apply_command(
 
         console = err_console()
         with console.status("verifying", spinner="dots") as status:
-            result = run_verify(plan_file, prepared, tolerance=tol,
+            result = run_verify(plan_file, prepared, tolerance=tol, repeats=verify_repeats,
                                 progress=lambda msg: status.update(f"verifying: {msg}"))
     if verify_out is not None and result is not None:
         from memadvise.schema.io import atomic_write_json

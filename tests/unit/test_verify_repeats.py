@@ -1,0 +1,55 @@
+"""`apply --verify --verify-repeats N`: original and patched runs alternate, the overhead
+is the median of the per-pair ratios, memory comes from the first pair."""
+
+from types import SimpleNamespace
+
+import pytest
+
+import memadvise.apply.verify as verify_mod
+
+
+def fake_inputs(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text("print('original')\n")
+    plan = {"rank": 1, "strategy": "full",
+            "predicted": {"peak_bytes": 1000, "activation_bytes": 400, "overhead": 0.25}}
+    prepared = SimpleNamespace(script=script, source=script.read_text(), plan=plan,
+                               patch=SimpleNamespace(new_source="print('patched')\n"))
+    plan_file = SimpleNamespace(doc={"settings": {}}, script={"args": [], "cwd": str(tmp_path)})
+    return plan_file, prepared
+
+
+def test_pairs_alternate_and_the_median_ratio_is_reported(tmp_path, monkeypatch):
+    # the machine slows down run after run: a single pair would say +60% or +0%
+    steps = iter([(1.0, 1.6), (2.0, 2.5), (1.6, 1.6)])
+    calls = []
+
+    def fake_profile(script, args, settings, cwd, timing_steps, timeout, nproc):
+        calls.append(script.name.rsplit("-", 1)[1])
+        if calls[-1] == "orig.py":
+            fake_profile.pair = next(steps)
+            t = fake_profile.pair[0]
+        else:
+            t = fake_profile.pair[1]
+        peak = 1000 + len(calls)  # so "memory of the first pair" is visible
+        return {"step_time_s": t, "peak_bytes": peak, "activation_bytes": 400}
+
+    monkeypatch.setattr(verify_mod, "_profile_subprocess", fake_profile)
+    plan_file, prepared = fake_inputs(tmp_path)
+    result = verify_mod.verify(plan_file, prepared, tolerance=0.05, repeats=3)
+    assert calls == ["orig.py", "patched.py"] * 3
+    over = result["rows"]["overhead"]
+    assert over["measured_pairs"] == pytest.approx([0.6, 0.25, 0.0])
+    assert over["measured"] == pytest.approx(0.25) and over["error"] == pytest.approx(0.0)
+    assert result["rows"]["peak_bytes"]["measured"] == 1002 and result["rows"]["peak_bytes"]["baseline_measured"] == 1001
+    assert not list(tmp_path.glob(".*memadvise-verify*"))  # the temporary scripts are gone
+
+
+def test_one_pair_by_default(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(verify_mod, "_profile_subprocess",
+                        lambda script, *a: calls.append(script) or {"step_time_s": 1.0, "peak_bytes": 1000,
+                                                                    "activation_bytes": 400})
+    plan_file, prepared = fake_inputs(tmp_path)
+    result = verify_mod.verify(plan_file, prepared, tolerance=0.05)
+    assert len(calls) == 2 and result["rows"]["overhead"]["measured"] == 0.0 and result["passed"]
