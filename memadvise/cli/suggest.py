@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from memadvise.cli.app import app
-from memadvise.cli.common import DEFAULT_DIR, out_console, print_json
+from memadvise.cli.common import DEFAULT_DIR, err_console, out_console, print_json
 
 
 @app.command("suggest", help="Predict peak memory and step time of recompute plans, and rank them.")
@@ -32,8 +32,9 @@ def suggest_command(
         raise UsageError("--top must be at least 1")
     parsed = parse_budget(budget) if budget is not None else None
     profile = read_profile(profile_path)
-    doc = suggest(profile, budget=parsed, profile_path=str(profile_path), budget_metric=budget_metric,
-                  allow_precision=allow_precision)
+    with err_console().status("suggest: simulating strategies", spinner="dots"):
+        doc = suggest(profile, budget=parsed, profile_path=str(profile_path), budget_metric=budget_metric,
+                      allow_precision=allow_precision)
     write_plan(doc, out)
     if as_json:
         print_json(doc)
