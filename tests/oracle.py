@@ -162,14 +162,82 @@ def _find_event_start_ns(prof, name: str) -> int | None:
     return min(found) if found else None
 
 
+def _raw_timeline(prof):
+    """The memory timeline without categories, as PyTorch's MemoryProfile.timeline builds
+    it but without its data-flow graph: tensors seen in the op tree and never allocated
+    while profiling are pre-existing; allocations and frees come from the allocator's
+    events. Used when the data-flow graph refuses a step ("version mismatch": FSDP2
+    mutates tensors from gloo's background threads)."""
+    from torch._C._profiler import _EventType
+    from torch.profiler import _memory_profiler as mp_mod
+
+    op_tree = mp_mod.OpTree(prof.profiler.kineto_results)
+    sizes = mp_mod.SizeMap(op_tree)._values
+    out, allocated, live_unknown = [], set(), {}
+    for event in op_tree.dfs():
+        if event.typed[0] != _EventType.Allocation:
+            continue
+        fields = event.typed[1]
+        size, t = fields.alloc_size, event.start_time_ns
+        tkey = mp_mod.TensorKey.from_allocation(fields)
+        key = tkey if tkey is not None else mp_mod.Key(fields.device)
+        if size > 0:
+            if tkey is not None:
+                allocated.add(tkey)
+            else:
+                live_unknown[(fields.ptr, key.device)] = True
+            out.append((t, mp_mod.Action.CREATE, (key, 0), size))
+        else:
+            out.append((t, mp_mod.Action.DESTROY, (key, 0), -size))
+            known = tkey in allocated if tkey is not None else live_unknown.pop((fields.ptr, key.device), False)
+            if not known:
+                out.append((-1, mp_mod.Action.PREEXISTING, (key, 0), -size))
+                if tkey is not None:
+                    allocated.add(tkey)
+    out += [(-1, mp_mod.Action.PREEXISTING, (k, 0), n) for k, n in sizes.items() if k not in allocated]
+    out.sort(key=lambda x: (x[0], x[1].value))
+    return out
+
+
+class _Uncategorised:
+    """Stands in for MemoryProfileTimeline when only category-free figures can be had."""
+
+    def __init__(self, timeline) -> None:
+        self.timeline = timeline
+        self.categories = {}
+
+    def _coalesce_timeline(self, device_str):
+        times, sizes, total = [], [], 0
+        for t, action, _key, nbytes in self.timeline:
+            if action.name in ("PREEXISTING", "CREATE"):
+                total += nbytes
+            elif action.name == "DESTROY":
+                total -= nbytes
+            else:
+                continue
+            us = max(t, 0) // 1000
+            if times and times[-1] == us:
+                sizes[-1] = [0, total]
+            else:
+                times.append(us)
+                sizes.append([0, total])
+        return times, sizes
+
+
 def _analyze(prof, wall_s: float) -> dict:
     import torch
     from torch.profiler import _memory_profiler as mp_mod
 
-    mp = prof._memory_profile()
-    tl = mp_mod.MemoryProfileTimeline(mp)
+    try:
+        tl = mp_mod.MemoryProfileTimeline(prof._memory_profile())
+        categorised = True
+    except AssertionError as exc:
+        if "version mismatch" not in str(exc):
+            raise
+        tl, categorised = _Uncategorised(_raw_timeline(prof)), False
     device = torch.device("cpu")
-    names = ["unknown" if c is None else c.name.lower() for c in mp_mod._CATEGORY_TO_INDEX]
+    names = (["unknown" if c is None else c.name.lower() for c in mp_mod._CATEGORY_TO_INDEX] if categorised
+             else ["uncategorised"])
 
     # Totals over time. sizes[i][0] is an unused slot; category k is at k + 1.
     times, sizes = tl._coalesce_timeline("cpu")
@@ -220,8 +288,8 @@ def _analyze(prof, wall_s: float) -> dict:
                 live.pop(key, None)
         elif action == mp_mod.Action.DESTROY:
             destroyed_after.add(key)
-    act = {k: b for k, (v, b) in live.items()
-           if tl.categories.get(k, v) == mp_mod.Category.ACTIVATION}
+    act = ({k: b for k, (v, b) in live.items() if tl.categories.get(k, v) == mp_mod.Category.ACTIVATION}
+           if categorised else {})
 
     import bisect
 
@@ -241,6 +309,7 @@ def _analyze(prof, wall_s: float) -> dict:
         "activation_freed_in_backward_bytes": sum(
             b for k, b in act.items() if k in destroyed_after),
         "timeline_len": len(tl.timeline),
+        "categorised": categorised,
         "step_wall_s": round(wall_s, 6),
     }
 
