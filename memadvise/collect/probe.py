@@ -54,12 +54,17 @@ class _TensorMeta:
         return base.as_strided(self.shape, self.stride, self.offset)
 
 
-def _meta(value: Any) -> Any:
+def _walk(fn: Any, value: Any) -> Any:
+    """``value`` with ``fn`` applied to every tensor in it, nested lists and tuples included."""
     if isinstance(value, torch.Tensor):
-        return _TensorMeta(value)
+        return fn(value)
     if isinstance(value, (list, tuple)):
-        return type(value)(_meta(v) for v in value)
+        return type(value)(_walk(fn, v) for v in value)
     return value
+
+
+def _meta(value: Any) -> Any:
+    return _walk(_TensorMeta, value)
 
 
 def _key(value: Any) -> Any:
@@ -212,15 +217,8 @@ def time_channels_last(probe: ScratchProbe, device: torch.device, repeats: int =
     """Per recorded convolution op: time in channels_last memory format over time as
     recorded (contiguous), measured by replaying each signature both ways."""
 
-    def to_cl(x: Any) -> Any:
-        if isinstance(x, torch.Tensor) and x.dim() == 4:
-            return x.contiguous(memory_format=torch.channels_last)
-        if isinstance(x, (list, tuple)):
-            return type(x)(to_cl(v) for v in x)
-        return x
-
-    def timed(func, args, kwargs) -> float:
-        return _replay_time(func, args, kwargs, device, repeats)
+    def to_cl(t: torch.Tensor) -> torch.Tensor:
+        return t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
 
     out: dict[int, float] = {}
     for key, (func, _margs, _mkwargs) in probe.signatures.items():
@@ -229,8 +227,8 @@ def time_channels_last(probe: ScratchProbe, device: torch.device, repeats: int =
             continue
         try:
             f, args, kwargs = probe._replay(key)
-            base = timed(f, args, kwargs)
-            cl = timed(f, to_cl(args), {k: to_cl(v) for k, v in kwargs.items()})
+            base = _replay_time(f, args, kwargs, device, repeats)
+            cl = _replay_time(f, *_map_tensors(to_cl, args, kwargs), device, repeats)
         except Exception:  # a signature that does not take channels_last: no estimate
             continue
         if base > 0:
@@ -240,9 +238,18 @@ def time_channels_last(probe: ScratchProbe, device: torch.device, repeats: int =
 
 
 # Ops autocast runs in float32 whatever their inputs (its "fp32 list" on CUDA and CPU, and
-# the reductions/losses it promotes): replayed with float32 inputs, so their time stands.
-_AUTOCAST_FP32 = ("softmax", "log_softmax", "layer_norm", "group_norm", "norm", "nll_loss", "cross_entropy",
-                  "mse_loss", "binary_cross_entropy", "cumsum", "exp", "log", "pow", "sum", "prod", "mean")
+# the reductions/losses it promotes), by aten name; their backward ops run in float32 too.
+# Left at their recorded time (ratio 1).
+_AUTOCAST_FP32 = frozenset({
+    "softmax", "_softmax", "log_softmax", "_log_softmax", "layer_norm", "native_layer_norm", "group_norm",
+    "native_group_norm", "norm", "nll_loss", "nll_loss_forward", "nll_loss2d_forward", "cross_entropy_loss",
+    "mse_loss", "binary_cross_entropy", "cumsum", "exp", "log", "pow", "sum", "prod", "mean",
+})
+
+
+def _runs_in_float32(name: str) -> bool:
+    base = name.removesuffix("_backward").removesuffix("_backward_data")
+    return name.startswith("_foreach") or name in _AUTOCAST_FP32 or base in _AUTOCAST_FP32
 
 
 def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype, repeats: int = 3,
@@ -254,15 +261,8 @@ def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype,
     1), as is anything that fails in ``dtype``. Stops after ``budget_s`` of replays."""
     import time
 
-    def low(x: Any) -> Any:
-        if isinstance(x, torch.Tensor) and x.is_floating_point() and x.dtype == torch.float32:
-            return x.to(dtype)
-        if isinstance(x, (list, tuple)):
-            return type(x)(low(v) for v in x)
-        return x
-
-    def timed(func, args, kwargs) -> float:
-        return _replay_time(func, args, kwargs, device, repeats)
+    def low(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if t.dtype == torch.float32 else t
 
     out: dict[int, float] = {}
     start = time.perf_counter()
@@ -273,20 +273,25 @@ def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype,
             break
         func = probe.signatures[key][0]
         name = getattr(getattr(func, "_overloadpacket", None), "__name__", "")
-        if name.startswith("_foreach") or any(name.lstrip("_").startswith(f) for f in _AUTOCAST_FP32):
+        if _runs_in_float32(name):
             continue
         try:
             f, args, kwargs = probe._replay(key)
             if not any(isinstance(a, torch.Tensor) and a.dtype == torch.float32 for a in _flat(args)):
                 continue
-            base = timed(f, args, kwargs)
-            lowered = timed(f, low(args), {k: low(v) for k, v in kwargs.items()})
+            base = _replay_time(f, args, kwargs, device, repeats)
+            lowered = _replay_time(f, *_map_tensors(low, args, kwargs), device, repeats)
         except Exception:  # no kernel in the low precision, mixed-dtype arguments: no estimate
             continue
         if base > 0:
             for i in probe.ops[key]:
                 out[i] = lowered / base
     return out
+
+
+def _map_tensors(fn: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``args`` and ``kwargs`` with ``fn`` applied to every tensor, nested lists included."""
+    return _walk(fn, args), {k: _walk(fn, v) for k, v in kwargs.items()}
 
 
 def _flat(x: Any):

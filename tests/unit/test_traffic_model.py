@@ -70,3 +70,40 @@ def test_roofline_report_carries_the_model():
     doc = traffic_report(p)
     assert doc["model_step_time_s"] == pytest.approx(expected(p, MATMUL))
     assert np.isfinite(doc["memory_bound_share"])
+
+
+def test_autocast_uses_the_replayed_ratios_and_the_measured_cast_cost():
+    from memadvise.analysis.traffic import predict_traffic
+    from memadvise.schema.categories import Phase
+
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US,
+               matmul_flops_per_s_bfloat16=2 * MATMUL, autocast_dtype="bfloat16", autocast_matmul_overhead_us=7.0)
+    ratios = {str(i): 0.5 + 0.1 * (i % 4) for i in range(len(Trace(profile_with(**cal)).op_name))}
+    p = profile_with(autocast_op_ratio=ratios, **cal)
+    t = Trace(p)
+    time_s = t.op_dur_us * float(p.trace.get("time_scale", 1.0)) / 1e6
+    n_fwd_mm = sum(1 for i in range(len(t.op_name))
+                   if t.op_phase[i] == Phase.FORWARD and t.op_name_str(i) in ("mm", "addmm"))
+    param_bytes = int((p.doc.get("model") or {}).get("param_bytes") or 0)
+    want = sum(time_s[i] * (r - 1) for i, r in ((int(k), v) for k, v in ratios.items())
+               if t.op_phase[i] != Phase.OPTIMIZER) + n_fwd_mm * 7e-6 + 1.5 * param_bytes / BW
+    got = predict_traffic(p, {"autocast": "bfloat16"})
+    assert n_fwd_mm > 0 and got.delta_s == pytest.approx(want, rel=1e-9)
+    assert any("replayed in bfloat16" in n for n in got.notes)
+
+
+def test_the_autocast_probe_replays_matmuls_and_leaves_float32_ops_alone():
+    import torch
+
+    from memadvise.collect.probe import ScratchProbe, time_autocast
+
+    probe = ScratchProbe()
+    a, b = torch.randn(64, 64), torch.randn(64, 64)
+    aten = torch.ops.aten
+    probe.note(aten.mm.default, (a, b), {}, 0)
+    probe.note(aten._softmax.default, (a, -1, False), {}, 1)
+    probe.note(aten._softmax_backward_data.default, (a, a, -1, torch.float32), {}, 2)
+    probe.note(aten.native_layer_norm.default, (a, [64], None, None, 1e-5), {}, 3)
+    probe.note(aten.mm.default, (a, b), {}, 4)  # same signature: measured once, both ops get it
+    ratios = time_autocast(probe, torch.device("cpu"), torch.bfloat16, repeats=1)
+    assert set(ratios) == {0, 4} and ratios[0] == ratios[4] > 0
