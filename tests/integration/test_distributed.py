@@ -52,11 +52,12 @@ def test_each_rank_peak_matches_its_own_measurement(run):
     if run["name"] == "fsdp2":
         # gloo finishes FSDP2's collectives on background threads: whether a buffer is
         # already freed at the peak varies run to run (seen: +9% in one run of five), so
-        # the reference is the lower of two measurements
-        again = measure_distributed(str(run["script"]), ARGS, nproc=2)
-        measured = [min(a, b, key=lambda m: m["peak_bytes"]) for a, b in zip(measured, again)]
+        # the reference is the lowest of three measurements (two were not always enough:
+        # a clean-clone run saw +9.5% on rank 1 in both)
+        runs = [measured] + [measure_distributed(str(run["script"]), ARGS, nproc=2) for _ in range(2)]
+        measured = [min(per_rank, key=lambda m: m["peak_bytes"]) for per_rank in zip(*runs)]
     for rank, m in zip(run["profile"].doc["distributed"]["ranks"], measured):
-        assert abs(rank["peak_bytes"] - m["peak_bytes"]) <= 0.03 * m["peak_bytes"], (rank, m["peak_bytes"])
+        assert abs(rank["peak_bytes"] - m["peak_bytes"]) <= 0.03 * m["peak_bytes"], (rank, m)
         assert abs(rank["activation_bytes"] - m["activation_forward_made_bytes"]) <= 0.03 * m["activation_forward_made_bytes"]
 
 
