@@ -1,17 +1,18 @@
 """Traffic model against measurement, on the sample models and a many-parameter script.
 
-For each script: `memadvise profile`, then
+For each script: `memadvise profile`, ``--runs`` times (separate processes), then
 * the traffic model's step time for the unmodified step (``predict_step_time``: each op
-  at its roofline — bytes at the probed bandwidth, FLOPs at the probed matmul or
-  convolution rate — plus the probed per-op dispatch cost) against the step time
-  measured in the profile's uninstrumented timing steps;
-* `memadvise suggest --allow-precision`, then for every traffic plan it predicts,
-  `memadvise apply --traffic NAME --verify --verify-repeats 3 --json`: the plan's predicted
-  speedup against the speedup measured by verify (original and patched script, each
-  profiled in its own process, alternated 3 times; the median of the per-pair ratios of
-  the uninstrumented timing steps).
+  at its roofline — bytes at the probed bandwidth or its kind's probed rate, FLOPs at
+  the probed rate for a matmul of its size — plus the probed dispatch, autograd-node and
+  module-call costs) against the step time measured in the same profile's uninstrumented
+  timing steps; per run, and median of the predictions against median of the measurements;
+* `memadvise suggest --allow-precision` on the run with the median measured step, then
+  for every traffic plan it predicts, `memadvise apply --traffic NAME --verify
+  --verify-repeats R --json`: the plan's predicted speedup against the speedup measured
+  by verify (original and patched script, each profiled in its own process, alternated R
+  times; the median of the per-pair ratios of the uninstrumented timing steps).
 
-    python benchmarks/traffic.py [--models mlp gpt resnet many_params] [--skip-compile]
+    python benchmarks/traffic.py [--models mlp gpt resnet many_params] [--skip-compile] [--runs 5] [--repeats 5]
 
 Writes benchmarks/results/traffic.json; `report_benchmarks.py` puts the table in BENCHMARKS.md.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,17 +48,28 @@ def memadvise(*args: str, check: bool = True) -> dict:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
 
 
-def one(name: str, script: Path, tmp: Path, *, skip_compile: bool, repeats: int) -> dict:
+def one(name: str, script: Path, tmp: Path, *, skip_compile: bool, repeats: int, runs: int) -> dict:
     from memadvise.analysis.traffic import predict_step_time
     from memadvise.schema.profile import read_profile
 
-    profile_path, plan_path = tmp / f"{name}.profile.json", tmp / f"{name}.plan.json"
-    memadvise("profile", script, "--out", profile_path, "--timing-steps", "5")
-    profile = read_profile(profile_path)
-    model = predict_step_time(profile)
-    measured = profile.summary["step_time_s"]
-    out = {"model": name, "measured_step_s": measured, "predicted_step_s": model["step_time_s"],
-           "baseline_error": model["step_time_s"] / measured - 1, "terms": model, "plans": []}
+    plan_path = tmp / f"{name}.plan.json"
+    base = []
+    for k in range(max(1, runs)):
+        path = tmp / f"{name}-{k}.profile.json"
+        memadvise("profile", script, "--out", path, "--timing-steps", "10")
+        profile = read_profile(path)
+        model = predict_step_time(profile)
+        base.append({"path": path, "measured_step_s": profile.summary["step_time_s"],
+                     "predicted_step_s": model["step_time_s"], "terms": model})
+    measured = statistics.median(b["measured_step_s"] for b in base)
+    predicted = statistics.median(b["predicted_step_s"] for b in base)
+    mid = sorted(base, key=lambda b: b["measured_step_s"])[len(base) // 2]
+    profile_path = mid["path"]
+    out = {"model": name, "measured_step_s": measured, "predicted_step_s": predicted,
+           "baseline_error": predicted / measured - 1, "terms": mid["terms"],
+           "runs": [{"measured_step_s": b["measured_step_s"], "predicted_step_s": b["predicted_step_s"],
+                     "error": b["predicted_step_s"] / b["measured_step_s"] - 1} for b in base],
+           "plans": []}
     doc = memadvise("suggest", "--profile", profile_path, "--out", plan_path, "--allow-precision")
     out["unavailable"] = doc["traffic"]["unavailable"]
     for plan in doc["traffic"]["plans"]:
@@ -91,19 +104,24 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", nargs="*", default=list(SCRIPTS))
     p.add_argument("--skip-compile", action="store_true", help="leave out torch.compile (minutes of compiling)")
-    p.add_argument("--repeats", type=int, default=3, help="original/patched pairs per verify (median of the pairs)")
+    p.add_argument("--repeats", type=int, default=5, help="original/patched pairs per verify (median of the pairs)")
+    p.add_argument("--runs", type=int, default=5, help="baseline profiles per script (median of their predictions "
+                   "against median of their measurements)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "traffic.json"))
     args = p.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             print(name, file=sys.stderr, flush=True)
-            results.append(one(name, SCRIPTS[name], Path(tmp), skip_compile=args.skip_compile, repeats=args.repeats))
+            results.append(one(name, SCRIPTS[name], Path(tmp), skip_compile=args.skip_compile, repeats=args.repeats,
+                               runs=args.runs))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     for r in results:
+        per_run = ", ".join(f"{x['error']:+.0%}" for x in r["runs"])
         print(f"{r['model']}: baseline step predicted {r['predicted_step_s'] * 1000:.1f} ms, measured "
-              f"{r['measured_step_s'] * 1000:.1f} ms ({r['baseline_error']:+.1%})")
+              f"{r['measured_step_s'] * 1000:.1f} ms ({r['baseline_error']:+.1%}; medians of {len(r['runs'])} runs: "
+              f"{per_run})")
         for pl in r["plans"]:
             if "measured_speedup" in pl:
                 pairs = ", ".join(f"{x:+.0%}" for x in pl.get("measured_speedup_pairs", []))

@@ -67,30 +67,75 @@ def roofline(profile: Profile, trace: Trace | None = None) -> Roofline:
     return Roofline(bw, rate, nbytes, flops, time_s, memory_bound)
 
 
+def _matmul_rate(flops: np.ndarray, curve: list, default: float) -> np.ndarray:
+    """FLOP/s of a float32 matmul of ``flops``, interpolated (in log FLOPs) on the probe's
+    square-matmul curve and held flat beyond its ends; ``default`` without a curve."""
+    if not curve:
+        return np.full(len(flops), default)
+    xs = np.log([float(f) for f, _ in curve])
+    ys = np.asarray([float(r) for _, r in curve])
+    return np.interp(np.log(np.maximum(flops, 1.0)), xs, ys)
+
+
+MATMUL_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "linear", "matmul", "addbmm"})
+
+
+def dispatch_cost(names, cal: dict) -> np.ndarray:
+    """Per op, the probed fixed cost of dispatching it (s): views and in-place ops cost
+    less than an op that allocates its output, a matmul more (BLAS setup)."""
+    default = cal.get("op_overhead_us")
+    default = 5.0 if default is None else float(default)
+    by_kind = cal.get("op_overhead_us_by_kind") or {}
+
+    def kind(n: str) -> str | None:
+        if n in VIEW_OPS:
+            return "view"
+        if n in MATMUL_OPS:
+            return "matmul"
+        if n.endswith("_") and not n.endswith("__"):
+            return "inplace"
+        return None
+
+    return np.fromiter((float(by_kind.get(kind(n), default)) for n in names), dtype=np.float64,
+                       count=len(names)) / 1e6
+
+
 def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
     """The traffic model's step time for the recorded step, from its ops alone: each op at
-    its roofline — bytes at the probed bandwidth or FLOPs at the probed rate (matmul, or
-    convolution for convolutions), whichever is slower — plus the probed dispatch cost of
-    an op. No measured op duration enters it; compare with the measured step time to see
-    how far a step is from what its traffic and arithmetic allow."""
+    its roofline plus the probed dispatch cost of an op. An op's memory time is its bytes
+    at the probed copy bandwidth, or at its own kind's probed rate where that is lower
+    (random numbers, erf, normalisations compute per element); its compute time is its
+    FLOPs at the probed float32 rate for a matmul of that size (convolutions: the probed
+    convolution rate). No measured op duration of the step enters it; compare with the
+    measured step time to see how far a step is from what its traffic and arithmetic allow."""
     t = trace or Trace(profile)
     r = roofline(profile, t)
     cal = profile.doc.get("calibration") or {}
     names = np.asarray(t.strings, dtype=object)[t.op_name] if len(t.op_name) else np.asarray([], dtype=object)
     conv = np.fromiter(("convolution" in n for n in names), dtype=bool, count=len(names))
-    rate = np.full(len(names), r.flops_rate)
+    rate = _matmul_rate(r.flops, cal.get("matmul_curve_float32") or [], r.flops_rate)
     rate[conv] = float(cal.get("conv_flops_per_s_float32") or r.flops_rate)
-    memory_s = r.bytes / r.bandwidth
+    kinds = cal.get("op_bytes_per_s") or {}
+    bw = np.fromiter((min(r.bandwidth, float(kinds.get(n) or r.bandwidth)) for n in names), dtype=np.float64,
+                     count=len(names))
+    memory_s = r.bytes / bw
     compute_s = r.flops / rate
-    overhead_us = cal.get("op_overhead_us")
-    overhead_s = (5.0 if overhead_us is None else float(overhead_us)) / 1e6
+    overhead_s = dispatch_cost(names, cal)
+    # backward ops also pay the autograd engine's scheduling, once per node; a node is
+    # taken as one non-view op
+    node_s = float(cal.get("autograd_node_us") or 0.0) / 1e6
+    views = np.fromiter((n in VIEW_OPS for n in names), dtype=bool, count=len(names))
+    overhead_s = overhead_s + np.where((t.op_phase == 1) & ~views, node_s, 0.0)
     per_op = np.maximum(memory_s, compute_s) + overhead_s
+    module_s = float(cal.get("module_call_us") or 0.0) / 1e6 * len(t.call_unit)
     return {
-        "step_time_s": float(per_op.sum()),
+        "step_time_s": float(per_op.sum()) + module_s,
+        "module_calls_s": module_s,
         "memory_bound_s": float(memory_s[memory_s >= compute_s].sum()),
         "compute_bound_s": float(compute_s[compute_s > memory_s].sum()),
-        "dispatch_s": overhead_s * len(per_op),
+        "dispatch_s": float(overhead_s.sum()),
         "ops": len(per_op),
+        "kind_rated_ops": int(sum(1 for n in names if n in kinds and float(kinds[n]) < r.bandwidth)),
     }
 
 

@@ -20,6 +20,8 @@ from torch.utils.checkpoint import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from memadvise.collect.op_rates import probe_op_rates
+
 N_BLOCKS = 16
 WIDTH = 8
 
@@ -89,9 +91,11 @@ def _median_time(fn, device: torch.device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def probe_roofline(device: torch.device, repeats: int = 5) -> dict:
+def probe_roofline(device: torch.device, repeats: int = 7) -> dict:
     """Attainable memory bandwidth (a large copy: bytes read + written per second) and
-    matmul rate (FLOP/s) of ``device``, measured here rather than read from a datasheet."""
+    matmul rate (FLOP/s) of ``device``, measured here rather than read from a datasheet.
+    Each is the median of ``repeats`` runs, so that the figures describe the machine as it
+    is while the step is timed (a busy machine lowers both alike)."""
     def timed(fn) -> float:
         return _median_time(fn, device, repeats)
 
@@ -124,6 +128,31 @@ def probe_roofline(device: torch.device, repeats: int = 5) -> dict:
         img = weight = None
         tiny = torch.ones(8, device=device)
         out["op_overhead_us"] = timed(lambda: [tiny.add(1) for _ in range(100)]) / 100 * 1e6
+        # dispatch differs by kind: a view allocates nothing, an in-place op no output, a
+        # matmul goes through BLAS setup
+        small = torch.ones(8, 8, device=device)
+        out["op_overhead_us_by_kind"] = {
+            "view": timed(lambda: [small.t() for _ in range(100)]) / 100 * 1e6,
+            "inplace": timed(lambda: [tiny.add_(1) for _ in range(100)]) / 100 * 1e6,
+            "matmul": timed(lambda: [small @ small for _ in range(100)]) / 100 * 1e6,
+        }
+        # the autograd engine's cost per backward node, beyond the op the node dispatches
+        leaf = torch.ones(8, device=device, requires_grad=True)
+
+        def chain():
+            y = leaf
+            for _ in range(100):
+                y = y * 1.5
+            return y
+
+        fwd = timed(chain)
+        both = timed(lambda: chain().backward(tiny))
+        out["autograd_node_us"] = max(0.0, (both - 2 * fwd) / 100 * 1e6)
+        # nn.Module.__call__ itself (hook dispatch, forward lookup), paid once per module call
+        ident = torch.nn.Identity()
+        out["module_call_us"] = max(0.0, (timed(lambda: [ident(tiny) for _ in range(100)])
+                                          - timed(lambda: [ident.forward(tiny) for _ in range(100)])) / 100 * 1e6)
+        out.update(probe_op_rates(device, repeats=repeats))
     except Exception as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
     return out

@@ -27,14 +27,24 @@ def profile_with(*, conv: bool = False, **calibration) -> Profile:
     return Profile(doc)
 
 
-def expected(profile: Profile, conv_rate: float) -> float:
+def expected(profile: Profile, conv_rate: float, *, kinds: dict | None = None, matmul_rate=None,
+             dispatch: dict | None = None, node_us: float = 0.0, module_us: float = 0.0, bandwidth: float = BW) -> float:
+    """The model written out op by op: ``kinds`` op name -> bytes/s (used when under the
+    bandwidth); ``matmul_rate(flops)``; ``dispatch`` kind -> µs."""
     t = Trace(profile)
-    total = 0.0
+    dispatch = dispatch or {}
+    total = module_us / 1e6 * len(t.call_unit)
     for i in range(len(t.op_name)):
         name = t.op_name_str(i)
-        nbytes = 0 if name in VIEW_OPS else int(t.op_in_bytes[i]) + int(t.op_out_bytes[i])
-        rate = conv_rate if "convolution" in name else MATMUL
-        total += max(nbytes / BW, int(t.op_flops[i]) / rate) + OVERHEAD_US / 1e6
+        view = name in VIEW_OPS
+        nbytes = 0 if view else int(t.op_in_bytes[i]) + int(t.op_out_bytes[i])
+        bw = min(bandwidth, (kinds or {}).get(name, bandwidth))
+        flops = int(t.op_flops[i])
+        rate = conv_rate if "convolution" in name else (matmul_rate(flops) if matmul_rate else MATMUL)
+        kind = "view" if view else "matmul" if name in ("mm", "addmm") else "inplace" if name.endswith("_") else None
+        total += max(nbytes / bw, flops / rate) + dispatch.get(kind, OVERHEAD_US) / 1e6
+        if t.op_phase[i] == 1 and not view:
+            total += node_us / 1e6
     return total
 
 
@@ -63,6 +73,46 @@ def test_a_faster_device_predicts_a_faster_step():
     fast = profile_with(bandwidth_bytes_per_s=2 * BW, matmul_flops_per_s_float32=2 * MATMUL, op_overhead_us=0.0)
     a, b = predict_step_time(slow)["step_time_s"], predict_step_time(fast)["step_time_s"]
     assert b == pytest.approx((a - OVERHEAD_US / 1e6 * predict_step_time(slow)["ops"]) / 2)
+
+
+def test_ops_of_a_slower_kind_run_at_their_probed_rate():
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    p = profile_with(**cal)
+    names = {Trace(p).op_name_str(i) for i in range(len(Trace(p).op_name))} - VIEW_OPS - {"mm", "addmm"}
+    slow, fast = sorted(names)[:2]
+    kinds = {slow: BW / 7, fast: BW * 3}  # a kind faster than a large copy stays at the copy's bandwidth
+    q = profile_with(op_bytes_per_s=kinds, **cal)
+    got = predict_step_time(q)
+    assert got["step_time_s"] == pytest.approx(expected(q, MATMUL, kinds=kinds), rel=1e-12)
+    assert got["step_time_s"] > predict_step_time(p)["step_time_s"]
+    assert got["kind_rated_ops"] == sum(Trace(q).op_name_str(i) == slow for i in range(len(Trace(q).op_name)))
+
+
+def test_matmuls_run_at_the_rate_of_their_size():
+    curve = [[1e6, 10e9], [1e7, 40e9], [1e8, 80e9]]
+    cal = dict(bandwidth_bytes_per_s=1e15, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    p = profile_with(matmul_curve_float32=curve, **cal)
+
+    def rate(flops):  # log-linear between the probed sizes, flat beyond them
+        return float(np.interp(np.log(max(flops, 1)), np.log([c[0] for c in curve]), [c[1] for c in curve]))
+
+    assert rate(2e6) == pytest.approx(10e9 + 30e9 * np.log(2) / np.log(10))
+    got = predict_step_time(p)["step_time_s"]
+    assert got == pytest.approx(expected(p, MATMUL, matmul_rate=rate, bandwidth=1e15), rel=1e-12)
+    # the synthetic chain's matmuls are 1-4 MFLOP: slower than the large-matmul rate alone
+    assert got > predict_step_time(profile_with(**cal))["step_time_s"]
+
+
+def test_dispatch_by_kind_autograd_nodes_and_module_calls():
+    dispatch = {"view": 0.5, "inplace": 2.0, "matmul": 6.0}
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US,
+               op_overhead_us_by_kind=dispatch, autograd_node_us=1.5, module_call_us=0.75)
+    p = profile_with(**cal)
+    got = predict_step_time(p)
+    assert got["step_time_s"] == pytest.approx(
+        expected(p, MATMUL, dispatch=dispatch, node_us=1.5, module_us=0.75), rel=1e-12)
+    assert got["module_calls_s"] == pytest.approx(0.75e-6 * len(Trace(p).call_unit))
+    assert got["module_calls_s"] > 0
 
 
 def test_roofline_report_carries_the_model():
