@@ -22,7 +22,10 @@ def apply_document(prepared, written: dict, verify: dict | None) -> dict:
 
 
 def render_patch(console: Console, prepared, written: dict) -> None:
-    console.print(Syntax(prepared.patch.diff, "diff", theme="ansi_dark", background_color="default", word_wrap=False))
+    if console.is_terminal:
+        console.print(Syntax(prepared.patch.diff, "diff", theme="ansi_dark", background_color="default", word_wrap=True))
+    else:  # piped or redirected: the diff byte for byte, never cropped to a console width
+        console.file.write(prepared.patch.diff if prepared.patch.diff.endswith("\n") else prepared.patch.diff + "\n")
     plan = prepared.plan
     if "patch" in written:
         console.print(f"plan #{plan['rank']} ({plan['strategy']}) written as a patch to {written['patch']}")

@@ -122,6 +122,15 @@ def test_patch_applies_with_git_and_patch_and_reverts(in_ws):
     assert (in_ws / "train.py").read_text() == patched
 
 
+def test_piped_output_carries_the_whole_diff(in_ws):
+    """`memadvise apply > x.patch` must give a patch: no line cropped to a console's width."""
+    r = cli("apply", "--rank", "1", "--patch", "plan.patch")
+    assert r.exit_code == 0, r.output
+    diff = (in_ws / "plan.patch").read_text()
+    assert max(map(len, diff.splitlines())) > 100  # the generated helper has long lines
+    assert r.output.startswith(diff)
+
+
 def test_patched_script_runs_without_memadvise(in_ws, tmp_path):
     r = cli("apply", "--rank", "1", "--patch", "plan.patch")
     assert r.exit_code == 0
