@@ -29,17 +29,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# script, uninstrumented steps timed per profile, script arguments: enough steps that the
+# timed window is a few tenths of a second even for the millisecond steps
 SCRIPTS = {
-    "mlp": ROOT / "sample_models" / "mlp.py",
-    "gpt": ROOT / "sample_models" / "gpt.py",
-    "resnet": ROOT / "sample_models" / "resnet.py",
-    "many_params": ROOT / "tests" / "scripts" / "many_params.py",
+    "mlp": (ROOT / "sample_models" / "mlp.py", 100, ["--steps", "110"]),
+    "gpt": (ROOT / "sample_models" / "gpt.py", 20, ["--steps", "30"]),
+    "resnet": (ROOT / "sample_models" / "resnet.py", 20, ["--steps", "30"]),
+    "many_params": (ROOT / "tests" / "scripts" / "many_params.py", 40, ["50"]),
 }
 
 
 def memadvise(*args: str, check: bool = True) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "memadvise", *map(str, args), "--json"], capture_output=True,
-                          text=True, cwd=ROOT)
+    args = [str(a) for a in args]
+    cut = args.index("--") if "--" in args else len(args)  # what follows "--" belongs to the script
+    proc = subprocess.run([sys.executable, "-m", "memadvise", *args[:cut], "--json", *args[cut:]],
+                          capture_output=True, text=True, cwd=ROOT)
     if check and proc.returncode != 0:
         raise RuntimeError(f"memadvise {args[0]} failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
     try:
@@ -48,7 +52,8 @@ def memadvise(*args: str, check: bool = True) -> dict:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
 
 
-def one(name: str, script: Path, tmp: Path, *, skip_compile: bool, repeats: int, runs: int) -> dict:
+def one(name: str, script: Path, timing_steps: int, script_args: list[str], tmp: Path, *, skip_compile: bool,
+        repeats: int, runs: int) -> dict:
     from memadvise.analysis.traffic import predict_step_time
     from memadvise.schema.profile import read_profile
 
@@ -56,7 +61,7 @@ def one(name: str, script: Path, tmp: Path, *, skip_compile: bool, repeats: int,
     base = []
     for k in range(max(1, runs)):
         path = tmp / f"{name}-{k}.profile.json"
-        memadvise("profile", script, "--out", path, "--timing-steps", "10")
+        memadvise("profile", script, "--out", path, "--timing-steps", str(timing_steps), "--", *script_args)
         profile = read_profile(path)
         model = predict_step_time(profile)
         base.append({"path": path, "measured_step_s": profile.summary["step_time_s"],
@@ -108,12 +113,17 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=5, help="baseline profiles per script (median of their predictions "
                    "against median of their measurements)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "traffic.json"))
+    p.add_argument("--smoke", action="store_true", help="few steps, one run, one pair: checks the harness, not the model")
     args = p.parse_args()
+    if args.smoke:
+        args.runs, args.repeats, args.skip_compile = 1, 1, True
+        for name, (script, _, _) in SCRIPTS.items():
+            SCRIPTS[name] = (script, 2, ["--steps", "12"] if name != "many_params" else ["12"])
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             print(name, file=sys.stderr, flush=True)
-            results.append(one(name, SCRIPTS[name], Path(tmp), skip_compile=args.skip_compile, repeats=args.repeats,
+            results.append(one(name, *SCRIPTS[name], Path(tmp), skip_compile=args.skip_compile, repeats=args.repeats,
                                runs=args.runs))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")

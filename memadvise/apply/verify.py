@@ -44,15 +44,19 @@ def _profile_subprocess(script: Path, args: list[str], settings: dict, cwd: str,
                 pass
 
 
-def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, timing_steps: int = 5,
+def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, timing_steps: int | None = None,
            timeout: float | None = None, progress: Callable[[str], None] | None = None, repeats: int = 1) -> dict:
     """Profile the original and the patched script (each in its own process) and compare.
 
     ``repeats`` > 1 alternates the two (original, patched, original, ...) and takes the
     median of the per-pair step-time ratios, so that a machine slowing down or speeding
-    up between two runs does not pass for the plan's effect; memory comes from the first pair."""
+    up between two runs does not pass for the plan's effect; memory comes from the first pair.
+    ``timing_steps``: uninstrumented steps timed per run; by default as many as the
+    profile timed, at least 5."""
     script = prepared.script
     settings = plan_file.doc.get("settings") or {}
+    if timing_steps is None:
+        timing_steps = max(5, int(settings.get("timing_steps") or 0))
     args = list(plan_file.script.get("args", []))
     cwd = plan_file.script.get("cwd") or os.getcwd()
     if not os.path.isdir(cwd):

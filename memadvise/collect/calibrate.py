@@ -51,23 +51,55 @@ def _policy(ctx, op, *args, **kwargs):
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 
-def _time(blocks, x, mode: str, repeats: int, device: torch.device) -> float:
-    def run() -> None:
-        h = x
+def _step_fn(blocks, x, mode: str, device: torch.device):
+    """One forward+backward of the tiny blocks, plain or under a checkpoint mode."""
+    def forward(h):
         for b in blocks:
-            if mode == "plain":
+            if mode in ("plain", "autocast"):
                 h = b(h)
             elif mode == "checkpoint":
                 h = checkpoint(b, h, use_reentrant=False)
-            elif mode == "autocast":
-                with torch.autocast(device.type, dtype=_low_precision(device)):
-                    h = b(h)
             else:
                 h = checkpoint(b, h, use_reentrant=False,
                                context_fn=functools.partial(create_selective_checkpoint_contexts, _policy))
+        return h
+
+    def run() -> None:
+        if mode == "autocast":  # one context around the whole forward, as `apply` patches it
+            with torch.autocast(device.type, dtype=_low_precision(device)):
+                h = forward(x)
+        else:
+            h = forward(x)
         h.float().sum().backward()
 
-    return _median_time(run, device, repeats)
+    return run
+
+
+def _interleaved(fns: dict, device: torch.device, repeats: int) -> dict[str, list[float]]:
+    """Wall times of each of ``fns``, run in turn ``repeats`` times after a warm-up round:
+    a difference between two of them is taken within a round, so the machine slowing
+    down or speeding up between rounds does not enter it."""
+    def once(fn) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(once(fn))
+    return times
+
+
+def _median_diff(a: list[float], b: list[float]) -> float:
+    """Median over rounds of ``a - b``."""
+    return statistics.median(x - y for x, y in zip(a, b))
 
 
 def _low_precision(device: torch.device) -> torch.dtype:
@@ -145,13 +177,14 @@ def probe_roofline(device: torch.device, repeats: int = 7) -> dict:
                 y = y * 1.5
             return y
 
-        fwd = timed(chain)
-        both = timed(lambda: chain().backward(tiny))
-        out["autograd_node_us"] = max(0.0, (both - 2 * fwd) / 100 * 1e6)
         # nn.Module.__call__ itself (hook dispatch, forward lookup), paid once per module call
         ident = torch.nn.Identity()
-        out["module_call_us"] = max(0.0, (timed(lambda: [ident(tiny) for _ in range(100)])
-                                          - timed(lambda: [ident.forward(tiny) for _ in range(100)])) / 100 * 1e6)
+        t = _interleaved({"fwd": chain, "both": lambda: chain().backward(tiny),
+                          "call": lambda: [ident(tiny) for _ in range(100)],
+                          "forward": lambda: [ident.forward(tiny) for _ in range(100)]}, device, 2 * repeats + 1)
+        # forward + backward = two forwards' ops (a mul per node each way) + the engine
+        out["autograd_node_us"] = max(0.0, statistics.median(b - 2 * f for b, f in zip(t["both"], t["fwd"])) / 100 * 1e6)
+        out["module_call_us"] = max(0.0, _median_diff(t["call"], t["forward"]) / 100 * 1e6)
         out.update(probe_op_rates(device, repeats=repeats))
     except Exception as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
@@ -159,7 +192,9 @@ def probe_roofline(device: torch.device, repeats: int = 7) -> dict:
 
 
 def calibrate(device: torch.device, repeats: int = 15) -> dict:
-    """``checkpoint_call_ms`` and ``selective_op_us`` on ``device`` (medians of ``repeats``)."""
+    """``checkpoint_call_ms``, ``selective_op_us`` and ``autocast_matmul_overhead_us`` on
+    ``device``: medians over ``repeats`` rounds of the difference between the modes, run in
+    turn within each round; and the roofline probe."""
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             blocks = [_Block().to(device) for _ in range(N_BLOCKS)]
@@ -167,22 +202,21 @@ def calibrate(device: torch.device, repeats: int = 15) -> dict:
             with _CountOps() as counter:
                 blocks[0](x)
             ops_per_block = max(1, counter.n)
-            plain = _time(blocks, x, "plain", repeats, device)
-            ckpt = _time(blocks, x, "checkpoint", repeats, device)
-            sac = _time(blocks, x, "selective", repeats, device)
+            modes = {m: _step_fn(blocks, x, m, device) for m in ("plain", "checkpoint", "selective", "autocast")}
             try:
-                amp = _time(blocks, x, "autocast", repeats, device)
+                modes["autocast"]()
             except Exception:  # no autocast for this device
-                amp = None
+                del modes["autocast"]
+            t = _interleaved(modes, device, repeats)
     except Exception as exc:  # calibration is an estimate: never fail a profile over it
         return {"error": f"{type(exc).__name__}: {exc}"}
     # the recompute of a tiny block is in `ckpt - plain` too; its op time is negligible
-    call_ms = max(0.0, (ckpt - plain) / N_BLOCKS * 1000.0)
-    op_us = max(0.0, (sac - ckpt) / (N_BLOCKS * ops_per_block) * 1e6)
+    call_ms = max(0.0, _median_diff(t["checkpoint"], t["plain"]) / N_BLOCKS * 1000.0)
+    op_us = max(0.0, _median_diff(t["selective"], t["checkpoint"]) / (N_BLOCKS * ops_per_block) * 1e6)
     extra = {}
-    if amp is not None:
+    if "autocast" in t:
         # per Linear: the weight cast, the autocast dispatch, the casts back in backward
-        extra["autocast_matmul_overhead_us"] = round(max(0.0, (amp - plain) / N_BLOCKS * 1e6), 3)
+        extra["autocast_matmul_overhead_us"] = round(max(0.0, _median_diff(t["autocast"], t["plain"]) / N_BLOCKS * 1e6), 3)
     return {
         **probe_roofline(device),
         **extra,

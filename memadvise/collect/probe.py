@@ -195,12 +195,16 @@ def _output_bytes(result: Any) -> int:
 
 
 def _replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device, repeats: int) -> float:
-    """Median wall time of one call (CUDA synchronised) over ``repeats``, after a warm-up call."""
+    """Median wall time of one call (CUDA synchronised) over ``repeats``, after three
+    warm-up calls (oneDNN's reduced-precision matmuls run slower for their first few calls
+    on new tensors: one warm-up call and three timed ones put a bfloat16 matmul 10-40%
+    slower than it runs in a training step)."""
     import statistics
     import time
 
     with torch.no_grad():
-        func(*args, **kwargs)
+        for _ in range(3):
+            func(*args, **kwargs)
         times = []
         for _ in range(repeats):
             if device.type == "cuda":
@@ -252,7 +256,7 @@ def _runs_in_float32(name: str) -> bool:
     return name.startswith("_foreach") or name in _AUTOCAST_FP32 or base in _AUTOCAST_FP32
 
 
-def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype, repeats: int = 3,
+def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype, repeats: int = 15,
                   budget_s: float = 5.0) -> dict[int, float]:
     """Per recorded forward/backward op: time with its floating-point tensor inputs in
     ``dtype`` (as they arrive under ``torch.autocast``: matmuls and convolutions cast,
