@@ -28,6 +28,20 @@ VIEW_OPS = frozenset({
 })
 DEFAULT_FLOPS = 200e9
 
+# Ops autocast runs in float32 whatever their inputs (its "fp32 list" on CUDA and CPU, and
+# the reductions/losses it promotes), by aten name; their backward ops run in float32 too.
+# Left at their recorded time (ratio 1).
+AUTOCAST_FP32 = frozenset({
+    "softmax", "_softmax", "log_softmax", "_log_softmax", "layer_norm", "native_layer_norm", "group_norm",
+    "native_group_norm", "norm", "nll_loss", "nll_loss_forward", "nll_loss2d_forward", "cross_entropy_loss",
+    "mse_loss", "binary_cross_entropy", "cumsum", "exp", "log", "pow", "sum", "prod", "mean",
+})
+
+
+def runs_in_float32(name: str) -> bool:
+    base = name.removesuffix("_backward").removesuffix("_backward_data")
+    return name.startswith("_foreach") or name in AUTOCAST_FP32 or base in AUTOCAST_FP32
+
 
 @dataclass
 class Roofline:
@@ -195,6 +209,34 @@ def traffic_report(profile: Profile, *, top: int = 10) -> dict:
     }
 
 
+def _autocast_pointwise_delta(profile: Profile, t: Trace, r: Roofline, cal: dict, replayed: set[int]) -> tuple[float, int]:
+    """Time change of the forward/backward ops the autocast replay did not cover (the
+    probe replays matmuls and convolutions): each float32 op outside autocast's float32
+    list gets low-precision inputs and outputs, so half its bytes; per element it computes
+    as before. Its measured time scales as the traffic model's time does:
+    ``max(bytes/2 / bandwidth, bytes / kind rate) / (bytes / min(bandwidth, kind rate))``."""
+    from memadvise.schema.categories import Phase
+
+    kinds = cal.get("op_bytes_per_s") or {}
+    strings = t.strings
+    shapes = (profile.trace.get("ops") or {}).get("shape") or []
+    delta, n = 0.0, 0
+    for i in range(len(r.time_s)):
+        if i in replayed or t.op_phase[i] == Phase.OPTIMIZER or r.bytes[i] <= 0 or i >= len(shapes):
+            continue
+        if not str(strings[shapes[i]]).startswith("float32"):
+            continue
+        name = t.op_name_str(i)
+        if name in VIEW_OPS or runs_in_float32(name) or name in MATMUL_OPS or "convolution" in name:
+            continue
+        kind = float(kinds.get(name) or r.bandwidth)
+        before = r.bytes[i] / min(r.bandwidth, kind)
+        after = max(0.5 * r.bytes[i] / r.bandwidth, r.bytes[i] / kind if kind < r.bandwidth else 0.0)
+        delta += float(r.time_s[i]) * (after / before - 1.0)
+        n += 1
+    return delta, n
+
+
 # ---------------------------------------------------------------------------- changes
 @dataclass
 class TrafficPrediction:
@@ -261,6 +303,10 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
                 if i < len(r.time_s) and t.op_phase[i] != Phase.OPTIMIZER:
                     delta += float(r.time_s[i]) * (float(ratio) - 1.0)
             notes.append(f"{len(ratios)} ops replayed in {low}, measured")
+            extra, n_est = _autocast_pointwise_delta(profile, t, r, cal, set(map(int, ratios)))
+            if n_est:
+                delta += extra
+                notes.append(f"{n_est} other ops from the traffic model: half the bytes at their kind's probed rate")
             per_matmul = float(cal.get("autocast_matmul_overhead_us") or 0.0) / 1e6
             if per_matmul > 0:
                 names = np.asarray(t.strings, dtype=object)[t.op_name]

@@ -241,29 +241,17 @@ def time_channels_last(probe: ScratchProbe, device: torch.device, repeats: int =
     return out
 
 
-# Ops autocast runs in float32 whatever their inputs (its "fp32 list" on CUDA and CPU, and
-# the reductions/losses it promotes), by aten name; their backward ops run in float32 too.
-# Left at their recorded time (ratio 1).
-_AUTOCAST_FP32 = frozenset({
-    "softmax", "_softmax", "log_softmax", "_log_softmax", "layer_norm", "native_layer_norm", "group_norm",
-    "native_group_norm", "norm", "nll_loss", "nll_loss_forward", "nll_loss2d_forward", "cross_entropy_loss",
-    "mse_loss", "binary_cross_entropy", "cumsum", "exp", "log", "pow", "sum", "prod", "mean",
-})
-
-
-def _runs_in_float32(name: str) -> bool:
-    base = name.removesuffix("_backward").removesuffix("_backward_data")
-    return name.startswith("_foreach") or name in _AUTOCAST_FP32 or base in _AUTOCAST_FP32
-
-
 def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype, repeats: int = 15,
                   budget_s: float = 5.0) -> dict[int, float]:
-    """Per recorded forward/backward op: time with its floating-point tensor inputs in
+    """Per recorded matmul or convolution (the signatures the scratch probe notes; other
+    ops are estimated from the traffic model): time with its floating-point tensor inputs in
     ``dtype`` (as they arrive under ``torch.autocast``: matmuls and convolutions cast,
     pointwise ops fed low-precision activations) over time as recorded, measured by
     replaying each signature both ways. Ops autocast keeps in float32 are left out (ratio
     1), as is anything that fails in ``dtype``. Stops after ``budget_s`` of replays."""
     import time
+
+    from memadvise.analysis.traffic import runs_in_float32 as _runs_in_float32
 
     def low(t: torch.Tensor) -> torch.Tensor:
         return t.to(dtype) if t.dtype == torch.float32 else t

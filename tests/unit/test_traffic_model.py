@@ -157,3 +157,42 @@ def test_the_autocast_probe_replays_matmuls_and_leaves_float32_ops_alone():
     probe.note(aten.mm.default, (a, b), {}, 4)  # same signature: measured once, both ops get it
     ratios = time_autocast(probe, torch.device("cpu"), torch.bfloat16, repeats=1)
     assert set(ratios) == {0, 4} and ratios[0] == ratios[4] > 0
+
+
+def test_autocast_ops_not_replayed_move_half_the_bytes_at_their_kinds_rate():
+    """Ops the replay skipped: bandwidth-bound ones halve, an op whose kind computes per
+    element (probed rate under the bandwidth) keeps its time as long as that still binds."""
+    from memadvise.analysis.traffic import predict_traffic, runs_in_float32
+    from memadvise.schema.categories import Phase
+
+    base = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US,
+                matmul_flops_per_s_bfloat16=2 * MATMUL, autocast_dtype="bfloat16", autocast_matmul_overhead_us=0.0)
+    t0 = Trace(profile_with(**base))
+    mm = [i for i in range(len(t0.op_name)) if t0.op_name_str(i) in ("mm", "addmm")]
+    others = sorted({t0.op_name_str(i) for i in range(len(t0.op_name))} - VIEW_OPS - {"mm", "addmm"})
+    slow = next(n for n in others if not runs_in_float32(n))
+    kinds = {slow: BW / 4}
+    p = profile_with(autocast_op_ratio={str(i): 1.0 for i in mm}, op_bytes_per_s=kinds, **base)
+    strings, ops = p.trace["strings"], p.trace["ops"]
+    strings += ["float32[64, 1024]", "int64[64]"]
+    # every op float32 but the first, whose output is integer (left alone)
+    ops["shape"] = [len(strings) - 1] + [len(strings) - 2] * (len(ops["name"]) - 1)
+    t = Trace(p)
+    time_s = t.op_dur_us * float(p.trace.get("time_scale", 1.0)) / 1e6
+    shapes = p.trace["ops"]["shape"]
+    want, n = 0.0, 0
+    for i in range(len(t.op_name)):
+        name = t.op_name_str(i)
+        nbytes = int(t.op_in_bytes[i]) + int(t.op_out_bytes[i])
+        if (i in mm or name in VIEW_OPS or runs_in_float32(name) or t.op_phase[i] == Phase.OPTIMIZER
+                or not nbytes or not t.strings[shapes[i]].startswith("float32")):
+            continue
+        n += 1
+        if name == slow:  # per-element bound before and after: unchanged
+            continue
+        want -= 0.5 * time_s[i]
+    param_bytes = int((p.doc.get("model") or {}).get("param_bytes") or 0)
+    got = predict_traffic(p, {"autocast": "bfloat16"})
+    assert n > 0 and any(t.op_name_str(i) == slow for i in range(len(t.op_name)))
+    assert got.delta_s == pytest.approx(want + 1.5 * param_bytes / BW, rel=1e-9)
+    assert any(f"{n} other ops from the traffic model" in note for note in got.notes)
