@@ -145,12 +145,18 @@ def traffic_section(path: Path) -> list[str]:
             else:
                 lines.append(f"{lead} {pl['strategy']} | {_pct(pl.get('predicted_speedup'))} | "
                              f"{pl.get('error') or pl.get('skipped')} | |")
+    data = json.loads(path.read_text())
+    plans = [pl for r in data for pl in r["plans"] if "measured_speedup" in pl]
+    ok = sum(1 for pl in plans if pl["same_sign"] and abs(pl["speedup_error_pts"]) <= 10)
+    base_ok = sum(1 for r in data if abs(r["baseline_error"]) <= 0.15)
+    lines += ["", f"This run: baseline within 15% on {base_ok} of {len(data)} scripts; {ok} of {len(plans)} plans "
+              "of the right sign and within 10 points (✗ marks the others)."]
     runs = path.with_name("traffic-runs.txt")
     if runs.exists():
-        lines += ["", f"Run to run, on this shared 2-core machine, the measured side moves more than the effects "
-                  f"measured: `{runs.relative_to(path.parents[2]).as_posix()}` holds the output of repeated runs. "
-                  "Verify compares one process of each script; compare a plan's rows across runs before "
-                  "trusting a difference."]
+        lines += ["", f"Run to run, on this shared 2-core machine, the measured side moves about as much as the "
+                  f"effects measured (per-run baseline errors and the pairs above): "
+                  f"`{runs.relative_to(path.parents[2]).as_posix()}` holds the output of every run. Compare a "
+                  "plan's rows across runs before trusting a difference."]
     return lines + [""]
 
 
@@ -165,3 +171,8 @@ def report_scale_section(path: Path) -> list[str]:
             f"A {r['ops']:,}-op step with {r['units']:,} units and its `suggest` plans: the report is "
             f"{r['report_bytes'] / 1e6:.2f} MB, written in {r['report_s']:.1f} s; {load}. "
             "Targets: under 10 MB, opens in under 3 s.", ""]
+
+
+if __name__ == "__main__":  # regenerate BENCHMARKS.md from benchmarks/results
+    root = Path(__file__).resolve().parents[1]
+    write_markdown(root / "benchmarks" / "results", root / "BENCHMARKS.md")

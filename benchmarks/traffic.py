@@ -127,6 +127,11 @@ def main() -> None:
                                runs=args.runs))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    if not args.smoke and Path(args.out) == ROOT / "benchmarks" / "results" / "traffic.json":
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from report_benchmarks import write_markdown
+
+        write_markdown(ROOT / "benchmarks" / "results", ROOT / "BENCHMARKS.md")
     for r in results:
         per_run = ", ".join(f"{x['error']:+.0%}" for x in r["runs"])
         print(f"{r['model']}: baseline step predicted {r['predicted_step_s'] * 1000:.1f} ms, measured "

@@ -298,7 +298,22 @@ def _analyze(prof, wall_s: float) -> dict:
     # backward starts, destroyed during the step — what the forward left for backward
     forward_made = sum(b for k, (v, b) in live.items()
                        if k in destroyed_after and t_fwd is not None and created_at.get(k, -1) >= t_fwd)
+    extra = {}
+    if categorised and os.environ.get("MEMADVISE_ORACLE_CROSSCHECK"):
+        # the category-free fallback on the same profile, to check it against PyTorch's
+        # timeline where both work (tests/integration/test_oracle_fallback.py, FSDP2 runs)
+        raw_total = raw_peak = 0
+        for _t, action, (key, _v), nbytes in _raw_timeline(prof):
+            if key.device != device:
+                continue
+            if action in (mp_mod.Action.PREEXISTING, mp_mod.Action.CREATE):
+                raw_total += nbytes
+            elif action == mp_mod.Action.DESTROY:
+                raw_total -= nbytes
+            raw_peak = max(raw_peak, raw_total)
+        extra["fallback_peak_bytes"] = raw_peak
     return {
+        **extra,
         "rank": int(os.environ.get("RANK", "0")),
         "activation_forward_made_bytes": forward_made,
         "total_at_backward_bytes": totals[i_bwd],
