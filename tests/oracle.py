@@ -184,6 +184,11 @@ def _raw_timeline(prof):
         if size > 0:
             if tkey is not None:
                 allocated.add(tkey)
+            elif (fields.ptr, key.device) in live_unknown:
+                # allocated again where a live block is: its free was not seen (freed on
+                # another thread). PyTorch's timeline counts no new bytes for it; nor do we
+                out.append((t, mp_mod.Action.INCREMENT_VERSION, (key, 0), size))
+                continue
             else:
                 live_unknown[(fields.ptr, key.device)] = True
             out.append((t, mp_mod.Action.CREATE, (key, 0), size))
