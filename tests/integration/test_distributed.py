@@ -49,18 +49,25 @@ def test_ranks_are_merged_once(run):
 
 def test_each_rank_peak_matches_its_own_measurement(run):
     measured = measure_distributed(str(run["script"]), ARGS, nproc=2)
-    if run["name"] == "fsdp2":
-        # gloo finishes FSDP2's collectives on background threads: whether a buffer is
-        # already freed at the peak varies run to run (seen: +9% in one run of five), so
-        # the reference is the lowest of three measurements (two were not always enough:
-        # a clean-clone run saw +9.5% on rank 1 in both). Not the oracle's fallback: with
-        # MEMADVISE_ORACLE_CROSSCHECK=1 it equalled PyTorch's timeline to the byte on all 16
-        # rank-steps where both worked, while those steps' own peaks ranged 1.53-1.80 MB)
-        runs = [measured] + [measure_distributed(str(run["script"]), ARGS, nproc=2) for _ in range(2)]
-        measured = [min(per_rank, key=lambda m: m["peak_bytes"]) for per_rank in zip(*runs)]
-    for rank, m in zip(run["profile"].doc["distributed"]["ranks"], measured):
-        assert abs(rank["peak_bytes"] - m["peak_bytes"]) <= 0.03 * m["peak_bytes"], (rank, m)
-        assert abs(rank["activation_bytes"] - m["activation_forward_made_bytes"]) <= 0.03 * m["activation_forward_made_bytes"]
+    if run["name"] == "ddp":  # one deterministic step: each rank's figure within 3%
+        for rank, m in zip(run["profile"].doc["distributed"]["ranks"], measured):
+            assert abs(rank["peak_bytes"] - m["peak_bytes"]) <= 0.03 * m["peak_bytes"], (rank, m)
+            assert abs(rank["activation_bytes"] - m["activation_forward_made_bytes"]) <= \
+                0.03 * m["activation_forward_made_bytes"]
+        return
+    # FSDP2 over gloo: the step's own peak varies run to run, because gloo finishes the
+    # collectives (and drops their buffers) on background threads. Measured with PyTorch's
+    # timeline on 24 rank-steps: 1.53 MB on most, 1.67, 1.80 and 1.93 MB on others (the
+    # oracle's fallback equalled PyTorch's timeline to the byte on every step where both
+    # worked: MEMADVISE_ORACLE_CROSSCHECK=1). So memadvise's figure, itself one run, must
+    # be one the step reaches: within the range of five reference runs (3% slack), and
+    # its activation figure (deterministic) within 3% of the median.
+    runs = [measured] + [measure_distributed(str(run["script"]), ARGS, nproc=2) for _ in range(4)]
+    for rank, per_run in zip(run["profile"].doc["distributed"]["ranks"], zip(*runs)):
+        peaks = sorted(m["peak_bytes"] for m in per_run)
+        assert 0.97 * peaks[0] <= rank["peak_bytes"] <= 1.03 * peaks[-1], (rank["peak_bytes"], peaks)
+        act = sorted(m["activation_forward_made_bytes"] for m in per_run)[len(per_run) // 2]
+        assert abs(rank["activation_bytes"] - act) <= 0.03 * act, (rank["activation_bytes"], act)
 
 
 def test_patched_script_has_the_same_gradients_on_every_rank(run):
