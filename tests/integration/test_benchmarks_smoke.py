@@ -42,3 +42,15 @@ def test_report_scale_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((tmp_path / "report_scale.json").read_text())
     assert doc["ops"] >= 1200 and 0 < doc["report_bytes"] < 10e6
+
+
+def test_traffic_smoke(tmp_path):
+    out = tmp_path / "traffic.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "traffic.py"), "--smoke", "--models", "mlp", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [mlp] = json.loads(out.read_text())
+    assert mlp["predicted_step_s"] > 0 and mlp["measured_step_s"] > 0 and len(mlp["runs"]) == 1
+    measured = [p for p in mlp["plans"] if "measured_speedup" in p]
+    assert measured, mlp["plans"]  # at least one traffic plan was verified end to end
+    assert all(len(p["measured_speedup_pairs"]) == 1 for p in measured)
