@@ -61,6 +61,16 @@ def step() -> None:
         session.boundary(None)
 
 
+def _minor_faults() -> int | None:
+    """Minor page faults of this process so far (fresh pages the kernel had to map and
+    zero), or None where getrusage is not available (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+
+
 @dataclass
 class RawRun:
     """What a finished session hands to the profile builder."""
@@ -78,6 +88,7 @@ class RawRun:
     optimizer_variable: ScriptVariable | None = None
     plain_forward_ns: dict = field(default_factory=dict)  # id(module) → (total ns, calls) in one plain step
     plain_step_ns: int | None = None  # that step's wall time (module hooks on)
+    timing_minor_faults: list[int] = field(default_factory=list)  # per timing step; empty where not measurable
     calibration: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -112,6 +123,8 @@ class ProfileSession:
         self.plain_timed_wall_ns: int | None = None
         self.device: torch.device | None = None
         self.timing_wall_ns: list[int] = []
+        self.timing_minor_faults: list[int] = []
+        self._last_faults = _minor_faults()
         self._last = 0
         self._step_overhead_start = 0
         self._finished = False
@@ -134,6 +147,8 @@ class ProfileSession:
     def boundary(self, optimizer: Any) -> None:
         now = perf_counter_ns()
         wall = now - self._last
+        faults = _minor_faults()
+        step_faults = None if faults is None or self._last_faults is None else faults - self._last_faults
         self.done += 1
         rec = self.recorder
         if self.root is None:
@@ -151,6 +166,8 @@ class ProfileSession:
                 self.plain_timed_wall_ns = wall
             else:
                 self.timing_wall_ns.append(wall)
+            if step_faults is not None:  # module hooks map no pages: the plain-timed step counts too
+                self.timing_minor_faults.append(step_faults)
         if self.progress is not None:
             self.progress(self.done, self.total)
         if self.done >= self.total:
@@ -172,6 +189,7 @@ class ProfileSession:
             rec.begin_step(self.done)
             self._step_overhead_start = rec.overhead_ns
         self._last = perf_counter_ns()
+        self._last_faults = _minor_faults()
 
     # ------------------------------------------------------------------ running
     def run(self) -> RawRun:
@@ -215,6 +233,7 @@ class ProfileSession:
             old_handler = signal.signal(signal.SIGALRM, _raise_timeout)
             signal.setitimer(signal.ITIMER_REAL, float(self.timeout))
         self._last = perf_counter_ns()
+        self._last_faults = _minor_faults()
         failure: BaseException | None = None
         try:
             runpy.run_path(str(script), run_name="__main__")
@@ -276,6 +295,7 @@ class ProfileSession:
             optimizer_variable=self.optimizer_variable,
             plain_forward_ns=self.plain_timer.totals if self.plain_timer is not None else {},
             plain_step_ns=self.plain_timed_wall_ns,
+            timing_minor_faults=self.timing_minor_faults,
         )
 
 

@@ -13,6 +13,7 @@ from memadvise.schema.profile import Profile
 from memadvise.sizes import format_bytes
 
 SPARK = "▁▂▃▄▅▆▇█"
+PAGE_BYTES = 4096  # what one minor fault maps, on the usual Linux page size
 PHASE_MARK = {int(Phase.FORWARD): "F", int(Phase.BACKWARD): "B", int(Phase.OPTIMIZER): "O"}
 
 
@@ -25,6 +26,7 @@ def profile_summary(profile: Profile) -> dict:
         "peak_bytes": s["peak_bytes"],
         "activation_bytes": s["activation_bytes"],
         "step_time_s": s["step_time_s"],
+        "minor_faults_per_step": s.get("minor_faults_per_step"),
         "by_category": s["by_category_at_peak"],
         "peak_phase": s["peak_phase"],
         "peak_op": s["peak_op"],
@@ -150,6 +152,14 @@ def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
         f"(op {s['peak_op']}{', unit ' + s['peak_unit'] if s.get('peak_unit') else ''}); "
         f"activations {format_bytes(s['activation_bytes'])}; step {s['step_time_s'] * 1000:.1f} ms"
     )
+    faults = s.get("minor_faults_per_step")
+    if faults and faults * PAGE_BYTES >= max(2**20, 0.05 * s["peak_bytes"]):  # a MiB and 5% of the peak
+        console.print(
+            f"[yellow]page faults[/yellow]: {faults:,.0f} per step (~{format_bytes(int(faults * PAGE_BYTES))} of fresh "
+            "pages): the allocator returns large blocks to the OS each step and the kernel maps and zeroes them again. "
+            "This time is in the measured step but not in memadvise's predictions; a plan that lowers the peak may "
+            "also remove it. On glibc, MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ (or jemalloc/tcmalloc) may keep "
+            "the blocks.")
     dist = profile.doc.get("distributed") or {}
     if dist.get("world_size", 1) > 1 and dist.get("ranks"):
         per = ", ".join(f"rank {r['rank']} {format_bytes(r['peak_bytes'])}" for r in dist["ranks"])

@@ -249,3 +249,12 @@ def test_verify_reports_predicted_vs_measured(in_ws):
     assert rows["activation_bytes"]["error"] <= 0.03
     assert doc["verify"]["passed"] is True and r.exit_code == 0
     assert not list(in_ws.glob(".train.memadvise-verify-*"))  # temporary scripts removed
+
+
+def test_profile_counts_page_faults_per_timed_step(in_ws):
+    """Minor page faults per uninstrumented step (getrusage), where the OS offers them."""
+    summary = json.loads((in_ws / ".memadvise" / "profile.json").read_text())["summary"]
+    if sys.platform.startswith("linux"):
+        assert isinstance(summary["minor_faults_per_step"], (int, float)) and summary["minor_faults_per_step"] >= 0
+    else:
+        assert "minor_faults_per_step" in summary

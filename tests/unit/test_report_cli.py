@@ -122,3 +122,19 @@ def test_show_plot_without_matplotlib(workdir, monkeypatch):
 def test_show_trace_to_an_unwritable_place(workdir):
     result = cli("show", "--trace", ".memadvise/profile.json/t.json")
     assert result.exit_code == 2 and "cannot" in one_line_error(result.stderr)
+
+
+@pytest.mark.parametrize("faults, shown", [(None, False), (10, False), (200_000, True)])
+def test_show_warns_of_page_faults_only_when_they_weigh(workdir, faults, shown):
+    """A step that faults in fresh pages worth ≥5% of its peak (and ≥1 MiB) gets one warning; the golden
+    profile predates the field (None) and a handful of faults is not worth a line."""
+    path = workdir / ".memadvise" / "profile.json"
+    doc = json.loads(path.read_text())
+    doc["summary"]["minor_faults_per_step"] = faults
+    path.write_text(json.dumps(doc))
+    result = cli("show")
+    assert result.exit_code == 0, result.output
+    assert ("page faults" in result.output) == shown
+    if shown:
+        assert "200,000 per step" in result.output
+    assert json_out(cli("show", "--json"))["minor_faults_per_step"] == faults
