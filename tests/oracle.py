@@ -229,6 +229,22 @@ class _Uncategorised:
         return times, sizes
 
 
+def _peak(timeline, device) -> int:
+    """Highest live total on ``device`` replaying a memory timeline (ns resolution)."""
+    from torch.profiler import _memory_profiler as mp_mod
+
+    live_total = peak = 0
+    for _t, action, (key, _version), nbytes in timeline:
+        if key.device != device:
+            continue
+        if action in (mp_mod.Action.PREEXISTING, mp_mod.Action.CREATE):
+            live_total += nbytes
+        elif action == mp_mod.Action.DESTROY:
+            live_total -= nbytes
+        peak = max(peak, live_total)
+    return peak
+
+
 def _analyze(prof, wall_s: float) -> dict:
     import torch
     from torch.profiler import _memory_profiler as mp_mod
@@ -255,15 +271,7 @@ def _analyze(prof, wall_s: float) -> dict:
     # allocation before any free: two events in the same microsecond (the optimizer's
     # temporaries) can show a transient that never existed. Replay the raw timeline at
     # nanosecond resolution instead.
-    live_total, peak_ns = 0, 0
-    for t, action, (key, version), nbytes in tl.timeline:
-        if key.device != device:
-            continue
-        if action in (mp_mod.Action.PREEXISTING, mp_mod.Action.CREATE):
-            live_total += nbytes
-        elif action == mp_mod.Action.DESTROY:
-            live_total -= nbytes
-        peak_ns = max(peak_ns, live_total)
+    peak_ns = _peak(tl.timeline, device)
 
     # Activations live at the forward/backward boundary: replay the raw timeline
     # (ns, same clock as the op tree) up to the boundary.
@@ -307,16 +315,7 @@ def _analyze(prof, wall_s: float) -> dict:
     if categorised and os.environ.get("MEMADVISE_ORACLE_CROSSCHECK"):
         # the category-free fallback on the same profile, to check it against PyTorch's
         # timeline where both work (tests/integration/test_oracle_fallback.py, FSDP2 runs)
-        raw_total = raw_peak = 0
-        for _t, action, (key, _v), nbytes in _raw_timeline(prof):
-            if key.device != device:
-                continue
-            if action in (mp_mod.Action.PREEXISTING, mp_mod.Action.CREATE):
-                raw_total += nbytes
-            elif action == mp_mod.Action.DESTROY:
-                raw_total -= nbytes
-            raw_peak = max(raw_peak, raw_total)
-        extra["fallback_peak_bytes"] = raw_peak
+        extra["fallback_peak_bytes"] = _peak(_raw_timeline(prof), device)
     return {
         **extra,
         "rank": int(os.environ.get("RANK", "0")),

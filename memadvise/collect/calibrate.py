@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import statistics
-import time
 
 import torch
 from torch.utils.checkpoint import (
@@ -21,6 +20,7 @@ from torch.utils.checkpoint import (
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from memadvise.collect.op_rates import probe_op_rates
+from memadvise.collect.timing import median_time, timed_once
 
 N_BLOCKS = 16
 WIDTH = 8
@@ -79,21 +79,12 @@ def _interleaved(fns: dict, device: torch.device, repeats: int) -> dict[str, lis
     """Wall times of each of ``fns``, run in turn ``repeats`` times after a warm-up round:
     a difference between two of them is taken within a round, so the machine slowing
     down or speeding up between rounds does not enter it."""
-    def once(fn) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0
-
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
-            times[k].append(once(fn))
+            times[k].append(timed_once(fn, device))
     return times
 
 
@@ -108,28 +99,13 @@ def _low_precision(device: torch.device) -> torch.dtype:
     return torch.bfloat16
 
 
-def _median_time(fn, device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up run (CUDA synchronised)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def probe_roofline(device: torch.device, repeats: int = 7) -> dict:
     """Attainable memory bandwidth (a large copy: bytes read + written per second) and
     matmul rate (FLOP/s) of ``device``, measured here rather than read from a datasheet.
     Each is the median of ``repeats`` runs, so that the figures describe the machine as it
     is while the step is timed (a busy machine lowers both alike)."""
     def timed(fn) -> float:
-        return _median_time(fn, device, repeats)
+        return median_time(fn, device, repeats)
 
     out: dict = {}
     try:

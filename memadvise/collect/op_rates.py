@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from memadvise.collect.timing import median_time
+
 
 def _nbytes(tree) -> int:
     return sum(t.numel() * t.element_size() for t in tree_leaves(tree)
@@ -113,17 +115,6 @@ def probe_op_rates(device: torch.device, repeats: int = 5) -> dict:
     for size in sizes:
         a = torch.randn(size, size, device=device)
         bm = torch.randn(size, size, device=device)
-        reps = 5 if size >= 512 else 20
-        a @ bm
-        times = []
-        for _ in range(reps):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            a @ bm
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
         flops = 2 * size**3
-        curve.append([flops, flops / statistics.median(times)])
+        curve.append([flops, flops / median_time(lambda a=a, b=bm: a @ b, device, 5 if size >= 512 else 20)])
     return {"op_bytes_per_s": rates, "matmul_curve_float32": curve}

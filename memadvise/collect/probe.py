@@ -199,22 +199,10 @@ def _replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device, rep
     warm-up calls (oneDNN's reduced-precision matmuls run slower for their first few calls
     on new tensors: one warm-up call and three timed ones put a bfloat16 matmul 10-40%
     slower than it runs in a training step)."""
-    import statistics
-    import time
+    from memadvise.collect.timing import median_time
 
     with torch.no_grad():
-        for _ in range(3):
-            func(*args, **kwargs)
-        times = []
-        for _ in range(repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            func(*args, **kwargs)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        return median_time(lambda: func(*args, **kwargs), device, repeats, warmup=3)
 
 
 def time_channels_last(probe: ScratchProbe, device: torch.device, repeats: int = 3) -> dict[int, float]:
