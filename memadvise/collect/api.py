@@ -158,16 +158,12 @@ def profile_varied(script, args: Sequence[str], vary: str, *, env_var: str | Non
 def _autocast_ratios(raw) -> dict:
     """Per-op time ratios of the step's ops replayed in the precision autocast would use
     (bfloat16; float16 on CUDA devices before Ampere)."""
-    import torch
-
+    from memadvise.collect.calibrate import low_precision
     from memadvise.collect.probe import time_autocast
 
-    device = raw.device
-    dtype = torch.bfloat16
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
-        dtype = torch.float16
+    dtype = low_precision(raw.device)
     try:
-        ratios = time_autocast(raw.recorder.probe, device, dtype)
+        ratios = time_autocast(raw.recorder.probe, raw.device, dtype)
     except Exception:  # an estimate: never fail a profile over it
         return {}
     return {"autocast_op_ratio": ratios, "autocast_dtype": str(dtype).replace("torch.", "")}

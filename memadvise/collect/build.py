@@ -285,7 +285,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
             # fresh pages mapped per uninstrumented step (median; None where not measurable):
             # on CPU, large blocks the allocator returns every step fault in again
             "minor_faults_per_step": (statistics.median(raw.timing_minor_faults)
-                                      if getattr(raw, "timing_minor_faults", None) else None),
+                                      if raw.timing_minor_faults else None),
             "instrumented_step_times_s": instrumented,
             "by_category_at_peak": rep["by_category_at_peak"],
             "peak_phase": rep["peak_phase"],

@@ -66,7 +66,7 @@ def _step_fn(blocks, x, mode: str, device: torch.device):
 
     def run() -> None:
         if mode == "autocast":  # one context around the whole forward, as `apply` patches it
-            with torch.autocast(device.type, dtype=_low_precision(device)):
+            with torch.autocast(device.type, dtype=low_precision(device)):
                 h = forward(x)
         else:
             h = forward(x)
@@ -93,7 +93,8 @@ def _median_diff(a: list[float], b: list[float]) -> float:
     return statistics.median(x - y for x, y in zip(a, b))
 
 
-def _low_precision(device: torch.device) -> torch.dtype:
+def low_precision(device: torch.device) -> torch.dtype:
+    """The precision autocast would use on ``device``: bfloat16, float16 before Ampere."""
     if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
         return torch.float16
     return torch.bfloat16
