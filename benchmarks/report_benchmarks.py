@@ -116,13 +116,14 @@ def traffic_section(path: Path) -> list[str]:
     if not path.exists():
         return []
     lines = ["## Traffic model (`benchmarks/traffic.py`)", "",
-             "Baseline: the traffic model's step time (each op at its roofline — bytes at the probed",
-             "bandwidth or at its own kind's probed rate where lower, FLOPs at the probed rate for a",
-             "matmul of its size or the convolution rate — plus the probed dispatch cost of its kind,",
-             "the autograd engine's cost per backward node and nn.Module's per call; no measured op",
-             "time of the step enters it) against the measured step: median of the predictions",
-             "against median of the measurements over independent profiles (per-run errors in",
-             "brackets). Plans: speedup",
+             "Baseline: the traffic model's step time (matmuls and convolutions as their own",
+             "signatures replayed alone after the run; every other op at its roofline — bytes at the",
+             "probed bandwidth or at its own kind's probed rate where lower — plus the probed dispatch",
+             "cost of its kind; the optimizer's step as measured on copies of its parameters and state;",
+             "autograd's cost per node, recorded and run, and nn.Module's per call; no measured op time",
+             "of the step enters it) against the measured step: median of the predictions against",
+             "median of the measurements over independent profiles (per-run errors in brackets; then the",
+             "same sum with every op at its roofline, median). Plans: speedup",
              "predicted by `suggest` against the speedup `apply --traffic NAME --verify` measured",
              "(original and patched script each profiled in its own process). Targets: baseline within",
              "15%; each plan's speedup of the right sign and within 10 points.", "",
@@ -130,8 +131,10 @@ def traffic_section(path: Path) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for r in json.loads(path.read_text()):
         per_run = ", ".join(_pct(x["error"]) for x in r.get("runs", []))
+        roof = (f"; all at roofline {_pct(r['roofline_step_s'] / r['measured_step_s'] - 1)}"
+                if r.get("roofline_step_s") else "")
         head = (f"| {r['model']} | {r['measured_step_s'] * 1000:.1f} ms | {r['predicted_step_s'] * 1000:.1f} ms | "
-                f"{_pct(r['baseline_error'])}" + (f" ({per_run})" if len(r.get("runs", [])) > 1 else "") + " |")
+                f"{_pct(r['baseline_error'])}" + (f" ({per_run})" if len(r.get("runs", [])) > 1 else "") + roof + " |")
         if not r["plans"]:
             lines.append(head + " (none) | | | |")
         for i, pl in enumerate(r["plans"]):

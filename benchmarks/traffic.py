@@ -1,11 +1,13 @@
 """Traffic model against measurement, on the sample models and a many-parameter script.
 
 For each script: `memadvise profile`, ``--runs`` times (separate processes), then
-* the traffic model's step time for the unmodified step (``predict_step_time``: each op
-  at its roofline — bytes at the probed bandwidth or its kind's probed rate, FLOPs at
-  the probed rate for a matmul of its size — plus the probed dispatch, autograd-node and
-  module-call costs) against the step time measured in the same profile's uninstrumented
-  timing steps; per run, and median of the predictions against median of the measurements;
+* the traffic model's step time for the unmodified step (``predict_step_time``: matmuls
+  and convolutions as their own signatures replayed alone, every other op at its roofline
+  — bytes at the probed bandwidth or its kind's probed rate — plus the probed dispatch
+  cost, the optimizer's step as measured on copies, autograd's per-node and nn.Module's
+  per-call costs) against the step time measured in the same profile's uninstrumented
+  timing steps; per run, and median of the predictions against median of the
+  measurements; also the same sum with every op at its roofline (``roofline_step_time_s``);
 * `memadvise suggest --allow-precision` on the run with the median measured step, then
   for every traffic plan it predicts, `memadvise apply --traffic NAME --verify
   --verify-repeats R --json`: the plan's predicted speedup against the speedup measured
@@ -65,15 +67,18 @@ def one(name: str, script: Path, timing_steps: int, script_args: list[str], tmp:
         profile = read_profile(path)
         model = predict_step_time(profile)
         base.append({"path": path, "measured_step_s": profile.summary["step_time_s"],
-                     "predicted_step_s": model["step_time_s"], "terms": model})
+                     "predicted_step_s": model["step_time_s"], "roofline_step_s": model["roofline_step_time_s"],
+                     "terms": model})
     measured = statistics.median(b["measured_step_s"] for b in base)
     predicted = statistics.median(b["predicted_step_s"] for b in base)
     mid = sorted(base, key=lambda b: b["measured_step_s"])[len(base) // 2]
     profile_path = mid["path"]
     out = {"model": name, "measured_step_s": measured, "predicted_step_s": predicted,
            "baseline_error": predicted / measured - 1, "terms": mid["terms"],
+           "roofline_step_s": statistics.median(b["roofline_step_s"] for b in base),
            "runs": [{"measured_step_s": b["measured_step_s"], "predicted_step_s": b["predicted_step_s"],
-                     "error": b["predicted_step_s"] / b["measured_step_s"] - 1} for b in base],
+                     "error": b["predicted_step_s"] / b["measured_step_s"] - 1,
+                     "roofline_error": b["roofline_step_s"] / b["measured_step_s"] - 1} for b in base],
            "plans": []}
     doc = memadvise("suggest", "--profile", profile_path, "--out", plan_path, "--allow-precision")
     out["unavailable"] = doc["traffic"]["unavailable"]

@@ -60,6 +60,9 @@ class Trace:
         self.op_out_bytes = _arr(ops["out_bytes"])
         self.op_mutates = _arr(ops.get("mutates", [-1] * len(ops["name"])))
         self.op_scratch = _arr(ops.get("scratch", [0] * len(ops["name"])))
+        replay = ops.get("replay_us") or [None] * len(ops["name"])  # NaN: not replayed
+        self.op_replay_us = np.asarray([np.nan if v is None else v for v in replay], dtype=np.float64)
+        self.backward_nodes: int | None = t.get("backward_nodes")
         st = t["storages"]
         self.st_bytes = _arr(st["bytes"])
         self.st_device = _arr(st["device"])

@@ -115,13 +115,24 @@ def dispatch_cost(names, cal: dict) -> np.ndarray:
 
 
 def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
-    """The traffic model's step time for the recorded step, from its ops alone: each op at
-    its roofline plus the probed dispatch cost of an op. An op's memory time is its bytes
-    at the probed copy bandwidth, or at its own kind's probed rate where that is lower
-    (random numbers, erf, normalisations compute per element); its compute time is its
-    FLOPs at the probed float32 rate for a matmul of that size (convolutions: the probed
-    convolution rate). No measured op duration of the step enters it; compare with the
-    measured step time to see how far a step is from what its traffic and arithmetic allow."""
+    """The traffic model's step time for the recorded step, from probes alone: no measured
+    op duration of the step enters it; compare with the measured step time to see how far
+    a step is from what its traffic and arithmetic allow.
+
+    * matmuls, convolutions and attention: their own signature replayed alone after the run
+      (``ops.replay_us``), else their FLOPs at the probed rate for a matmul of that size
+      (convolutions: the probed convolution rate);
+    * every other op at its roofline: bytes at the probed copy bandwidth, or at its own
+      kind's probed rate where that is lower (random numbers, erf, normalisations compute
+      per element), plus the probed dispatch cost of its kind;
+    * the optimizer's step as measured on copies of its parameters and state (its
+      per-parameter Python loop included), else its ops as above;
+    * autograd: recording each node in forward and scheduling it in backward; and
+      ``nn.Module.__call__`` per module call.
+
+    ``roofline_step_time_s`` is the same sum with every op at its roofline."""
+    from memadvise.schema.categories import Phase
+
     t = trace or Trace(profile)
     r = roofline(profile, t)
     cal = profile.doc.get("calibration") or {}
@@ -134,20 +145,38 @@ def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
                      count=len(names))
     memory_s = r.bytes / bw
     compute_s = r.flops / rate
-    overhead_s = dispatch_cost(names, cal)
-    # backward ops also pay the autograd engine's scheduling, once per node; a node is
-    # taken as one non-view op
-    node_s = float(cal.get("autograd_node_us") or 0.0) / 1e6
+    dispatch_s = dispatch_cost(names, cal)
+    roof_s = np.maximum(memory_s, compute_s) + dispatch_s
+    replay_s = t.op_replay_us / 1e6
+    replayed = ~np.isnan(replay_s)
+    per_op = np.where(replayed, replay_s, roof_s)  # a replay includes its call's dispatch
+
+    optimizer = t.op_phase == int(Phase.OPTIMIZER)
+    probe = (profile.doc.get("optimizer") or {}).get("probe") or {}
+    measured_opt = (probe.get("variants") or {}).get(probe.get("current") or "", {}).get("time_s")
+    opt_from_probe = bool(optimizer.any() and measured_opt)
+    optimizer_s = float(measured_opt) if opt_from_probe else float(per_op[optimizer].sum())
+
     views = np.fromiter((n in VIEW_OPS for n in names), dtype=bool, count=len(names))
-    overhead_s = overhead_s + np.where((t.op_phase == 1) & ~views, node_s, 0.0)
-    per_op = np.maximum(memory_s, compute_s) + overhead_s
+    nodes = t.backward_nodes if t.backward_nodes is not None else int(((t.op_phase == 1) & ~views).sum())
+    autograd_s = nodes * (float(cal.get("autograd_node_us") or 0.0) + float(cal.get("autograd_record_us") or 0.0)) / 1e6
     module_s = float(cal.get("module_call_us") or 0.0) / 1e6 * len(t.call_unit)
+    fixed_s = autograd_s + module_s
+    ops_s = float(per_op[~optimizer].sum())
+    roofed = ~replayed & ~(optimizer & opt_from_probe)  # ops priced at their roofline
+    mem_bound = memory_s >= compute_s
     return {
-        "step_time_s": float(per_op.sum()) + module_s,
+        "step_time_s": ops_s + optimizer_s + fixed_s,
+        "roofline_step_time_s": float(roof_s.sum()) + fixed_s,
+        "optimizer_s": optimizer_s,
+        "optimizer_from_probe": opt_from_probe,
+        "replayed_s": float(per_op[replayed & ~optimizer].sum()),
+        "replayed_ops": int(replayed.sum()),
+        "autograd_s": autograd_s,
         "module_calls_s": module_s,
-        "memory_bound_s": float(memory_s[memory_s >= compute_s].sum()),
-        "compute_bound_s": float(compute_s[compute_s > memory_s].sum()),
-        "dispatch_s": float(overhead_s.sum()),
+        "memory_bound_s": float(memory_s[mem_bound & roofed].sum()),
+        "compute_bound_s": float(compute_s[~mem_bound & roofed].sum()),
+        "dispatch_s": float(dispatch_s[roofed].sum()),
         "ops": len(per_op),
         "kind_rated_ops": int(sum(1 for n in names if n in kinds and float(kinds[n]) < r.bandwidth)),
     }
@@ -205,7 +234,8 @@ def traffic_report(profile: Profile, *, top: int = 10) -> dict:
         "flops": int(r.flops.sum()),
         "chains": ranked,
         "nvml": (profile.doc.get("nvml") or {}).get("overall"),
-        "model_step_time_s": predict_step_time(profile, t)["step_time_s"],
+        "model_step_time_s": (model := predict_step_time(profile, t))["step_time_s"],
+        "roofline_step_time_s": model["roofline_step_time_s"],
     }
 
 

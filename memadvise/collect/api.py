@@ -55,8 +55,9 @@ def profile_script(
         calibration = calibrate(raw.device) if calibrate_overheads else {}
         scratch = raw.recorder.probe.run(raw.device)
         if calibrate_overheads:
-            from memadvise.collect.probe import time_channels_last
+            from memadvise.collect.probe import time_channels_last, time_signatures
 
+            calibration["op_replay_s"] = time_signatures(raw.recorder.probe, raw.device)
             calibration["channels_last_op_ratio"] = time_channels_last(raw.recorder.probe, raw.device)
             calibration.update(_autocast_ratios(raw))
         doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw), scratch=scratch)

@@ -220,6 +220,13 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
     trace, call_map = _trace(rec, arr, cat, mark, train_dev, _state_order(rec, root, raw.optimizer))
     trace_modules = [rec.modules[m] for m in trace["_modules_used"]]
     trace["time_scale"] = time_scale
+    replay = (calibration or {}).get("op_replay_s") or {}
+    if replay:  # seconds of each replayed op alone (probe.time_signatures); None where not replayed
+        trace["ops"]["replay_us"] = [round(replay[i] * 1e6, 3) if i in replay else None
+                                     for i in range(mark.start_op, mark.end_op)]
+    # autograd nodes the step's backward ran (each recorded in forward, scheduled in backward)
+    nodes = arr.op_node[mark.start_op:mark.end_op]
+    trace["backward_nodes"] = int(len(np.unique(nodes[nodes >= 0])))
     units = _units(rec, arr, cat, mark, fqn, root, call_map, trace)
     for u, m in zip(units, trace_modules):
         plain = raw.plain_forward_ns.get(id(m))
@@ -308,6 +315,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
 def _step_local(calibration: dict, mark: Any) -> dict:
     """Per-op calibration keyed by recorder op index → keyed by the trace's op index."""
     out = dict(calibration)
+    out.pop("op_replay_s", None)  # per op: in the trace (ops.replay_us)
     for key in ("channels_last_op_ratio", "autocast_op_ratio"):
         ratios = out.pop(key, None)
         if ratios:

@@ -154,13 +154,21 @@ def probe_roofline(device: torch.device, repeats: int = 7) -> dict:
                 y = y * 1.5
             return y
 
+        def chain_untracked():
+            y = tiny
+            for _ in range(100):
+                y = y * 1.5
+            return y
+
         # nn.Module.__call__ itself (hook dispatch, forward lookup), paid once per module call
         ident = torch.nn.Identity()
-        t = _interleaved({"fwd": chain, "both": lambda: chain().backward(tiny),
+        t = _interleaved({"fwd": chain, "untracked": chain_untracked, "both": lambda: chain().backward(tiny),
                           "call": lambda: [ident(tiny) for _ in range(100)],
                           "forward": lambda: [ident.forward(tiny) for _ in range(100)]}, device, 2 * repeats + 1)
         # forward + backward = two forwards' ops (a mul per node each way) + the engine
         out["autograd_node_us"] = max(0.0, statistics.median(b - 2 * f for b, f in zip(t["both"], t["fwd"])) / 100 * 1e6)
+        # a forward op on tensors that require grad records its node (and saves its inputs)
+        out["autograd_record_us"] = max(0.0, _median_diff(t["fwd"], t["untracked"]) / 100 * 1e6)
         out["module_call_us"] = max(0.0, _median_diff(t["call"], t["forward"]) / 100 * 1e6)
         out.update(probe_op_rates(device, repeats=repeats))
     except Exception as exc:

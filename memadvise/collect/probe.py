@@ -205,6 +205,33 @@ def _replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device, rep
         return median_time(lambda: func(*args, **kwargs), device, repeats, warmup=3)
 
 
+def time_signatures(probe: ScratchProbe, device: torch.device, repeats: int = 15, budget_s: float = 5.0) -> dict[int, float]:
+    """Per recorded matmul, convolution or attention op (the signatures the scratch probe
+    notes): seconds for one call of its signature replayed alone on fresh tensors, median
+    of ``repeats`` after warm-up (``_replay_time``). The traffic model prices these ops at
+    this time: a matmul's rate depends on its shape (a 64x256 by 256x256 product runs well
+    below a square one of the same FLOPs), which no curve of square products captures.
+    Replayed alone, the op finds its inputs in cache; in a step they often are not, so this
+    is the op's time at best. Costliest signatures (by bytes of their inputs) first; stops
+    after ``budget_s``."""
+    import time
+
+    out: dict[int, float] = {}
+    start = time.perf_counter()
+    keys = sorted(probe.signatures, key=lambda k: -_signature_bytes(probe.signatures[k][1]))
+    for key in keys:
+        if time.perf_counter() - start > budget_s:
+            break
+        try:
+            f, args, kwargs = probe._replay(key)
+            seconds = _replay_time(f, args, kwargs, device, repeats)
+        except Exception:  # a signature that cannot be replayed alone: the roofline prices it
+            continue
+        for i in probe.ops[key]:
+            out[i] = seconds
+    return out
+
+
 def time_channels_last(probe: ScratchProbe, device: torch.device, repeats: int = 3) -> dict[int, float]:
     """Per recorded convolution op: time in channels_last memory format over time as
     recorded (contiguous), measured by replaying each signature both ways."""

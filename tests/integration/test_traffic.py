@@ -68,6 +68,26 @@ def test_fused_optimizer_speedup_has_the_predicted_sign(ws):
     assert "memadvise_tune(None, opt, [('optimizer', 'fused')])" in diff
 
 
+def test_profile_carries_what_the_step_time_model_needs(ws):
+    """Replays of the matmuls' own signatures, the autograd node count, the optimizer
+    measured on copies: the model's step time uses them, not the step's measured ops."""
+    from memadvise.analysis.traffic import predict_step_time
+
+    profile = read_profile(ws / "profile.json")
+    ops = profile.trace["ops"]
+    names = [profile.trace["strings"][k] for k in ops["name"]]
+    replayed = [n for n, r in zip(names, ops["replay_us"]) if r is not None]
+    # many_params: 150 Linear layers, each an addmm forward and two mm backward (one for
+    # the first layer, whose input needs no gradient)
+    assert replayed and set(replayed) <= {"addmm", "mm"} and names.count("addmm") == replayed.count("addmm")
+    assert all(r > 0 for r in ops["replay_us"] if r is not None)
+    assert profile.trace["backward_nodes"] >= 150  # an AddmmBackward per Linear, at least
+    assert profile.doc["calibration"]["autograd_record_us"] >= 0
+    model = predict_step_time(profile)
+    assert model["optimizer_from_probe"] and model["replayed_ops"] == len(replayed)
+    assert model["step_time_s"] > model["optimizer_s"] > 0
+
+
 def test_roofline_report():
     profile = read_profile(ROOT / "tests" / "data" / "profile_v1.json")
     doc = traffic_report(profile)

@@ -115,6 +115,61 @@ def test_dispatch_by_kind_autograd_nodes_and_module_calls():
     assert got["module_calls_s"] > 0
 
 
+def test_replayed_ops_are_priced_at_their_replay():
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=0.0)
+    p = profile_with(**cal)
+    t = Trace(p)
+    matmuls = [i for i in range(len(t.op_name)) if t.op_name_str(i) in ("mm", "addmm")]
+    assert matmuls
+    before = predict_step_time(p)
+    p.trace["ops"]["replay_us"] = [250.0 if i in matmuls else None for i in range(len(t.op_name))]
+    got = predict_step_time(p)
+    # with no dispatch cost, each matmul's roofline is max(bytes/bw, flops/rate)
+    roof = sum(max((int(t.op_in_bytes[i]) + int(t.op_out_bytes[i])) / BW, int(t.op_flops[i]) / MATMUL) for i in matmuls)
+    assert got["step_time_s"] == pytest.approx(before["step_time_s"] - roof + 250e-6 * len(matmuls), rel=1e-12)
+    assert got["replayed_ops"] == len(matmuls)
+    assert got["replayed_s"] == pytest.approx(250e-6 * len(matmuls))
+    # the roofline-only figure ignores the replays
+    assert got["roofline_step_time_s"] == pytest.approx(before["step_time_s"], rel=1e-12)
+
+
+def test_the_optimizer_step_is_priced_as_measured_on_copies():
+    from memadvise.schema.categories import Phase
+
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    p = profile_with(**cal)
+    n = len(p.trace["ops"]["name"])
+    last = list(range(n - 3, n))  # the chain's last ops, relabelled as the optimizer's step
+    for i in last:
+        p.trace["ops"]["phase"][i] = int(Phase.OPTIMIZER)
+    ops_only = predict_step_time(p)
+    assert not ops_only["optimizer_from_probe"]
+    t = Trace(p)
+    opt_roof = sum(max((int(t.op_in_bytes[i]) + int(t.op_out_bytes[i])) / BW, int(t.op_flops[i]) / MATMUL)
+                   + OVERHEAD_US / 1e6 for i in last if t.op_name_str(i) not in VIEW_OPS)
+    opt_roof += sum(OVERHEAD_US / 1e6 for i in last if t.op_name_str(i) in VIEW_OPS)
+    assert ops_only["optimizer_s"] == pytest.approx(opt_roof, rel=1e-9)
+    p.doc["optimizer"] = {"probe": {"available": True, "current": "for-loop",
+                                    "variants": {"for-loop": {"time_s": 0.02}, "fused": {"time_s": 0.001}}}}
+    got = predict_step_time(p)
+    assert got["optimizer_from_probe"] and got["optimizer_s"] == 0.02
+    assert got["step_time_s"] == pytest.approx(ops_only["step_time_s"] - opt_roof + 0.02, rel=1e-9)
+
+
+def test_autograd_costs_are_per_node_recorded_and_run():
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US,
+               autograd_node_us=1.5, autograd_record_us=0.5)
+    p = profile_with(**cal)
+    without_count = predict_step_time(p)
+    p.trace["backward_nodes"] = 7
+    got = predict_step_time(p)
+    assert got["autograd_s"] == pytest.approx(7 * 2.0e-6)
+    t = Trace(p)
+    bwd_ops = sum(1 for i in range(len(t.op_name)) if t.op_phase[i] == 1 and t.op_name_str(i) not in VIEW_OPS)
+    # older profiles, without the node count: one node per backward op that is no view
+    assert without_count["autograd_s"] == pytest.approx(bwd_ops * 2.0e-6)
+
+
 def test_roofline_report_carries_the_model():
     p = profile_with(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
     doc = traffic_report(p)
