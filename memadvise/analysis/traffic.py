@@ -119,7 +119,8 @@ def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
     op duration of the step enters it; compare with the measured step time to see how far
     a step is from what its traffic and arithmetic allow.
 
-    * matmuls, convolutions and attention: their own signature replayed alone after the run
+    * matmuls, convolutions and attention: their own signature replayed alone after the run,
+      with inputs and output out of cache as a step's weights and saved inputs are
       (``ops.replay_us``), else their FLOPs at the probed rate for a matmul of that size
       (convolutions: the probed convolution rate);
     * every other op at its roofline: bytes at the probed copy bandwidth, or at its own

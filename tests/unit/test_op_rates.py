@@ -1,5 +1,7 @@
 """The per-kind probe behind the traffic model: it measures what it says, on this CPU."""
 
+import statistics
+
 import torch
 
 from memadvise.collect.calibrate import probe_roofline
@@ -37,3 +39,40 @@ def test_the_roofline_probe_carries_the_dispatch_kinds_and_engine_costs():
     assert all(v > 0 for v in cal["op_overhead_us_by_kind"].values())
     assert cal["autograd_node_us"] >= 0 and cal["module_call_us"] >= 0
     assert cal["op_bytes_per_s"] and cal["matmul_curve_float32"]
+
+
+def test_a_kinds_rate_is_its_calls_at_their_median_over_rounds():
+    from memadvise.collect.op_rates import _kind_rate
+
+    mib = 2**20
+    # two calls of the kind per round (4 MiB and 2 MiB), three rounds, one call descheduled
+    rounds = [[(4 * mib, 1e-3), (2 * mib, 1e-3)], [(4 * mib, 1e-3), (2 * mib, 9e-3)], [(4 * mib, 1.2e-3), (2 * mib, 1e-3)]]
+    samples = [s for r in rounds for s in r]
+    assert _kind_rate(samples, 3) == (6 * mib) / (1e-3 + 1e-3)
+    # calls under 1 MiB (mostly dispatch) are left out; a kind with none has no rate
+    assert _kind_rate([(mib // 2, 1e-6)] * 3, 3) is None
+    # rounds that do not line up (a kind that ran a varying number of times): median of the rates
+    assert _kind_rate([(2 * mib, 1e-3), (2 * mib, 2e-3)], 3) == statistics.median([2 * mib / 1e-3, 2 * mib / 2e-3])
+
+
+def test_cold_replay_takes_fresh_inputs_and_memory_each_call():
+    from memadvise.collect.probe import _cold_replay_time
+
+    seen_in, seen_out = [], []
+
+    def op(x):
+        out = x + 1
+        seen_in.append(x.data_ptr())
+        seen_out.append(out.data_ptr())
+        return out
+
+    x = torch.randn(256, 256)[:, :128]  # a view: its copies keep the strides
+    per_call = x.numel() * 4 + 256 * 128 * 4
+    seconds = _cold_replay_time(op, (x,), {}, torch.device("cpu"), repeats=10, ring_bytes=4 * per_call)
+    assert seconds > 0
+    calls = len(seen_in) - 1  # the first call sizes the ring
+    assert calls == 12
+    # four copies of the input, taken in turn; the last four outputs kept, so no two
+    # calls within four write the same memory
+    assert len(set(seen_in[1:])) == 4 and seen_in[1:5] == seen_in[5:9]
+    assert all(len(set(seen_out[i:i + 4])) == 4 for i in range(1, calls - 3))
