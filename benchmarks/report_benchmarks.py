@@ -117,7 +117,8 @@ def traffic_section(path: Path) -> list[str]:
         return []
     lines = ["## Traffic model (`benchmarks/traffic.py`)", "",
              "Baseline: the traffic model's step time (matmuls and convolutions as their own",
-             "signatures replayed alone after the run; every other op at its roofline — bytes at the",
+             "signatures replayed alone after the run, inputs and outputs out of cache; every other",
+             "op at its roofline — bytes at the",
              "probed bandwidth or at its own kind's probed rate where lower — plus the probed dispatch",
              "cost of its kind; the optimizer's step as measured on copies of its parameters and state;",
              "autograd's cost per node, recorded and run, and nn.Module's per call; no measured op time",
