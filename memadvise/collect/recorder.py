@@ -30,23 +30,14 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+# RNG_OPS: ops that draw from the RNG; a unit running one of them needs its RNG state
+# preserved under recompute (torch.utils.checkpoint does so by default: preserve_rng_state=True).
+from memadvise.analysis.traffic import RNG_OPS
 from memadvise.collect import _torch_internals as internals
 
 PHASE_FORWARD = 0
 PHASE_BACKWARD = 1
 PHASE_OPTIMIZER = 2
-
-# Ops that draw from the RNG; a unit running one of them needs its RNG state preserved
-# under recompute (torch.utils.checkpoint does so by default: preserve_rng_state=True).
-RNG_OPS = frozenset(
-    {
-        "bernoulli", "bernoulli_", "native_dropout", "_fused_dropout", "dropout",
-        "rand", "rand_like", "randn", "randn_like", "randint", "randint_like",
-        "randperm", "normal", "normal_", "uniform_", "multinomial", "exponential_",
-        "geometric_", "cauchy_", "log_normal_", "random_", "poisson",
-        "rrelu_with_noise", "_standard_gamma",
-    }
-)
 
 
 @dataclass

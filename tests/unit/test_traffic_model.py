@@ -251,3 +251,23 @@ def test_autocast_ops_not_replayed_move_half_the_bytes_at_their_kinds_rate():
     assert n > 0 and any(t.op_name_str(i) == slow for i in range(len(t.op_name)))
     assert got.delta_s == pytest.approx(want + 1.5 * param_bytes / BW, rel=1e-9)
     assert any(f"{n} other ops from the traffic model" in note for note in got.notes)
+
+
+def test_compile_keeps_random_numbers_at_their_time():
+    from memadvise.analysis.traffic import memory_bound_chains, predict_traffic, roofline
+    from memadvise.schema.categories import Phase
+
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    p = profile_with(**cal)
+    p.trace["ops"]["owner"] = [0] * len(p.trace["ops"]["name"])  # one module call: its pointwise runs chain
+    t = Trace(p)
+    chains = [(i, j) for i, j in memory_bound_chains(t, roofline(p, t)) if j > i and t.op_phase[i] != Phase.OPTIMIZER]
+    assert chains
+    base = predict_traffic(p, {"compile": True})
+    assert base.delta_s < 0 and not any("random numbers" in n for n in base.notes)
+    i, _ = chains[0]
+    p.trace["strings"].append("bernoulli_")
+    p.trace["ops"]["name"][i] = len(p.trace["strings"]) - 1  # the chain now starts with dropout's mask
+    got = predict_traffic(p, {"compile": True})
+    assert base.delta_s < got.delta_s <= 0  # the random numbers are not fused away
+    assert any("random numbers" in n for n in got.notes)
