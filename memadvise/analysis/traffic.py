@@ -396,8 +396,8 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         delta = -saved
         notes.append("fusion of memory-bound chains estimated from the roofline; the first steps compile "
                      "(seconds to minutes) and the compiler chooses what to save for backward")
-        if rng_kept >= 1e-4:
-            notes.append(f"random numbers ({rng_kept * 1000:.1f} ms per step) kept at their time: the compiled "
+        if rng_kept > 0:
+            notes.append(f"random numbers ({rng_kept * 1000:.2g} ms per step) kept at their time: the compiled "
                          "kernels draw them per element too, and on CPU may be slower than eager's (dropout)")
     elif kind == "channels_last":
         ratios = cal.get("channels_last_op_ratio") or {}
