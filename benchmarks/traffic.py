@@ -1,6 +1,7 @@
 """Traffic model against measurement, on the sample models and a many-parameter script.
 
-For each script: `memadvise profile`, ``--runs`` times (separate processes), then
+For each script: `memadvise profile` (with ``--probe-compile`` unless ``--skip-compile``),
+``--runs`` times (separate processes), then
 * the traffic model's step time for the unmodified step (``predict_step_time``: matmuls
   and convolutions as their own signatures replayed alone, every other op at its roofline
   — bytes at the probed bandwidth or its kind's probed rate — plus the probed dispatch
@@ -63,7 +64,8 @@ def one(name: str, script: Path, timing_steps: int, script_args: list[str], tmp:
     base = []
     for k in range(max(1, runs)):
         path = tmp / f"{name}-{k}.profile.json"
-        memadvise("profile", script, "--out", path, "--timing-steps", str(timing_steps), "--", *script_args)
+        memadvise("profile", script, "--out", path, "--timing-steps", str(timing_steps),
+                  *([] if skip_compile else ["--probe-compile"]), "--", *script_args)
         profile = read_profile(path)
         model = predict_step_time(profile)
         base.append({"path": path, "measured_step_s": profile.summary["step_time_s"],

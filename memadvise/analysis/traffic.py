@@ -285,6 +285,29 @@ def _autocast_pointwise_delta(profile: Profile, t: Trace, r: Roofline, cal: dict
     return delta, n
 
 
+def _numel(shape: str) -> int:
+    """Elements of a recorded shape string such as ``float32[8, 64, 128]`` (0 if none)."""
+    if "[" not in shape:
+        return 0
+    inside = shape[shape.find("[") + 1:shape.rfind("]")]
+    n = 1
+    for dim in inside.split(","):
+        dim = dim.strip()
+        if not dim.isdigit():
+            return 0 if dim else n
+        n *= int(dim)
+    return n
+
+
+def _model_calls(profile: Profile) -> int:
+    """Forward calls of the root model per step (graphs ``torch.compile(model)`` runs)."""
+    calls = profile.trace.get("calls") or {}
+    units = profile.units
+    n = sum(1 for u, parent, phase in zip(calls.get("unit", []), calls.get("parent", []), calls.get("phase", []))
+            if parent == -1 and phase == 0 and u >= 0 and units[u]["name"] == "")
+    return max(1, n)
+
+
 # ---------------------------------------------------------------------------- changes
 @dataclass
 class TrafficPrediction:
@@ -396,6 +419,21 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         delta = -saved
         notes.append("fusion of memory-bound chains estimated from the roofline; the first steps compile "
                      "(seconds to minutes) and the compiler chooses what to save for backward")
+        probe = cal.get("compile_probe") or {}
+        if probe and "error" not in probe:
+            graphs = _model_calls(profile)
+            overhead_s = graphs * float(probe["graph_overhead_us"]) / 1e6
+            shapes = (profile.trace.get("ops") or {}).get("shape") or []
+            rng_elems = sum(_numel(t.strings[int(shapes[k])]) for k in range(min(len(shapes), len(t.op_name)))
+                            if t.op_phase[k] != Phase.OPTIMIZER and t.op_name_str(k) in RNG_OPS)
+            rng_s = rng_elems * float(probe["rng_extra_ns_per_element"]) / 1e9
+            delta += overhead_s + rng_s
+            notes.append(f"measured on this device (profile --probe-compile): {probe['graph_overhead_us']:.0f} µs per "
+                         f"compiled forward+backward ({graphs} per step), random numbers "
+                         f"{probe['rng_extra_ns_per_element']:+.2f} ns per element compiled ({rng_s * 1000:+.2f} ms)")
+        else:
+            notes.append("the compiled graph's fixed cost and its random numbers not measured: "
+                         "`memadvise profile --probe-compile` measures them")
         if rng_kept > 0:
             notes.append(f"random numbers ({rng_kept * 1000:.2g} ms per step) kept at their time: the compiled "
                          "kernels draw them per element too, and on CPU may be slower than eager's (dropout)")

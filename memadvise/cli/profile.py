@@ -27,6 +27,7 @@ def profile_command(
     vary: Optional[str] = typer.Option(None, "--vary", help="Profile at several sizes for `fit`: NAME=V1,V2 replaces {NAME} in the script's arguments."),
     vary_env: Optional[str] = typer.Option(None, "--vary-env", help="With --vary: pass the value in this environment variable instead."),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Launch N processes with torch.distributed.run; rank 0 merges their profiles."),
+    probe_compile: bool = typer.Option(False, "--probe-compile", help="Also measure torch.compile's fixed cost and its random numbers on this device, for the compile plan (compiles: ~15 s the first time)."),
 ) -> None:
     from memadvise.collect.api import profile_script, profile_varied
     from memadvise.report.profile_report import profile_summary, render_profile_done
@@ -75,7 +76,7 @@ def profile_command(
     with progress_bar(console, enabled=not as_json) as progress, quiet:
         profile = profile_script(
             script, script_args or [], warmup=warmup, steps=steps, timing_steps=timing_steps,
-            timeout=timeout, out=out, progress=progress,
+            timeout=timeout, out=out, progress=progress, probe_compile=probe_compile,
         )
     if as_json:
         print_json(profile_summary(profile))

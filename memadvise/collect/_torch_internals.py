@@ -56,3 +56,17 @@ def count_flops(registry: dict, packet: Any, args: tuple, kwargs: dict, out: Any
         return int(fn(*args, **kwargs, out_val=out))
     except Exception:  # a formula that does not accept these arguments: no estimate
         return 0
+
+
+def remove_global_module_hook(handle: Any) -> None:
+    """Remove a hook registered with ``register_module_forward_hook(..., with_kwargs=True)``.
+    The handle forgets the hook's entry in ``_global_forward_hooks_with_kwargs`` (PyTorch
+    2.13), and that stale entry makes ``torch.compile(module)`` warn of global hooks later
+    in the same process."""
+    handle.remove()
+    try:
+        from torch.nn.modules import module as _module
+
+        _module._global_forward_hooks_with_kwargs.pop(handle.id, None)
+    except AttributeError:  # a PyTorch without the table
+        pass

@@ -26,6 +26,7 @@ def profile_script(
     out: str | os.PathLike | None = None,
     progress: Callable[[int, int], Any] | None = None,
     calibrate_overheads: bool = True,
+    probe_compile: bool = False,
     vary: dict | None = None,
 ) -> Profile:
     """Run ``script`` with ``args`` for warmup + timing + recorded steps and return its profile.
@@ -60,6 +61,10 @@ def profile_script(
             calibration["op_replay_s"] = time_signatures(raw.recorder.probe, raw.device)
             calibration["channels_last_op_ratio"] = time_channels_last(raw.recorder.probe, raw.device)
             calibration.update(_autocast_ratios(raw))
+        if probe_compile:
+            from memadvise.collect.compile_probe import probe_compile as _probe_compile
+
+            calibration["compile_probe"] = _probe_compile(raw.device)
         doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw), scratch=scratch)
         if calibrate_overheads and raw.optimizer is not None and doc.get("optimizer"):
             from memadvise.collect.optimizer_probe import probe_optimizer

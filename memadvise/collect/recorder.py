@@ -215,7 +215,7 @@ class Recorder(TorchDispatchMode):
                 self._saved_hooks.__exit__(None, None, None)
                 self._saved_hooks = None
             for handle in self._hooks:
-                handle.remove()
+                internals.remove_global_module_hook(handle)
             self._hooks.clear()
             self._restore_resize()
         self._resolve_cuda_events()

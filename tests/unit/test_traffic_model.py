@@ -264,10 +264,38 @@ def test_compile_keeps_random_numbers_at_their_time():
     chains = [(i, j) for i, j in memory_bound_chains(t, roofline(p, t)) if j > i and t.op_phase[i] != Phase.OPTIMIZER]
     assert chains
     base = predict_traffic(p, {"compile": True})
-    assert base.delta_s < 0 and not any("random numbers" in n for n in base.notes)
+    assert base.delta_s < 0 and not any("kept at their time" in n for n in base.notes)
     i, _ = chains[0]
     p.trace["strings"].append("bernoulli_")
     p.trace["ops"]["name"][i] = len(p.trace["strings"]) - 1  # the chain now starts with dropout's mask
     got = predict_traffic(p, {"compile": True})
     assert base.delta_s < got.delta_s <= 0  # the random numbers are not fused away
-    assert any("random numbers" in n for n in got.notes)
+    assert any("kept at their time" in n for n in got.notes)
+
+
+def test_compile_adds_the_probed_graph_cost_and_random_numbers():
+    from memadvise.analysis.traffic import _model_calls, _numel, predict_traffic
+
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    p = profile_with(**cal)
+    ops, strings = p.trace["ops"], p.trace["strings"]
+    k = next(i for i in range(len(ops["name"])) if ops["phase"][i] == 0 and strings[ops["name"][i]] not in VIEW_OPS)
+    strings.extend(["bernoulli_", "float32[4, 1024]"])
+    ops["name"][k], ops["shape"][k] = len(strings) - 2, len(strings) - 1
+    elems = 4 * 1024
+    without = predict_traffic(p, {"compile": True})
+    assert any("--probe-compile" in n for n in without.notes)
+    p.doc["calibration"]["compile_probe"] = {"graph_overhead_us": 90.0, "rng_extra_ns_per_element": 4.0}
+    got = predict_traffic(p, {"compile": True})
+    assert _model_calls(p) == 1
+    assert got.delta_s == pytest.approx(without.delta_s + 90e-6 + elems * 4e-9, rel=1e-12)
+    # a probe that failed is no measurement
+    p.doc["calibration"]["compile_probe"] = {"error": "RuntimeError: no C++ compiler"}
+    assert predict_traffic(p, {"compile": True}).delta_s == pytest.approx(without.delta_s, rel=1e-12)
+
+
+def test_numel_of_recorded_shapes():
+    from memadvise.analysis.traffic import _numel
+
+    assert _numel("float32[8, 64, 128]") == 8 * 64 * 128
+    assert _numel("float32[]") == 1 and _numel("") == 0 and _numel("float32[s0, 4]") == 0
