@@ -155,6 +155,14 @@ def traffic_section(path: Path) -> list[str]:
     base_ok = sum(1 for r in data if abs(r["baseline_error"]) <= 0.15)
     lines += ["", f"This run: baseline within 15% on {base_ok} of {len(data)} scripts; {ok} of {len(plans)} plans "
               "of the right sign and within 10 points (✗ marks the others)."]
+    null = [pl for pl in plans if not (pl["same_sign"] and abs(pl["speedup_error_pts"]) <= 10)
+            and _indistinguishable_from_zero(pl)]
+    if null:
+        lines[-1] += (f" Of the misses, {len(null)} {'is' if len(null) == 1 else 'are'} predicted under 2% either "
+                      "way and measured with pairs of both signs: no effect the measurement can tell from zero, "
+                      "so the sign is a coin toss ("
+                      + ", ".join(f"{r['model']} {pl['strategy']}" for r in data for pl in r["plans"] if pl in null)
+                      + ").")
     runs = path.with_name("traffic-runs.txt")
     if runs.exists():
         lines += ["", f"Run to run, on this shared 2-core machine, the measured side moves about as much as the "
@@ -162,6 +170,12 @@ def traffic_section(path: Path) -> list[str]:
                   f"`{runs.relative_to(path.parents[2]).as_posix()}` holds the output of every run. Compare a "
                   "plan's rows across runs before trusting a difference."]
     return lines + [""]
+
+
+def _indistinguishable_from_zero(plan: dict) -> bool:
+    """Predicted under 2% either way, and the measured pairs lie on both sides of zero."""
+    pairs = plan.get("measured_speedup_pairs") or []
+    return abs(plan["predicted_speedup"]) < 0.02 and any(x > 0 for x in pairs) and any(x < 0 for x in pairs)
 
 
 def report_scale_section(path: Path) -> list[str]:
