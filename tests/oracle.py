@@ -375,6 +375,21 @@ def _run_one(script: str, args: list[str], warmup: int) -> dict:
     return result
 
 
+def _json_objects(text: str) -> list[dict]:
+    """Every JSON object that starts a line of ``text``, even where two ranks' lines ran together."""
+    decoder, out = json.JSONDecoder(), []
+    for line in text.splitlines():
+        pos = 0
+        while line.startswith("{", pos):
+            try:
+                obj, end = decoder.raw_decode(line, pos)
+            except json.JSONDecodeError:
+                break
+            out.append(obj)
+            pos = end
+    return out
+
+
 def measure_distributed(script: str, args: list[str] = (), *, nproc: int = 2, warmup: int = 2,
                         timeout: float = 600) -> list[dict]:
     """Each rank's measurement, the script launched by torch.distributed.run."""
@@ -382,7 +397,7 @@ def measure_distributed(script: str, args: list[str] = (), *, nproc: int = 2, wa
            os.path.abspath(__file__), "--warmup", str(warmup), script, *args]
     for attempt in range(3):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+        results = _json_objects(proc.stdout)
         if proc.returncode == 0 and len(results) == nproc:
             return sorted(results, key=lambda r: r["rank"])
         # PyTorch's memory profiler sometimes trips on its own data-flow graph
@@ -442,7 +457,10 @@ def main() -> int:
     if "error" in result:
         print(f"oracle: {result['error']}", file=sys.stderr)
         return 1
-    print(json.dumps(result))
+    # one write of the whole line: the ranks share the launcher's stdout, and print()'s
+    # separate write of the newline let another rank's line land in between
+    sys.stdout.flush()
+    os.write(sys.stdout.fileno(), (json.dumps(result) + "\n").encode())
     return 0
 
 

@@ -187,6 +187,14 @@ def _failure_line(stderr: str, code: int) -> str:
             own.setdefault(int(m.group(1)), m.group(2))
     if exits:
         r, c = exits[0]
+        if c == -signal.SIGABRT and r not in own:
+            # a collective aborts the process when a peer goes away (gloo: "Connection
+            # closed by peer"); a peer that stopped on its own error (raised, timed out)
+            # is the cause, whichever exit the launcher saw first
+            causes = {k: v for k, v in own.items() if not re.search(r"connection|peer|closed", v, re.I)}
+            if causes:
+                k = min(causes)
+                return f"rank {k}: {causes[k]}"
         if c < 0:
             name = signal.Signals(-c).name if -c in signal.Signals._value2member_map_ else f"signal {-c}"
             return f"rank {r} was killed ({name}); the other ranks were stopped and nothing was merged"
