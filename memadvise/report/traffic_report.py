@@ -21,7 +21,7 @@ def render_traffic(console: Console, doc: dict) -> None:
     model = doc.get("model_step_time_s")
     if model:
         console.print(
-            f"traffic model (matmuls as replayed alone, other ops at their roofline + dispatch cost, the optimizer "
+            f"traffic model (matmuls replayed alone from memory, other ops at their roofline + dispatch cost, the optimizer "
             f"as measured on copies): {model * 1000:.1f} ms per step against "
             f"{doc['step_time_s'] * 1000:.1f} ms measured ({model / doc['step_time_s'] - 1:+.0%})"
         )
