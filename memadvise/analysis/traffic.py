@@ -420,7 +420,7 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         notes.append("fusion of memory-bound chains estimated from the roofline; the first steps compile "
                      "(seconds to minutes) and the compiler chooses what to save for backward")
         probe = cal.get("compile_probe") or {}
-        if probe and "error" not in probe:
+        if all(isinstance(probe.get(k), (int, float)) for k in ("graph_overhead_us", "rng_extra_ns_per_element")):
             graphs = _model_calls(profile)
             overhead_s = graphs * float(probe["graph_overhead_us"]) / 1e6
             shapes = (profile.trace.get("ops") or {}).get("shape") or []

@@ -29,9 +29,10 @@ def probe_compile(device: torch.device, repeats: int = 15) -> dict:
     """``graph_overhead_us`` (compiled minus eager, one forward + backward of a tiny model),
     ``rng_extra_ns_per_element`` (compiled minus eager dropout forward + backward, per
     element), ``compile_s``; ``{"error": ...}`` where the device or the compiler cannot."""
+    import torch._dynamo
+
     start = time.perf_counter()
     try:
-        import torch._dynamo
 
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             tiny = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).to(device)
@@ -58,9 +59,10 @@ def probe_compile(device: torch.device, repeats: int = 15) -> dict:
             compiled = median_time(lambda: step(tiny_c), device, 2 * repeats + 1, warmup=3)
             drop_eager = median_time(lambda: drop_step(dropout), device, repeats, warmup=2)
             drop_compiled = median_time(lambda: drop_step(dropout_c), device, repeats, warmup=2)
-        torch._dynamo.reset()
     except Exception as exc:  # no compiler, an unsupported device: no estimate
         return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"}
+    finally:
+        torch._dynamo.reset()  # the probe's compiled code is not the script's
     return {
         "graph_overhead_us": round((compiled - eager) * 1e6, 3),
         "rng_extra_ns_per_element": round((drop_compiled - drop_eager) / numel * 1e9, 5),

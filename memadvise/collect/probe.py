@@ -206,6 +206,19 @@ def _replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device, rep
         return median_time(lambda: func(*args, **kwargs), device, repeats, warmup=3)
 
 
+def _costliest_first(probe: ScratchProbe, budget_s: float):
+    """The probe's signatures, costliest (by bytes of their inputs) first, until
+    ``budget_s`` has passed since the first was handed out: a budget cut keeps the ones
+    that weigh."""
+    import time
+
+    start = time.perf_counter()
+    for key in sorted(probe.signatures, key=lambda k: -_signature_bytes(probe.signatures[k][1])):
+        if time.perf_counter() - start > budget_s:
+            return
+        yield key
+
+
 def _clone_like(t: torch.Tensor) -> torch.Tensor:
     """A copy of ``t`` in new memory, with its strides and storage offset."""
     if t._base is not None:
@@ -221,11 +234,12 @@ def _cold_replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device
     copies span ``ring_bytes``."""
     import collections
 
+    from memadvise.collect.op_rates import _nbytes
     from memadvise.collect.timing import timed_once
 
     with torch.no_grad():
         first = func(*args, **kwargs)
-        per_call = sum(_flat_tensor_bytes(a) for a in (args, kwargs)) + _output_bytes(first)
+        per_call = _nbytes((args, kwargs)) + _output_bytes(first)
         del first
         k = int(max(1, min(64, ring_bytes // max(per_call, 1))))
         sets = [(args, kwargs)] + [(_walk(_clone_like, args), {n: _walk(_clone_like, v) for n, v in kwargs.items()})
@@ -242,12 +256,6 @@ def _cold_replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device
     return statistics.median(times)
 
 
-def _flat_tensor_bytes(value: Any) -> int:
-    if isinstance(value, dict):
-        return sum(_flat_tensor_bytes(v) for v in value.values())
-    return sum(t.numel() * t.element_size() for t in _flat(value) if isinstance(t, torch.Tensor))
-
-
 def time_signatures(probe: ScratchProbe, device: torch.device, repeats: int = 15, budget_s: float = 5.0,
                     ring_bytes: int | None = None) -> dict[int, float]:
     """Per recorded matmul, convolution or attention op (the signatures the scratch probe
@@ -260,16 +268,10 @@ def time_signatures(probe: ScratchProbe, device: torch.device, repeats: int = 15
     64x256 by 256x256 product ran in 35 µs on our CPU, 43 µs in the step, and 64 µs after
     evicting the cache. Costliest signatures (by bytes of their inputs) first; stops after
     ``budget_s``."""
-    import time
-
     if ring_bytes is None:  # beyond the last-level cache a core can use on its own
         ring_bytes = (256 if device.type == "cuda" else 64) * 2**20
     out: dict[int, float] = {}
-    start = time.perf_counter()
-    keys = sorted(probe.signatures, key=lambda k: -_signature_bytes(probe.signatures[k][1]))
-    for key in keys:
-        if time.perf_counter() - start > budget_s:
-            break
+    for key in _costliest_first(probe, budget_s):
         try:
             f, args, kwargs = probe._replay(key)
             seconds = _cold_replay_time(f, args, kwargs, device, repeats, ring_bytes)
@@ -314,20 +316,13 @@ def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype,
     pointwise ops fed low-precision activations) over time as recorded, measured by
     replaying each signature both ways. Ops autocast keeps in float32 are left out (ratio
     1), as is anything that fails in ``dtype``. Stops after ``budget_s`` of replays."""
-    import time
-
     from memadvise.analysis.traffic import runs_in_float32 as _runs_in_float32
 
     def low(t: torch.Tensor) -> torch.Tensor:
         return t.to(dtype) if t.dtype == torch.float32 else t
 
     out: dict[int, float] = {}
-    start = time.perf_counter()
-    # the costliest signatures first (by bytes of their inputs), so a budget cut keeps them
-    keys = sorted(probe.signatures, key=lambda k: -_signature_bytes(probe.signatures[k][1]))
-    for key in keys:
-        if time.perf_counter() - start > budget_s:
-            break
+    for key in _costliest_first(probe, budget_s):
         func = probe.signatures[key][0]
         name = getattr(getattr(func, "_overloadpacket", None), "__name__", "")
         if _runs_in_float32(name):
