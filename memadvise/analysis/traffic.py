@@ -404,7 +404,7 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         # writes its outputs once (taken as two of its ops' traffic at the probed bandwidth),
         # paying one op's dispatch; random numbers are drawn per element in the fused kernel
         # too, so they keep their time (on our CPU the compiler's were slower than eager's:
-        # the GPT sample compiled ran 8% slower with dropout 0.1, 10% faster without)
+        # the GPT sample compiled ran 5-8% slower with dropout 0.1, 10-15% faster without)
         overhead = float(cal.get("op_overhead_us") or 5.0) / 1e6
         saved, rng_kept = 0.0, 0.0
         for i, j in memory_bound_chains(t, r):

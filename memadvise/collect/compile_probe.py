@@ -12,7 +12,8 @@ small fixed workload, forward and backward:
   45 µs eager, 132 µs compiled);
 * random numbers: dropout on a 1 MiB activation (4 MiB on CUDA), compiled minus eager
   per element (on our CPU the compiled forward was faster, 0.70x, but forward and backward
-  1.57x slower: the GPT sample compiled ran 8% slower with dropout 0.1, 10% faster without).
+  1.57x slower: the GPT sample compiled ran 5-8% slower with dropout 0.1, 10-15% faster
+  without; `benchmarks/replay_context.py --compile`).
 """
 
 from __future__ import annotations

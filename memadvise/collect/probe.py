@@ -265,9 +265,9 @@ def time_signatures(probe: ScratchProbe, device: torch.device, repeats: int = 15
     256x256 product runs well below a square one of the same FLOPs), which no curve of
     square products captures; and in a step its weights were last touched a step before,
     its saved inputs a forward before: replayed on the same tensors call after call, a
-    64x256 by 256x256 product ran in 35 µs on our CPU, 43 µs in the step, and 64 µs after
-    evicting the cache. Costliest signatures (by bytes of their inputs) first; stops after
-    ``budget_s``."""
+    64x256 by 256x256 product ran in 34 µs on our CPU, 41 µs in the step, and 64 µs after
+    evicting the cache (benchmarks/replay_context.py). Costliest signatures (by bytes of
+    their inputs) first; stops after ``budget_s``."""
     if ring_bytes is None:  # beyond the last-level cache a core can use on its own
         ring_bytes = (256 if device.type == "cuda" else 64) * 2**20
     out: dict[int, float] = {}

@@ -54,3 +54,10 @@ def test_traffic_smoke(tmp_path):
     measured = [p for p in mlp["plans"] if "measured_speedup" in p]
     assert measured, mlp["plans"]  # at least one traffic plan was verified end to end
     assert all(len(p["measured_speedup_pairs"]) == 1 for p in measured)
+
+
+def test_replay_context_smoke():
+    proc = subprocess.run([sys.executable, str(BENCH / "replay_context.py")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "addmm 64x256x256:" in proc.stdout and "gelu [8, 64, 512]:" in proc.stdout
