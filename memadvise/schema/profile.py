@@ -79,6 +79,11 @@ def validate_profile(doc: Any, path: str | os.PathLike) -> None:
             lengths = {len(cols[c]) for c in columns}
             if len(lengths) > 1:
                 raise InputFileError(f"profile {str(path)!r} is corrupt (trace.{table} columns differ in length)")
+        replay = trace["ops"].get("replay_us")  # optional: seconds of replayed ops, null where none
+        if replay is not None and (len(replay) != len(trace["ops"]["name"]) or
+                                   any(v is not None and not isinstance(v, (int, float)) for v in replay)):
+            raise InputFileError(f"profile {str(path)!r} is corrupt (trace.ops.replay_us is not one number "
+                                 "or null per op); re-create it")
         n_storages = len(trace["storages"]["bytes"])
         if any(not (0 <= s < n_storages) for s in trace["saves"]["storage"]):
             raise InputFileError(f"profile {str(path)!r} is corrupt (a saved tensor names no storage)")

@@ -56,6 +56,20 @@ def test_corrupt_trace_is_refused(tmp_path):
         read_profile(path)
 
 
+@pytest.mark.parametrize("replay", [["bad"], "short"])
+def test_malformed_replay_times_are_refused(tmp_path, replay):
+    doc = json.loads(GOLDEN.read_text())
+    n = len(doc["trace"]["ops"]["name"])
+    doc["trace"]["ops"]["replay_us"] = [1.5] * (n - 1) if replay == "short" else replay * n
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(InputFileError, match="replay_us"):
+        read_profile(path)
+    doc["trace"]["ops"]["replay_us"] = [None] * (n - 1) + [2.0]  # null where an op was not replayed
+    path.write_text(json.dumps(doc))
+    read_profile(path)
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.update(schema_version=2), "newer"),
     (lambda d: d.update(format="memadvise-profile"), "not a memadvise plan"),
