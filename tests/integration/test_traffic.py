@@ -82,7 +82,7 @@ def test_profile_carries_what_the_step_time_model_needs(ws):
     assert replayed and set(replayed) <= {"addmm", "mm"} and names.count("addmm") == replayed.count("addmm")
     assert all(r > 0 for r in ops["replay_us"] if r is not None)
     assert profile.trace["backward_nodes"] >= 150  # an AddmmBackward per Linear, at least
-    assert profile.doc["calibration"]["autograd_record_us"] >= 0
+    assert "autograd_record_us" in profile.doc["calibration"]
     model = predict_step_time(profile)
     assert model["optimizer_from_probe"] and model["replayed_ops"] == len(replayed)
     assert model["step_time_s"] > model["optimizer_s"] > 0
