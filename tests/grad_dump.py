@@ -62,6 +62,14 @@ def main():
     for i, (script, args) in enumerate(jobs, start=first):
         name = f"{i}.pt" if rank is None else f"{i}.rank{rank}.pt"
         run_one(script, args, os.path.join(sys.argv[2], name))
+    # the script was stopped mid-run with its process group alive, and a gloo group alive
+    # at interpreter teardown can abort the process (SIGABRT): wait for every rank, then
+    # leave without teardown (the files are written)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,16 @@ _register()
 
 
 def main() -> None:
-    app(prog_name="memadvise")
+    from memadvise.collect.distributed import exit_rank, rank_env
+
+    if rank_env() is None:
+        app(prog_name="memadvise")
+        return
+    try:  # a torchrun rank: leave without interpreter teardown (see exit_rank)
+        app(prog_name="memadvise")
+    except SystemExit as exc:
+        exit_rank(exc.code)
+    exit_rank(0)
 
 
 if __name__ == "__main__":

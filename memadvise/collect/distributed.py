@@ -36,6 +36,27 @@ def rank_env() -> tuple[int, int] | None:
     return (rank, world) if world > 1 else None
 
 
+def exit_rank(code: Any) -> None:
+    """Leave a torchrun rank now, skipping interpreter teardown. A process that exits
+    with a gloo process group alive can abort in teardown ("terminate called without an
+    active exception", SIGABRT: gloo's threads still hold work whose tensors reference
+    Python objects), and torchrun then reports that signal, not the rank's finished
+    profile or its one-line error, and stops the other ranks before they print theirs.
+    Our session stops the script mid-run, so the script's own cleanup never runs;
+    everything of ours is already on disk (profiles are written atomically)."""
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def run_id() -> str:
     return os.environ.get("TORCHELASTIC_RUN_ID") or f"{os.environ.get('MASTER_ADDR', '')}:{os.environ.get('MASTER_PORT', '')}"
 
@@ -176,32 +197,35 @@ def _exits(text: str) -> list[tuple[int, int]]:
 
 
 def _failure_line(stderr: str, code: int) -> str:
-    """One line naming the rank that failed first (the launcher's root cause): killed by
-    a signal, or its own memadvise error (its peers then fail on a broken connection)."""
+    """One line naming the rank that failed first. A rank's own memadvise error (it
+    raised, or timed out) is the cause, in the order the ranks printed them: its peers
+    then fail on a broken connection, or are killed by the launcher, and a rank may still
+    die of a signal after printing its line. Without one, a rank killed by a signal
+    without a word; else the launcher's root cause (the first rank it saw exit)."""
     root = _exits(stderr[stderr.index("Root Cause"):]) if "Root Cause" in stderr else []
     exits = root or _exits(stderr)
-    own = {}
+    own: dict[int, str] = {}
     for line in stderr.splitlines():
         m = re.search(r"memadvise: error: rank (\d+): (.*)", line)
         if m:
             own.setdefault(int(m.group(1)), m.group(2))
+    causes = {k: v for k, v in own.items() if not re.search(r"connection|peer|closed", v, re.I)}
+    if causes:
+        k = next(iter(causes))  # the first printed
+        return f"rank {k}: {causes[k]}"
+    # killed without a word (SIGKILL, the OOM killer), its peers' errors are only the broken
+    # connection; the launcher's SIGTERM to the survivors is its reaction, not a cause
+    killed = [(r, c) for r, c in root + _exits(stderr) if c < 0 and c != -signal.SIGTERM and r not in own]
+    if killed or (exits and exits[0][1] < 0):
+        r, c = (killed or exits)[0]
+        name = signal.Signals(-c).name if -c in signal.Signals._value2member_map_ else f"signal {-c}"
+        return f"rank {r} was killed ({name}); the other ranks were stopped and nothing was merged"
     if exits:
         r, c = exits[0]
-        if c == -signal.SIGABRT and r not in own:
-            # a collective aborts the process when a peer goes away (gloo: "Connection
-            # closed by peer"); a peer that stopped on its own error (raised, timed out)
-            # is the cause, whichever exit the launcher saw first
-            causes = {k: v for k, v in own.items() if not re.search(r"connection|peer|closed", v, re.I)}
-            if causes:
-                k = min(causes)
-                return f"rank {k}: {causes[k]}"
-        if c < 0:
-            name = signal.Signals(-c).name if -c in signal.Signals._value2member_map_ else f"signal {-c}"
-            return f"rank {r} was killed ({name}); the other ranks were stopped and nothing was merged"
         if r in own:
             return f"rank {r}: {own[r]}"
         return f"rank {r} exited with code {c}; the job was stopped and nothing was merged"
     if own:
-        r = min(own)
-        return f"rank {r}: {own[r]}"
+        k = next(iter(own))
+        return f"rank {k}: {own[k]}"
     return f"the distributed launcher failed (exit code {code}); no profile was written"

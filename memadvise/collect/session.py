@@ -229,9 +229,11 @@ class ProfileSession:
             self.recorder = Recorder(self.device, timing=_timing_kind(self.device))
             self.recorder.start()
             self.recorder.begin_step(0)
+        alarm = None
         if use_alarm:
-            old_handler = signal.signal(signal.SIGALRM, _raise_timeout)
-            signal.setitimer(signal.ITIMER_REAL, float(self.timeout))
+            alarm = _MainThreadAlarm(float(self.timeout))
+            old_handler = signal.signal(signal.SIGALRM, alarm.handler)
+            alarm.start()
         self._last = perf_counter_ns()
         self._last_faults = _minor_faults()
         failure: BaseException | None = None
@@ -255,8 +257,8 @@ class ProfileSession:
         except BaseException as exc:  # the script's own error: show it, then stop
             failure = ScriptError(_describe_script_error(exc, script))
         finally:
-            if use_alarm:
-                signal.setitimer(signal.ITIMER_REAL, 0)
+            if alarm is not None:
+                alarm.cancel()
                 signal.signal(signal.SIGALRM, old_handler)
             _ACTIVE = None
             for h in self._hooks:
@@ -333,8 +335,36 @@ class PlainTimer:
         self.totals[id(module)] = (total + elapsed, calls + 1)
 
 
-def _raise_timeout(signum: int, frame: Any) -> None:
-    raise _Timeout()
+class _MainThreadAlarm:
+    """SIGALRM to the main thread only, after ``seconds``. ``setitimer`` signals the
+    process, and the kernel may hand that to any thread: one of gloo's I/O threads, whose
+    interrupted socket call then aborts the process, and the script's main thread (in
+    ``time.sleep``, say) never sees its timeout. A timer thread aiming ``pthread_kill`` at
+    the main thread interrupts only the script."""
+
+    def __init__(self, seconds: float) -> None:
+        self._target = threading.main_thread().ident
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self.armed = False
+
+    def start(self) -> None:
+        self.armed = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        if self.armed and self._target is not None:
+            signal.pthread_kill(self._target, signal.SIGALRM)
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.armed:  # a signal that lands after cancel() is ignored
+            raise _Timeout()
+
+    def cancel(self) -> None:
+        """Disarm; once this returns no SIGALRM of ours is still to come."""
+        self.armed = False
+        self._timer.cancel()
+        self._timer.join()
 
 
 def _timing_kind(device: torch.device) -> str:

@@ -274,7 +274,7 @@ def test_compile_keeps_random_numbers_at_their_time():
 
 
 def test_compile_adds_the_probed_graph_cost_and_random_numbers():
-    from memadvise.analysis.traffic import _model_calls, _numel, predict_traffic
+    from memadvise.analysis.traffic import _model_calls, predict_traffic
 
     cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
     p = profile_with(**cal)
