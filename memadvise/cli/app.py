@@ -14,10 +14,22 @@ from typer.core import TyperGroup
 from memadvise._errors import MemadviseError
 
 
+# Typer >= 0.24 vendors click (typer._click), older ones use click itself: parse errors
+# raise that click's UsageError, the public typer.BadParameter's base in both.
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 class _Group(TyperGroup):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
+        except _UsageError as exc:  # an unknown command or option, a bad value: one line, exit 2
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help
+                raise
+            sub = " ".join(filter(None, ["memadvise", ctx.invoked_subcommand]))
+            msg = exc.format_message().rstrip(".")
+            typer.echo(f"memadvise: error: {msg[:1].lower() + msg[1:]} (see `{sub} -h`)", err=True)
+            ctx.exit(exc.exit_code)
         except MemadviseError as exc:
             from memadvise.collect.distributed import rank_env
 
