@@ -137,7 +137,10 @@ def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
     * the optimizer's step as measured on copies of its parameters and state (its
       per-parameter Python loop included), else its ops as above;
     * autograd: recording each node in forward and scheduling it in backward; and
-      ``nn.Module.__call__`` per module call.
+      ``nn.Module.__call__`` per module call;
+    * on CPU, the step's minor page faults (counted in its timing steps) at the probed
+      cost of one: the probes ran on a pinned heap, without faults
+      (``collect/host_memory.py``).
 
     ``roofline_step_time_s`` is the same sum with every op at its roofline."""
     from memadvise.schema.categories import Phase
@@ -170,7 +173,10 @@ def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
     nodes = t.backward_nodes if t.backward_nodes is not None else int(((t.op_phase == 1) & ~views).sum())
     autograd_s = nodes * (float(cal.get("autograd_node_us") or 0.0) + float(cal.get("autograd_record_us") or 0.0)) / 1e6
     module_s = float(cal.get("module_call_us") or 0.0) / 1e6 * len(t.call_unit)
-    fixed_s = autograd_s + module_s
+    faults = (profile.summary or {}).get("minor_faults_per_step")
+    fault_us = cal.get("page_fault_us") if cal.get("heap_pinned") else None
+    page_faults_s = float(faults) * float(fault_us) / 1e6 if faults and fault_us else 0.0
+    fixed_s = autograd_s + module_s + page_faults_s
     ops_s = float(per_op[~optimizer].sum())
     roofed = ~replayed & ~(optimizer & opt_from_probe)  # ops priced at their roofline
     mem_bound = memory_s >= compute_s
@@ -183,6 +189,7 @@ def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
         "replayed_ops": int(replayed.sum()),
         "autograd_s": autograd_s,
         "module_calls_s": module_s,
+        "page_faults_s": page_faults_s,
         "memory_bound_s": float(memory_s[mem_bound & roofed].sum()),
         "compute_bound_s": float(compute_s[~mem_bound & roofed].sum()),
         "dispatch_s": float(dispatch_s[roofed].sum()),

@@ -53,7 +53,17 @@ def profile_script(
     with sampler:
         raw = session.run()
     try:
+        heap = {}
+        if calibrate_overheads and raw.device.type == "cpu":
+            # the probes below on a pinned heap, the step's own faults priced apart
+            from memadvise.collect.host_memory import page_fault_cost_s, pin_heap
+
+            heap["heap_pinned"] = pin_heap()
+            cost = page_fault_cost_s()
+            if cost is not None:
+                heap["page_fault_us"] = round(cost * 1e6, 4)
         calibration = calibrate(raw.device) if calibrate_overheads else {}
+        calibration.update(heap)
         scratch = raw.recorder.probe.run(raw.device)
         if calibrate_overheads:
             from memadvise.collect.probe import time_channels_last, time_signatures

@@ -170,6 +170,19 @@ def test_autograd_costs_are_per_node_recorded_and_run():
     assert without_count["autograd_s"] == pytest.approx(bwd_ops * 2.0e-6)
 
 
+def test_the_steps_page_faults_are_priced_when_the_probes_ran_on_a_pinned_heap():
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    plain = predict_step_time(profile_with(**cal))
+    p = profile_with(**cal, heap_pinned=True, page_fault_us=0.7)
+    p.doc["summary"]["minor_faults_per_step"] = 2000
+    got = predict_step_time(p)
+    assert got["page_faults_s"] == pytest.approx(2000 * 0.7e-6)
+    assert got["step_time_s"] == pytest.approx(plain["step_time_s"] + 2000 * 0.7e-6)
+    # probes on an unpinned heap paid their own faults: the step's are not added again
+    p.doc["calibration"]["heap_pinned"] = False
+    assert predict_step_time(p)["page_faults_s"] == 0.0
+
+
 def test_roofline_report_carries_the_model():
     p = profile_with(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
     doc = traffic_report(p)
