@@ -31,7 +31,8 @@ TRIM_THRESHOLD = 64 * 2**20
 
 
 def minor_faults() -> int | None:
-    """Minor page faults of this process so far, or None where getrusage is missing."""
+    """Minor page faults of this process so far (fresh pages the kernel had to map and
+    zero), or None where getrusage is missing (Windows)."""
     try:
         import resource
     except ImportError:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from memadvise._errors import InputFileError, ScriptError
+from memadvise.collect.host_memory import minor_faults
 from memadvise.collect.recorder import Recorder
 from memadvise.collect.root import RootModel, ScriptVariable, find_root_model, find_variable
 
@@ -59,16 +60,6 @@ def step() -> None:
     session = _ACTIVE
     if session is not None and not session.uses_optimizer:
         session.boundary(None)
-
-
-def _minor_faults() -> int | None:
-    """Minor page faults of this process so far (fresh pages the kernel had to map and
-    zero), or None where getrusage is not available (Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 @dataclass
@@ -124,7 +115,7 @@ class ProfileSession:
         self.device: torch.device | None = None
         self.timing_wall_ns: list[int] = []
         self.timing_minor_faults: list[int] = []
-        self._last_faults = _minor_faults()
+        self._last_faults = minor_faults()
         self._last = 0
         self._step_overhead_start = 0
         self._finished = False
@@ -147,7 +138,7 @@ class ProfileSession:
     def boundary(self, optimizer: Any) -> None:
         now = perf_counter_ns()
         wall = now - self._last
-        faults = _minor_faults()
+        faults = minor_faults()
         step_faults = None if faults is None or self._last_faults is None else faults - self._last_faults
         self.done += 1
         rec = self.recorder
@@ -189,7 +180,7 @@ class ProfileSession:
             rec.begin_step(self.done)
             self._step_overhead_start = rec.overhead_ns
         self._last = perf_counter_ns()
-        self._last_faults = _minor_faults()
+        self._last_faults = minor_faults()
 
     # ------------------------------------------------------------------ running
     def run(self) -> RawRun:
@@ -235,7 +226,7 @@ class ProfileSession:
             old_handler = signal.signal(signal.SIGALRM, alarm.handler)
             alarm.start()
         self._last = perf_counter_ns()
-        self._last_faults = _minor_faults()
+        self._last_faults = minor_faults()
         failure: BaseException | None = None
         try:
             runpy.run_path(str(script), run_name="__main__")
