@@ -198,18 +198,25 @@ def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
     }
 
 
-def memory_bound_chains(t: Trace, r: Roofline) -> list[tuple[int, int]]:
+def memory_bound_chains(t: Trace, r: Roofline, *, across_modules: bool = False) -> list[tuple[int, int]]:
     """Runs of consecutive memory-bound ops owned by the same module call, in one phase:
-    (first, last) op index, inclusive."""
+    (first, last) op index, inclusive. ``across_modules``: runs through module boundaries
+    inside the model (what ``torch.compile(model)`` sees as one graph: a BatchNorm2d's ops
+    and the ReLU module after it), never into ops outside every module (the loss, the
+    optimizer)."""
     out = []
     i, n = 0, len(r.time_s)
     owner = t.op_owner
+
+    def same(j: int) -> bool:
+        return owner[j] >= 0 and owner[i] >= 0 if across_modules else owner[j] == owner[i]
+
     while i < n:
         if not r.memory_bound[i]:
             i += 1
             continue
         j = i
-        while j + 1 < n and r.memory_bound[j + 1] and owner[j + 1] == owner[i] and t.op_phase[j + 1] == t.op_phase[i]:
+        while j + 1 < n and r.memory_bound[j + 1] and same(j + 1) and t.op_phase[j + 1] == t.op_phase[i]:
             j += 1
         out.append((i, j))
         i = j + 1
@@ -407,14 +414,16 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         notes.append("changes numerics: reduced-precision activations and matmuls" +
                      ("; float16 needs a GradScaler" if low == "float16" else ""))
     elif kind == "compile":
-        # each chain of memory-bound ops becomes one kernel that reads the chain's inputs and
-        # writes its outputs once (taken as two of its ops' traffic at the probed bandwidth),
+        # each chain of memory-bound ops of the model (through its modules' boundaries: the
+        # compiler sees the whole forward, and the whole backward, as one graph) becomes one
+        # kernel that reads the chain's inputs and writes its outputs once (taken as two of
+        # its ops' traffic at the probed bandwidth),
         # paying one op's dispatch; random numbers are drawn per element in the fused kernel
         # too, so they keep their time (on our CPU the compiler's were slower than eager's:
         # the GPT sample compiled ran 5-8% slower with dropout 0.1, 10-15% faster without)
         overhead = float(cal.get("op_overhead_us") or 5.0) / 1e6
         saved, rng_kept = 0.0, 0.0
-        for i, j in memory_bound_chains(t, r):
+        for i, j in memory_bound_chains(t, r, across_modules=True):
             if t.op_phase[i] == Phase.OPTIMIZER:
                 continue
             ops = [k for k in range(i, j + 1) if t.op_name_str(k) not in RNG_OPS]

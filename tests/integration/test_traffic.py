@@ -126,7 +126,8 @@ def test_probe_compile_measures_what_fusion_does_not_price(tmp_path):
     # a compiled forward+backward of a Linear(8, 8) costs more than the eager one: guards,
     # the generated code's wrapper (90-140 µs against 45 µs on our CPU)
     assert probe["compiled_tiny_us"] > probe["eager_tiny_us"] > 0
-    assert probe["graph_overhead_us"] == pytest.approx(probe["compiled_tiny_us"] - probe["eager_tiny_us"], abs=1e-2)
+    # the median of the within-round differences: positive, and below the compiled call itself
+    assert 0 < probe["graph_overhead_us"] < probe["compiled_tiny_us"]
     plans = {p["strategy"]: p for p in json_out(cli("suggest", "--profile", tmp_path / "p.json", "--out",
                                                     tmp_path / "plan.json", "--json"))["traffic"]["plans"]}
     assert any("--probe-compile" in n and "µs per compiled" in n for n in plans["compile"]["notes"])

@@ -286,6 +286,26 @@ def test_compile_keeps_random_numbers_at_their_time():
     assert any("kept at their time" in n for n in got.notes)
 
 
+def test_compile_fuses_through_module_boundaries_but_not_into_the_loss():
+    from memadvise.analysis.traffic import memory_bound_chains, predict_traffic, roofline
+
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    p = profile_with(**cal)
+    n = len(p.trace["ops"]["name"])
+    p.trace["ops"]["owner"] = [k % 2 for k in range(n)]  # two modules in turn: no per-module run
+    t = Trace(p)
+    r = roofline(p, t)
+    assert all(i == j for i, j in memory_bound_chains(t, r))
+    across = memory_bound_chains(t, r, across_modules=True)
+    assert any(j > i for i, j in across)
+    fused = predict_traffic(p, {"compile": True}).delta_s
+    assert fused < 0
+    p.trace["ops"]["owner"] = [-1] * n  # every op outside the model (a loss, a functional step)
+    t = Trace(p)
+    assert all(i == j for i, j in memory_bound_chains(t, roofline(p, t), across_modules=True))
+    assert predict_traffic(p, {"compile": True}).delta_s == 0.0
+
+
 def test_compile_adds_the_probed_graph_cost_and_random_numbers():
     from memadvise.analysis.traffic import _model_calls, predict_traffic
 
