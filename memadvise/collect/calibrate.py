@@ -20,7 +20,7 @@ from torch.utils.checkpoint import (
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from memadvise.collect.op_rates import probe_op_rates
-from memadvise.collect.timing import median_time, timed_once
+from memadvise.collect.timing import interleaved, median_diff, median_time
 
 N_BLOCKS = 16
 WIDTH = 8
@@ -73,24 +73,6 @@ def _step_fn(blocks, x, mode: str, device: torch.device):
         h.float().sum().backward()
 
     return run
-
-
-def _interleaved(fns: dict, device: torch.device, repeats: int) -> dict[str, list[float]]:
-    """Wall times of each of ``fns``, run in turn ``repeats`` times after a warm-up round:
-    a difference between two of them is taken within a round, so the machine slowing
-    down or speeding up between rounds does not enter it."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            times[k].append(timed_once(fn, device))
-    return times
-
-
-def _median_diff(a: list[float], b: list[float]) -> float:
-    """Median over rounds of ``a - b``."""
-    return statistics.median(x - y for x, y in zip(a, b))
 
 
 def low_precision(device: torch.device) -> torch.dtype:
@@ -162,14 +144,14 @@ def probe_roofline(device: torch.device, repeats: int = 7) -> dict:
 
         # nn.Module.__call__ itself (hook dispatch, forward lookup), paid once per module call
         ident = torch.nn.Identity()
-        t = _interleaved({"fwd": chain, "untracked": chain_untracked, "both": lambda: chain().backward(tiny),
+        t = interleaved({"fwd": chain, "untracked": chain_untracked, "both": lambda: chain().backward(tiny),
                           "call": lambda: [ident(tiny) for _ in range(100)],
                           "forward": lambda: [ident.forward(tiny) for _ in range(100)]}, device, 2 * repeats + 1)
         # forward + backward = two forwards' ops (a mul per node each way) + the engine
         out["autograd_node_us"] = max(0.0, statistics.median(b - 2 * f for b, f in zip(t["both"], t["fwd"])) / 100 * 1e6)
         # a forward op on tensors that require grad records its node (and saves its inputs)
-        out["autograd_record_us"] = max(0.0, _median_diff(t["fwd"], t["untracked"]) / 100 * 1e6)
-        out["module_call_us"] = max(0.0, _median_diff(t["call"], t["forward"]) / 100 * 1e6)
+        out["autograd_record_us"] = max(0.0, median_diff(t["fwd"], t["untracked"]) / 100 * 1e6)
+        out["module_call_us"] = max(0.0, median_diff(t["call"], t["forward"]) / 100 * 1e6)
         out.update(probe_op_rates(device, repeats=repeats))
     except Exception as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
@@ -192,16 +174,16 @@ def calibrate(device: torch.device, repeats: int = 15) -> dict:
                 modes["autocast"]()
             except Exception:  # no autocast for this device
                 del modes["autocast"]
-            t = _interleaved(modes, device, repeats)
+            t = interleaved(modes, device, repeats)
     except Exception as exc:  # calibration is an estimate: never fail a profile over it
         return {"error": f"{type(exc).__name__}: {exc}"}
     # the recompute of a tiny block is in `ckpt - plain` too; its op time is negligible
-    call_ms = max(0.0, _median_diff(t["checkpoint"], t["plain"]) / N_BLOCKS * 1000.0)
-    op_us = max(0.0, _median_diff(t["selective"], t["checkpoint"]) / (N_BLOCKS * ops_per_block) * 1e6)
+    call_ms = max(0.0, median_diff(t["checkpoint"], t["plain"]) / N_BLOCKS * 1000.0)
+    op_us = max(0.0, median_diff(t["selective"], t["checkpoint"]) / (N_BLOCKS * ops_per_block) * 1e6)
     extra = {}
     if "autocast" in t:
         # per Linear: the weight cast, the autocast dispatch, the casts back in backward
-        extra["autocast_matmul_overhead_us"] = round(max(0.0, _median_diff(t["autocast"], t["plain"]) / N_BLOCKS * 1e6), 3)
+        extra["autocast_matmul_overhead_us"] = round(max(0.0, median_diff(t["autocast"], t["plain"]) / N_BLOCKS * 1e6), 3)
     return {
         **probe_roofline(device),
         **extra,

@@ -24,13 +24,14 @@ import time
 import torch
 import torch.nn.functional as F
 
-from memadvise.collect.calibrate import _interleaved, _median_diff
+from memadvise.collect.timing import interleaved, median_diff
 
 
 def probe_compile(device: torch.device, repeats: int = 15) -> dict:
     """``graph_overhead_us`` (compiled minus eager, one forward + backward of a tiny model),
     ``rng_extra_ns_per_element`` (compiled minus eager dropout forward + backward, per
-    element): medians of the differences within interleaved rounds; ``compile_s``; ``{"error": ...}`` where the device or the compiler cannot."""
+    element): medians of the differences within interleaved rounds; ``compile_s``;
+    ``{"error": ...}`` where the device or the compiler cannot."""
     import torch._dynamo
 
     start = time.perf_counter()
@@ -60,14 +61,15 @@ def probe_compile(device: torch.device, repeats: int = 15) -> dict:
             for _ in range(2):
                 step(tiny), step(tiny_c), drop_step(dropout), drop_step(dropout_c)
             # compiled and eager in turn, each difference taken within a round: a probe of
-            # one after the other read a graph cost of 65-228 µs, dropout 3.6-6.2 ns/element
-            t = _interleaved({"eager": lambda: step(tiny), "compiled": lambda: step(tiny_c)}, device, 2 * repeats + 1)
-            d = _interleaved({"eager": lambda: drop_step(dropout), "compiled": lambda: drop_step(dropout_c)}, device,
+            # one after the other read a graph cost of 63-228 µs, dropout 2.3-7.0 ns/element
+            # (eight probes); in turn, 64-69 µs and 2.8-4.0 ns (five)
+            t = interleaved({"eager": lambda: step(tiny), "compiled": lambda: step(tiny_c)}, device, 2 * repeats + 1)
+            d = interleaved({"eager": lambda: drop_step(dropout), "compiled": lambda: drop_step(dropout_c)}, device,
                              repeats)
             eager, compiled = statistics.median(t["eager"]), statistics.median(t["compiled"])
             drop_eager, drop_compiled = statistics.median(d["eager"]), statistics.median(d["compiled"])
-            graph_s = _median_diff(t["compiled"], t["eager"])
-            rng_s = _median_diff(d["compiled"], d["eager"])
+            graph_s = median_diff(t["compiled"], t["eager"])
+            rng_s = median_diff(d["compiled"], d["eager"])
     except Exception as exc:  # no compiler, an unsupported device: no estimate
         return {"error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"}
     finally:

@@ -202,8 +202,9 @@ def _failure_line(stderr: str, code: int) -> str:
     then fail on a broken connection, or are killed by the launcher, and a rank may still
     die of a signal after printing its line. Without one, a rank killed by a signal
     without a word; else the launcher's root cause (the first rank it saw exit)."""
+    every = _exits(stderr)
     root = _exits(stderr[stderr.index("Root Cause"):]) if "Root Cause" in stderr else []
-    exits = root or _exits(stderr)
+    exits = root or every
     own: dict[int, str] = {}
     for line in stderr.splitlines():
         m = re.search(r"memadvise: error: rank (\d+): (.*)", line)
@@ -215,7 +216,7 @@ def _failure_line(stderr: str, code: int) -> str:
         return f"rank {k}: {causes[k]}"
     # killed without a word (SIGKILL, the OOM killer), its peers' errors are only the broken
     # connection; the launcher's SIGTERM to the survivors is its reaction, not a cause
-    killed = [(r, c) for r, c in root + _exits(stderr) if c < 0 and c != -signal.SIGTERM and r not in own]
+    killed = [(r, c) for r, c in root + every if c < 0 and c != -signal.SIGTERM and r not in own]
     if killed or (exits and exits[0][1] < 0):
         r, c = (killed or exits)[0]
         name = signal.Signals(-c).name if -c in signal.Signals._value2member_map_ else f"signal {-c}"

@@ -1,7 +1,7 @@
 """Host memory for the CPU traffic model: page faults, and glibc's heap during the probes.
 
 A CPU op whose output lands on fresh pages pays a minor fault per page (the kernel maps
-and zeroes it) on top of moving its bytes: on our 2-core machine ~0.8 µs a page, which
+and zeroes it) on top of moving its bytes: on our 2-core machine ~0.7 µs a page, which
 makes ``threshold_backward`` on 2 MiB tensors run at 14 GB/s instead of 100. Whether a
 given allocation is fresh depends on glibc's malloc state (its mmap threshold moves with
 the sizes freed so far; the top of its heap is returned to the kernel past the trim
@@ -61,7 +61,8 @@ def page_fault_cost_s(mib: int = 16, repeats: int = 5) -> float | None:
     """Seconds of a step per minor fault: a fresh private anonymous mapping filled by one
     torch op, as an op fills its new output (with the intra-op threads, which fault
     their pages in parallel: one byte per page from one thread measured 1.3-1.4 µs a
-    fault, ``threshold_backward`` into fresh pages 0.8-1.1), minus the same fill again
+    fault, this probe 0.65-0.67, ``threshold_backward`` into fresh pages 0.70-1.15),
+    minus the same fill again
     (the bytes alone), per fault counted; the median of ``repeats`` mappings. None where
     faults are not counted."""
     import torch
