@@ -299,6 +299,24 @@ def _autocast_pointwise_delta(profile: Profile, t: Trace, r: Roofline, cal: dict
     return delta, n
 
 
+def fault_delta(profile: Profile, kind: str) -> dict | None:
+    """Page faults per step under a change (CPU): the measured count scaled by the ratio
+    of the change's replayed allocations to the recorded step's, both replayed on the
+    heap as the run left it (``collect/fault_replay.py``); where the recorded replay
+    faulted nothing, the change's own replayed count. Priced at the probed cost of a
+    fault. None where the profile has no replay for this change."""
+    cal = profile.doc.get("calibration") or {}
+    replay = cal.get("fault_replay") or {}
+    measured = (profile.summary or {}).get("minor_faults_per_step")
+    fault_us = cal.get("page_fault_us") if cal.get("heap_pinned") else None
+    if kind not in replay or "recorded" not in replay or measured is None or not fault_us:
+        return None
+    base, new = float(replay["recorded"]), float(replay[kind])
+    changed = float(measured) * new / base if base > 0 else float(measured) + new
+    return {"recorded": float(measured), "changed": changed,
+            "delta_s": (changed - float(measured)) * float(fault_us) / 1e6}
+
+
 def _numel(shape: str) -> int:
     """Elements of a recorded shape string such as ``float32[8, 64, 128]`` (0 if none)."""
     if "[" not in shape:
@@ -462,5 +480,10 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         notes.append(f"{len(ratios)} convolutions replayed in channels_last, measured")
     else:
         raise ValueError(f"unknown traffic change {kind!r}")
+    faults = fault_delta(profile, kind)
+    if faults is not None:
+        delta += faults["delta_s"]
+        notes.append(f"page faults per step {faults['recorded']:.0f} → {faults['changed']:.0f} "
+                     f"({faults['delta_s'] * 1000:+.2f} ms; the step's allocations replayed on the heap as the run left it)")
     return TrafficPrediction(change=change, delta_s=delta, peak_bytes=int(total.max()) if len(total) else 0,
                              activation_bytes=int(act), notes=notes)

@@ -54,17 +54,26 @@ def profile_script(
         raw = session.run()
     try:
         heap = {}
+        scratch = raw.recorder.probe.run(raw.device)
         if calibrate_overheads and raw.device.type == "cpu":
-            # the probes below on a pinned heap, the step's own faults priced apart
+            # the step's allocations replayed on the heap as the script left it (faults
+            # under each traffic change), then the probes below on a pinned heap, the
+            # step's own faults priced apart
+            from memadvise.collect.fault_replay import fault_replay
             from memadvise.collect.host_memory import page_fault_cost_s, pin_heap
 
+            try:
+                replayed = fault_replay(Profile(doc=build_profile(raw, scratch=scratch)))
+            except Exception as exc:  # an estimate: never fail a profile over it
+                replayed, heap["fault_replay_error"] = None, f"{type(exc).__name__}: {exc}"
+            if replayed:
+                heap["fault_replay"] = {k: round(v, 1) for k, v in replayed.items()}
             heap["heap_pinned"] = pin_heap()
             cost = page_fault_cost_s()
             if cost is not None:
                 heap["page_fault_us"] = round(cost * 1e6, 4)
         calibration = calibrate(raw.device) if calibrate_overheads else {}
         calibration.update(heap)
-        scratch = raw.recorder.probe.run(raw.device)
         if calibrate_overheads:
             from memadvise.collect.probe import time_channels_last, time_signatures
 

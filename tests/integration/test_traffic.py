@@ -3,6 +3,7 @@ sign when measured, patches at the optimizer's site, and no change of numerics u
 asked for."""
 
 import json
+import platform
 import shutil
 
 import pytest
@@ -83,6 +84,10 @@ def test_profile_carries_what_the_step_time_model_needs(ws):
     assert all(r > 0 for r in ops["replay_us"] if r is not None)
     assert profile.trace["backward_nodes"] >= 150  # an AddmmBackward per Linear, at least
     assert "autograd_record_us" in profile.doc["calibration"]
+    # the step's allocations replayed for each change that reshapes them (gradients zeroed
+    # in place: set_to_none applies)
+    if platform.system() == "Linux":
+        assert set(profile.doc["calibration"]["fault_replay"]) == {"recorded", "autocast", "compile", "set_to_none"}
     model = predict_step_time(profile)
     assert model["optimizer_from_probe"] and model["replayed_ops"] == len(replayed)
     assert model["step_time_s"] > model["optimizer_s"] > 0

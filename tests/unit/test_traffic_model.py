@@ -183,6 +183,27 @@ def test_the_steps_page_faults_are_priced_when_the_probes_ran_on_a_pinned_heap()
     assert predict_step_time(p)["page_faults_s"] == 0.0
 
 
+def test_a_changes_page_faults_scale_the_measured_count_by_the_replayed_ratio():
+    from memadvise.analysis.traffic import fault_delta, predict_traffic
+
+    cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
+    p = profile_with(**cal, heap_pinned=True, page_fault_us=0.5, fault_replay={"recorded": 1000.0, "compile": 250.0})
+    p.doc["summary"]["minor_faults_per_step"] = 2000
+    got = fault_delta(p, "compile")
+    assert got["changed"] == pytest.approx(500) and got["delta_s"] == pytest.approx(-1500 * 0.5e-6)
+    without = profile_with(**cal, heap_pinned=True, page_fault_us=0.5)
+    without.doc["summary"]["minor_faults_per_step"] = 2000
+    assert fault_delta(without, "compile") is None
+    assert (predict_traffic(p, {"compile": True}).delta_s
+            == pytest.approx(predict_traffic(without, {"compile": True}).delta_s - 1500 * 0.5e-6))
+    # the recorded replay faulted nothing: the change's own replayed faults are added
+    p.doc["calibration"]["fault_replay"] = {"recorded": 0.0, "compile": 300.0}
+    assert fault_delta(p, "compile")["changed"] == pytest.approx(2300)
+    # probes on an unpinned heap: no price for a fault, no term
+    p.doc["calibration"]["heap_pinned"] = False
+    assert fault_delta(p, "compile") is None
+
+
 def test_roofline_report_carries_the_model():
     p = profile_with(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
     doc = traffic_report(p)
