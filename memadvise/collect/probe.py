@@ -12,7 +12,11 @@ the CPU allocator PyTorch offers.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
+import sys
+import tempfile
 from typing import Any
 
 import torch
@@ -31,6 +35,32 @@ PROBE_OPS = frozenset(
     }
 )
 
+
+
+@contextlib.contextmanager
+def _without_profiler_banner():
+    """Drop the lines torch's profiler writes to file descriptor 2 as it starts and stops
+    ("USDT: ... profiler_start", since torch 2.13, whatever the log level): they are not
+    the user's script's output. Every other line written meanwhile is passed on."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real descriptor 2 (an embedding host): leave it
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith("USDT:")]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 class _TensorMeta:
     __slots__ = ("shape", "stride", "dtype", "device", "offset")
@@ -148,7 +178,7 @@ class ScratchProbe:
             with torch.no_grad():
                 func(*args, **kwargs)  # first call: lazy initialisation
             replays.append((key, func, args, kwargs))
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _without_profiler_banner(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             results = []
             for i, (_key, func, args, kwargs) in enumerate(replays):
                 with torch.no_grad(), record_function(f"memadvise::probe::{i}"):
