@@ -23,7 +23,7 @@ demo: venv
 	$(PY) -m memadvise profile sample_models/gpt.py --out $(DEMO_DIR)/profile.json
 	$(PY) -m memadvise show --profile $(DEMO_DIR)/profile.json
 	$(PY) -m memadvise suggest --profile $(DEMO_DIR)/profile.json --out $(DEMO_DIR)/plan.json
-	$(PY) -m memadvise apply --plan $(DEMO_DIR)/plan.json --rank 1 --patch $(DEMO_DIR)/plan.patch --verify --verify-out $(DEMO_DIR)/verify.json
+	$(PY) -m memadvise apply --plan $(DEMO_DIR)/plan.json --rank 1 --patch $(DEMO_DIR)/plan.patch --verify --verify-repeats 3 --verify-out $(DEMO_DIR)/verify.json
 	$(PY) -m memadvise report --profile $(DEMO_DIR)/profile.json --plan $(DEMO_DIR)/plan.json --rank 1 --verify $(DEMO_DIR)/verify.json --out $(DEMO_DIR)/report.html
 
 test: venv

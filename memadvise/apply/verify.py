@@ -88,6 +88,7 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
     pred = prepared.plan["predicted"]
     ratios = [m["step_time_s"] / b["step_time_s"] - 1 for b, m in pairs if b["step_time_s"] > 0]
     measured_overhead = statistics.median(ratios) if ratios else 0.0
+    spread = timing_spread(ratios)
 
     def err(p: float, m: float) -> float | None:
         return abs(p - m) / m if m else None
@@ -99,7 +100,7 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
                              "baseline_measured": base["activation_bytes"],
                              "error": err(pred["activation_bytes"], meas["activation_bytes"])},
         "overhead": {"predicted": pred["overhead"], "measured": measured_overhead,
-                     "error": abs(pred["overhead"] - measured_overhead), "measured_pairs": ratios},
+                     "error": abs(pred["overhead"] - measured_overhead), "measured_pairs": ratios, **spread},
     }
     peak_error = rows["peak_bytes"]["error"] or 0.0
     return {
@@ -110,3 +111,16 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
         "tolerance": tolerance,
         "passed": peak_error <= tolerance,
     }
+
+
+def timing_spread(ratios: list[float]) -> dict:
+    """How far the measured step-time change can be told from the machine's noise.
+
+    ``resolved``: True where every pair moved the same way (at least three pairs), False
+    where the pairs took both signs (the change is within this machine's run-to-run
+    noise: its sign is not measured), None with fewer than three pairs."""
+    if not ratios:
+        return {"pairs_range": None, "resolved": None}
+    lo, hi = min(ratios), max(ratios)
+    resolved = None if len(ratios) < 3 else bool(lo > 0 or hi < 0)
+    return {"pairs_range": [lo, hi], "resolved": resolved}

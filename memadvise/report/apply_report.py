@@ -47,6 +47,13 @@ def render_verify(console: Console, result: dict) -> None:
     table.add_row("step time", f"{result['baseline_step_time_s'] * 1000:.1f} ms", format_percent(o["predicted"]),
                   format_percent(o["measured"]), f"{o['error'] * 100:.1f} pts")
     console.print(table)
+    if o.get("resolved") is False:
+        lo, hi = o["pairs_range"]
+        console.print(f"step time: the {len(o['measured_pairs'])} original/patched pairs took both signs "
+                      f"({format_percent(lo)} to {format_percent(hi)}): a change this machine's run-to-run noise "
+                      "hides; its sign is not measured")
+    elif o.get("resolved") is None and len(o.get("measured_pairs") or []) < 3:
+        console.print("step time: one run each; --verify-repeats 5 alternates five pairs and tells a change from noise")
     peak_err = rows["peak_bytes"]["error"] or 0.0
     if result["passed"]:
         console.print(f"[green]verified[/green]: peak within {peak_err:.1%} of the prediction (tolerance {result['tolerance']:.0%})")

@@ -53,3 +53,48 @@ def test_one_pair_by_default(tmp_path, monkeypatch):
     plan_file, prepared = fake_inputs(tmp_path)
     result = verify_mod.verify(plan_file, prepared, tolerance=0.05)
     assert len(calls) == 2 and result["rows"]["overhead"]["measured"] == 0.0 and result["passed"]
+
+
+def _verify_with_pairs(tmp_path, monkeypatch, pairs):
+    steps = iter(pairs)
+
+    def fake_profile(script, *a):
+        if script.name.endswith("orig.py"):
+            fake_profile.pair = next(steps)
+            return {"step_time_s": fake_profile.pair[0], "peak_bytes": 1000, "activation_bytes": 400}
+        return {"step_time_s": fake_profile.pair[1], "peak_bytes": 1000, "activation_bytes": 400}
+
+    monkeypatch.setattr(verify_mod, "_profile_subprocess", fake_profile)
+    plan_file, prepared = fake_inputs(tmp_path)
+    return verify_mod.verify(plan_file, prepared, tolerance=0.05, repeats=len(pairs))
+
+
+def render(result) -> str:
+    from rich.console import Console
+
+    from memadvise.report.apply_report import render_verify
+
+    console = Console(record=True, width=200)
+    render_verify(console, result)
+    return console.export_text()
+
+
+def test_pairs_of_both_signs_say_the_sign_is_not_measured(tmp_path, monkeypatch):
+    result = _verify_with_pairs(tmp_path, monkeypatch, [(1.0, 1.03), (1.0, 0.98), (1.0, 1.01)])
+    over = result["rows"]["overhead"]
+    assert over["resolved"] is False and over["pairs_range"] == pytest.approx([-0.02, 0.03])
+    assert "took both signs" in render(result)
+
+
+def test_pairs_of_one_sign_resolve_the_change(tmp_path, monkeypatch):
+    result = _verify_with_pairs(tmp_path, monkeypatch, [(1.0, 1.20), (1.0, 1.25), (1.0, 1.22)])
+    over = result["rows"]["overhead"]
+    assert over["resolved"] is True and over["measured"] == pytest.approx(0.22)
+    text = render(result)
+    assert "both signs" not in text and "one run each" not in text
+
+
+def test_a_single_pair_is_not_a_verdict_on_noise(tmp_path, monkeypatch):
+    result = _verify_with_pairs(tmp_path, monkeypatch, [(1.0, 1.2)])
+    assert result["rows"]["overhead"]["resolved"] is None
+    assert "one run each" in render(result)
