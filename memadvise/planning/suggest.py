@@ -190,6 +190,13 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
                      f"{dist['world_size']} ({peaks}): the rank that would run out of memory first")
     if base.activation_bytes == 0:
         notes.append("the step holds no activations for backward: there is nothing to recompute")
+    elif budget_bytes is None and recommended is None and base.peak_phase != "optimizer":
+        at_peak = sorted(((v, k) for k, v in base.by_category_at_peak.items()
+                         if v > 0 and k != "activation"), reverse=True)
+        held = ", ".join(f"{k.replace('_', ' ')} {format_bytes(v)}" for v, k in at_peak[:3])
+        notes.append(f"no plan lowers the peak ({format_bytes(base.peak_bytes)}): activations are "
+                     f"{format_bytes(base.activation_bytes)} of it, the rest is {held}; recompute cannot help "
+                     "this step (see the traffic section for its time)")
 
     recommendation = None
     if recommended is not None:

@@ -46,6 +46,16 @@ def test_traffic_plans_are_predicted(ws):
     assert not any(p["changes_numerics"] for p in plans.values())
 
 
+def test_a_step_recompute_cannot_help_says_so(ws):
+    # 75 KiB of activations under a 2.5 MiB peak of parameters, gradients and AdamW state:
+    # every recompute plan is predicted at or above the baseline's peak
+    doc = suggest(ws)
+    assert doc["recommendation"] is None
+    assert all(p["predicted"]["peak_bytes"] >= doc["baseline"]["peak_bytes"] for p in doc["plans"])
+    note = next(n for n in doc["notes"] if n.startswith("no plan lowers the peak"))
+    assert "optimizer state" in note and "recompute cannot help" in note
+
+
 def test_mixed_precision_only_when_asked(ws):
     doc = suggest(ws, "--allow-precision")
     plans = {p["strategy"]: p for p in doc["traffic"]["plans"]}
