@@ -203,6 +203,19 @@ def test_verify_section_puts_predicted_and_measured_side_by_side(chain):
     assert "step time, measured with the plan\n2.5 ms" in text
 
 
+def test_verify_section_shows_the_median_of_the_pairs(chain):
+    # the first pair measured +60%; the median of three is +10%, and the pairs take both signs
+    profile, plan_file = chain
+    over = {"predicted": 0.3, "measured": 0.1, "error": 0.2, "measured_pairs": [0.6, 0.1, -0.05],
+            "pairs_range": [-0.05, 0.6], "resolved": False}
+    verify = {**VERIFY, "rows": {**VERIFY["rows"], "overhead": over}, "patched_step_time_s": 0.0032}
+    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, "full"), verify=verify))
+    assert "step time, measured with the plan\n2.2 ms" in html.unescape(charts(page)["verify"])
+    section = html.unescape(page[page.index('<section id="verify">'):])
+    assert "median of 3 alternating original/patched pairs (-5.0% to +60.0%)" in section
+    assert "took both signs" in section
+
+
 def test_verify_file_is_validated():
     assert validate_verify({"verify": VERIFY, "plan": {}}, "v.json") is VERIFY
     assert validate_verify(VERIFY, "v.json") is VERIFY
