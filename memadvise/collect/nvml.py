@@ -113,6 +113,7 @@ class NvmlSampler:
         except Exception:
             pass
         if self.gpm_supported:
+            cur = None
             try:
                 cur = nv.nvmlGpmSampleAlloc()
                 nv.nvmlGpmSampleGet(h, cur)
@@ -125,9 +126,14 @@ class NvmlSampler:
                 nv.nvmlGpmMetricsGet(metrics)
                 s["dram_bw_util_pct"] = float(metrics.metrics[0].value)
                 nv.nvmlGpmSampleFree(self._gpm_prev)
-                self._gpm_prev = cur
+                self._gpm_prev, cur = cur, None
             except Exception:
                 self.gpm_supported = False
+                if cur is not None:  # the sample this read allocated: NVML memory, not Python's
+                    try:
+                        nv.nvmlGpmSampleFree(cur)
+                    except Exception:
+                        pass
         return s
 
     # ------------------------------------------------------------------ results

@@ -1,6 +1,8 @@
-"""The NVML wrapper with a fake pynvml: counters, GPM absent, init failure, and a sampler
-thread that stops when the script crashes."""
+"""The NVML wrapper with a fake pynvml: counters, GPM absent, GPM present (DRAM bandwidth
+through pynvml's own metrics structure) and failing, init failure, and a sampler thread
+that stops when the script crashes."""
 
+import ctypes
 import sys
 import threading
 import types
@@ -83,3 +85,66 @@ def test_sampler_thread_stops_when_the_script_crashes(install):
     assert not any(t.name == "memadvise-nvml" for t in threading.enumerate())
     assert "shutdown" in fake.calls
     assert {t.name for t in threading.enumerate()} <= before | {"MainThread"}
+
+
+def gpm_pynvml(values, *, fail_after=None):
+    """A fake with GPM: DRAM bandwidth read from ``values`` in turn, through pynvml's own
+    metrics structure (so a wrong field name fails here); ``nvmlGpmMetricsGet`` raises
+    after ``fail_after`` calls."""
+    real = pytest.importorskip("pynvml")
+    m = fake_pynvml(gpm=True)
+    m.c_nvmlGpmMetricsGet_t = real.c_nvmlGpmMetricsGet_t
+    m.NVML_GPM_METRICS_GET_VERSION = real.NVML_GPM_METRICS_GET_VERSION
+    m.live, m.freed, m.metric_ids = {}, [], []
+
+    def address(sample):
+        return ctypes.cast(sample, ctypes.c_void_p).value
+
+    def alloc():  # a real nvmlGpmSample_t pointer, as pynvml's structure only takes those
+        target = real.c_nvmlGpmSample_t._type_()
+        sample = real.c_nvmlGpmSample_t(target)
+        m.live[address(sample)] = target
+        return sample
+
+    def free(sample):
+        m.freed.append(m.live.pop(address(sample)))
+
+    def metrics_get(mg):
+        if fail_after is not None and len(m.metric_ids) >= fail_after:
+            raise RuntimeError("NVML_ERROR_UNKNOWN")
+        one, two = address(mg.sample1), address(mg.sample2)
+        assert one in m.live and two in m.live and one != two
+        m.metric_ids.append(mg.metrics[0].metricId)
+        mg.metrics[0].value = values[min(len(m.metric_ids) - 1, len(values) - 1)]
+        return mg
+
+    m.nvmlGpmSampleAlloc = alloc
+    m.nvmlGpmSampleFree = free
+    m.nvmlGpmSampleGet = lambda h, k: None
+    m.nvmlGpmMetricsGet = metrics_get
+    return m
+
+
+def test_gpm_dram_bandwidth_is_sampled_between_consecutive_samples(install):
+    m = install(gpm_pynvml([20.0, 60.0]))
+    with NvmlSampler(0, interval_s=0.005) as s:
+        threading.Event().wait(0.05)
+    summary = s.summary()
+    assert summary["gpm_supported"] is True
+    assert set(m.metric_ids) == {10}  # NVML_GPM_METRIC_DRAM_BW_UTIL
+    good = [x for x in s.samples if "error" not in x]
+    assert good[0]["dram_bw_util_pct"] == 20.0 and good[-1]["dram_bw_util_pct"] == 60.0
+    assert summary["overall"]["dram_bw_util_pct_mean"] > 20.0
+    assert not m.live  # every GPM sample freed once the sampler stopped
+
+
+def test_a_failing_gpm_read_turns_gpm_off_and_sampling_goes_on(install):
+    m = install(gpm_pynvml([30.0], fail_after=1))
+    with NvmlSampler(0, interval_s=0.005) as s:
+        threading.Event().wait(0.05)
+    summary = s.summary()
+    assert summary["gpm_supported"] is False
+    good = [x for x in s.samples if "error" not in x]
+    assert good[0]["dram_bw_util_pct"] == 30.0 and "dram_bw_util_pct" not in good[-1]
+    assert len(good) > 2 and summary["overall"]["mem_util_pct_mean"] == 40
+    assert not m.live  # the sample allocated by the failed read is freed too
