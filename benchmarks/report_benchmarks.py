@@ -173,9 +173,12 @@ def traffic_section(path: Path) -> list[str]:
 
 
 def _indistinguishable_from_zero(plan: dict) -> bool:
-    """Predicted under 2% either way, and the measured pairs lie on both sides of zero."""
+    """Predicted under 2% either way, and the measured pairs lie on both sides of zero
+    (what `apply --verify` reports as ``"resolved": false``)."""
+    from memadvise.apply.verify import timing_spread
+
     pairs = plan.get("measured_speedup_pairs") or []
-    return abs(plan["predicted_speedup"]) < 0.02 and any(x > 0 for x in pairs) and any(x < 0 for x in pairs)
+    return abs(plan["predicted_speedup"]) < 0.02 and timing_spread(pairs)["resolved"] is False
 
 
 def report_scale_section(path: Path) -> list[str]:

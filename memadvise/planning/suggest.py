@@ -194,8 +194,8 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         at_peak = sorted(((v, k) for k, v in base.by_category_at_peak.items()
                          if v > 0 and k != "activation"), reverse=True)
         held = ", ".join(f"{k.replace('_', ' ')} {format_bytes(v)}" for v, k in at_peak[:3])
-        notes.append(f"no plan lowers the peak ({format_bytes(base.peak_bytes)}): activations are "
-                     f"{format_bytes(base.activation_bytes)} of it, the rest is {held}; recompute cannot help "
+        notes.append(f"no plan lowers the peak ({format_bytes(base.peak_bytes)}): activations held for "
+                     f"backward are {format_bytes(base.activation_bytes)}, the rest is {held}; recompute cannot help "
                      "this step (see the traffic section for its time)")
 
     recommendation = None

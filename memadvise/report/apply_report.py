@@ -52,8 +52,10 @@ def render_verify(console: Console, result: dict) -> None:
         console.print(f"step time: the {len(o['measured_pairs'])} original/patched pairs took both signs "
                       f"({format_percent(lo)} to {format_percent(hi)}): a change this machine's run-to-run noise "
                       "hides; its sign is not measured")
-    elif o.get("resolved") is None and len(o.get("measured_pairs") or []) < 3:
-        console.print("step time: one run each; --verify-repeats 5 alternates five pairs and tells a change from noise")
+    elif o.get("resolved") is None:
+        n = len(o.get("measured_pairs") or [])
+        console.print(f"step time: {'one run' if n <= 1 else f'{n} runs'} each, too few to tell a change from "
+                      "this machine's noise; --verify-repeats 5 alternates five pairs")
     peak_err = rows["peak_bytes"]["error"] or 0.0
     if result["passed"]:
         console.print(f"[green]verified[/green]: peak within {peak_err:.1%} of the prediction (tolerance {result['tolerance']:.0%})")

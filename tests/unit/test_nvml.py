@@ -5,6 +5,7 @@ that stops when the script crashes."""
 import ctypes
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -125,10 +126,17 @@ def gpm_pynvml(values, *, fail_after=None):
     return m
 
 
+def sample_until(s, n, timeout_s=5.0):
+    """Let the sampler thread take ``n`` samples (a loaded CI machine may be slow to)."""
+    deadline = time.monotonic() + timeout_s
+    while len(s.samples) < n and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def test_gpm_dram_bandwidth_is_sampled_between_consecutive_samples(install):
     m = install(gpm_pynvml([20.0, 60.0]))
     with NvmlSampler(0, interval_s=0.005) as s:
-        threading.Event().wait(0.05)
+        sample_until(s, 3)
     summary = s.summary()
     assert summary["gpm_supported"] is True
     assert set(m.metric_ids) == {10}  # NVML_GPM_METRIC_DRAM_BW_UTIL
@@ -141,7 +149,7 @@ def test_gpm_dram_bandwidth_is_sampled_between_consecutive_samples(install):
 def test_a_failing_gpm_read_turns_gpm_off_and_sampling_goes_on(install):
     m = install(gpm_pynvml([30.0], fail_after=1))
     with NvmlSampler(0, interval_s=0.005) as s:
-        threading.Event().wait(0.05)
+        sample_until(s, 3)
     summary = s.summary()
     assert summary["gpm_supported"] is False
     good = [x for x in s.samples if "error" not in x]

@@ -91,10 +91,12 @@ def test_pairs_of_one_sign_resolve_the_change(tmp_path, monkeypatch):
     over = result["rows"]["overhead"]
     assert over["resolved"] is True and over["measured"] == pytest.approx(0.22)
     text = render(result)
-    assert "both signs" not in text and "one run each" not in text
+    assert "both signs" not in text and "too few" not in text
 
 
-def test_a_single_pair_is_not_a_verdict_on_noise(tmp_path, monkeypatch):
-    result = _verify_with_pairs(tmp_path, monkeypatch, [(1.0, 1.2)])
+@pytest.mark.parametrize("pairs, said", [([(1.0, 1.2)], "one run each"), ([(1.0, 1.2), (1.0, 1.3)], "2 runs each")])
+def test_fewer_than_three_pairs_are_not_a_verdict_on_noise(tmp_path, monkeypatch, pairs, said):
+    result = _verify_with_pairs(tmp_path, monkeypatch, pairs)
     assert result["rows"]["overhead"]["resolved"] is None
-    assert "one run each" in render(result)
+    text = render(result)
+    assert f"{said}, too few to tell a change" in text and "--verify-repeats 5" in text
