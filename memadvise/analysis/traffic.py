@@ -16,26 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from memadvise.analysis.trace import Trace
+from memadvise.schema.ops import MATMUL_KERNEL_OPS, RNG_OPS, VIEW_OPS
 from memadvise.schema.profile import Profile
 
 DEFAULT_BANDWIDTH = 20e9  # bytes/s, only when a profile carries no probe
-# Ops that return views or metadata: they move no bytes.
-VIEW_OPS = frozenset({
-    "view", "_unsafe_view", "reshape", "transpose", "t", "permute", "expand", "expand_as", "squeeze", "unsqueeze",
-    "select", "slice", "as_strided", "detach", "alias", "split", "split_with_sizes", "unbind", "chunk", "narrow",
-    "diagonal", "unfold", "view_as", "view_as_real", "view_as_complex", "_reshape_alias", "lift_fresh",
-    "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "set_", "resize_",
-})
 DEFAULT_FLOPS = 200e9
-# Ops that draw random numbers (dropout's mask among them).
-RNG_OPS = frozenset({
-    "bernoulli", "bernoulli_", "native_dropout", "_fused_dropout", "dropout",
-    "rand", "rand_like", "randn", "randn_like", "randint", "randint_like",
-    "randperm", "normal", "normal_", "uniform_", "multinomial", "exponential_",
-    "geometric_", "cauchy_", "log_normal_", "random_", "poisson",
-    "rrelu_with_noise", "_standard_gamma",
-})
-
 # Ops autocast runs in float32 whatever their inputs (its "fp32 list" on CUDA and CPU, and
 # the reductions/losses it promotes), by aten name; their backward ops run in float32 too.
 # Left at their recorded time (ratio 1).
@@ -99,9 +84,6 @@ def _matmul_rate(flops: np.ndarray, curve: list, default: float) -> np.ndarray:
     return np.interp(np.log(np.maximum(flops, 1.0)), xs, ys)
 
 
-MATMUL_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "linear", "matmul", "addbmm"})
-
-
 def dispatch_cost(names, cal: dict) -> np.ndarray:
     """Per op, the probed fixed cost of dispatching it (s): views and in-place ops cost
     less than an op that allocates its output, a matmul more (BLAS setup)."""
@@ -112,7 +94,7 @@ def dispatch_cost(names, cal: dict) -> np.ndarray:
     def kind(n: str) -> str | None:
         if n in VIEW_OPS:
             return "view"
-        if n in MATMUL_OPS:
+        if n in MATMUL_KERNEL_OPS:
             return "matmul"
         if n.endswith("_") and not n.endswith("__"):
             return "inplace"
@@ -289,7 +271,7 @@ def _autocast_pointwise_delta(profile: Profile, t: Trace, r: Roofline, cal: dict
         if not str(strings[shapes[i]]).startswith("float32"):
             continue
         name = t.op_name_str(i)
-        if name in VIEW_OPS or runs_in_float32(name) or name in MATMUL_OPS or "convolution" in name:
+        if name in VIEW_OPS or runs_in_float32(name) or name in MATMUL_KERNEL_OPS or "convolution" in name:
             continue
         kind = float(kinds.get(name) or r.bandwidth)
         before = r.bytes[i] / min(r.bandwidth, kind)

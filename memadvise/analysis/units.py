@@ -8,7 +8,8 @@ from functools import cached_property
 import numpy as np
 
 from memadvise.analysis.trace import Trace
-from memadvise.schema.actions import MATMUL_OPS, POLICIES
+from memadvise.schema.actions import POLICIES
+from memadvise.schema.ops import SAVE_MATMUL_OPS
 from memadvise.schema.categories import Category, Phase
 from memadvise.schema.profile import Profile
 
@@ -169,4 +170,4 @@ class UnitTree:
 
 def uses_matmul(trace: Trace, call: int) -> bool:
     lo, hi = int(trace.call_start_op[call]), int(trace.call_end_op[call])
-    return any(trace.op_name_str(i) in MATMUL_OPS for i in range(lo, hi))
+    return any(trace.op_name_str(i) in SAVE_MATMUL_OPS for i in range(lo, hi))

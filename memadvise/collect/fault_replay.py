@@ -188,8 +188,8 @@ def replay_faults(plans: dict[str, StepAllocations], *, rounds: int = 10, steps:
 def change_allocations(profile, trace=None) -> dict[str, StepAllocations]:
     """The recorded step's allocations and, where a change applies, each change's."""
     from memadvise.analysis.trace import Trace
-    from memadvise.analysis.traffic import (MATMUL_OPS, RNG_OPS, VIEW_OPS, memory_bound_chains, roofline,
-                                            runs_in_float32)
+    from memadvise.analysis.traffic import memory_bound_chains, roofline, runs_in_float32
+    from memadvise.schema.ops import MATMUL_KERNEL_OPS, RNG_OPS, VIEW_OPS
     from memadvise.schema.categories import Category, Phase
 
     t = trace or Trace(profile)
@@ -212,7 +212,7 @@ def change_allocations(profile, trace=None) -> dict[str, StepAllocations]:
               if int(t.st_category[s]) == int(Category.PARAMETER) and int(t.st_alloc[s]) < 0]
     fwd = np.nonzero(t.op_phase == Phase.FORWARD)[0]
     bwd = np.nonzero(t.op_phase == Phase.BACKWARD)[0]
-    if len(fwd) and len(bwd) and any(names[i] in MATMUL_OPS or "convolution" in names[i] for i in fwd):
+    if len(fwd) and len(bwd) and any(names[i] in MATMUL_KERNEL_OPS or "convolution" in names[i] for i in fwd):
         # cast at the forward's first op, freed where backward ends (the optimizer starts)
         end = t.optimizer_window[0] if t.optimizer_window else int(t.op_clock[bwd[-1]]) + 1
         autocast.insert(int(t.op_clock[fwd[0]]), [(ALLOC, -(10**9) - k, b) for k, b in enumerate(params)])

@@ -21,20 +21,7 @@ from typing import Any
 
 import torch
 
-# Op overload packets that allocate scratch buffers on some backend.
-PROBE_OPS = frozenset(
-    {
-        "convolution", "_convolution", "convolution_backward", "mkldnn_convolution",
-        "cudnn_convolution", "cudnn_convolution_transpose", "miopen_convolution",
-        "mm", "addmm", "bmm", "baddbmm", "_addmm_activation",
-        "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
-        "_scaled_dot_product_flash_attention_backward", "_scaled_dot_product_efficient_attention_backward",
-        "_scaled_dot_product_cudnn_attention_backward", "_scaled_dot_product_flash_attention_for_cpu_backward",
-        "_flash_attention_backward", "_efficient_attention_backward",
-    }
-)
-
+from memadvise.schema.ops import PROBE_OPS  # noqa: F401  (the recorder reads it here)
 
 
 @contextlib.contextmanager

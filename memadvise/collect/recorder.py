@@ -30,10 +30,8 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-# RNG_OPS: ops that draw from the RNG; a unit running one of them needs its RNG state
-# preserved under recompute (torch.utils.checkpoint does so by default: preserve_rng_state=True).
-from memadvise.analysis.traffic import RNG_OPS
 from memadvise.collect import _torch_internals as internals
+from memadvise.schema.ops import RNG_OPS
 
 PHASE_FORWARD = 0
 PHASE_BACKWARD = 1

@@ -11,26 +11,17 @@ import re
 from dataclasses import dataclass
 
 from memadvise._errors import InputFileError
+from memadvise.schema.ops import SAVE_MATMUL_OPS
 
 CHECKPOINT = "checkpoint"
 SELECTIVE = "selective"
 OFFLOAD = "offload"
 ACTIONS = (CHECKPOINT, SELECTIVE, OFFLOAD)
 
-# Outputs of these aten ops are kept (CheckpointPolicy.MUST_SAVE); everything else in
-# the unit is recomputed: the common "save matmuls and attention" policy. Names are
-# op overload packets as a TorchDispatchMode sees them (below autograd).
-MATMUL_OPS = frozenset(
-    {
-        "mm", "addmm", "bmm", "baddbmm", "_addmm_activation",
-        "convolution", "_convolution", "mkldnn_convolution", "cudnn_convolution",
-        "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
-        "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
-        "_flash_attention_forward", "_efficient_attention_forward",
-    }
-)
+# Outputs of the policy's ops are kept (CheckpointPolicy.MUST_SAVE); everything else in
+# the unit is recomputed.
 POLICIES: dict[str, frozenset[str]] = {
-    "save-matmul": MATMUL_OPS,
+    "save-matmul": SAVE_MATMUL_OPS,
 }
 DEFAULT_POLICY = "save-matmul"
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from memadvise.analysis.trace import Trace
-from memadvise.analysis.traffic import VIEW_OPS, predict_step_time, traffic_report
+from memadvise.analysis.traffic import predict_step_time, traffic_report
+from memadvise.schema.ops import VIEW_OPS
 from memadvise.schema.profile import Profile
 from memadvise.testing.synthetic import chain_profile
 
