@@ -4,17 +4,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_PIN ?= torch==2.13.0
+RUFF_PIN ?= ruff==0.17.6
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_DIR ?= .memadvise/demo
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test]" "$(RUFF_PIN)"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -28,6 +29,9 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+lint: venv
+	$(VENV)/bin/ruff check memadvise tests benchmarks sample_models
 
 bench: venv
 	$(PIP) install -q -e ".[bench]"

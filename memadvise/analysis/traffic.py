@@ -53,10 +53,6 @@ class Roofline:
     def bandwidth_time_s(self) -> np.ndarray:
         return self.bytes / self.bandwidth
 
-    @property
-    def compute_time_s(self) -> np.ndarray:
-        return self.flops / self.flops_rate
-
 
 def roofline(profile: Profile, trace: Trace | None = None) -> Roofline:
     t = trace or Trace(profile)

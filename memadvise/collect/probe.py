@@ -266,7 +266,7 @@ def _cold_replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device
         for i in range(repeats + 2):  # two warm-up calls
             a, kw = sets[i % k]
             result: list = []
-            dt = timed_once(lambda a=a, kw=kw: result.append(func(*a, **kw)), device)
+            dt = timed_once(lambda a=a, kw=kw, out=result: out.append(func(*a, **kw)), device)
             outs.append(result)
             if i >= 2:
                 times.append(dt)

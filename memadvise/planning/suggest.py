@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-import numpy as np
 
 import memadvise
 from memadvise._errors import UsageError
@@ -240,5 +239,3 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
     }
     return doc
 
-
-__all__ = ["suggest", "np"]

@@ -14,7 +14,6 @@ from memadvise.sizes import format_bytes
 
 SPARK = "▁▂▃▄▅▆▇█"
 PAGE_BYTES = 4096  # what one minor fault maps, on the usual Linux page size
-PHASE_MARK = {int(Phase.FORWARD): "F", int(Phase.BACKWARD): "B", int(Phase.OPTIMIZER): "O"}
 
 
 def profile_summary(profile: Profile) -> dict:
