@@ -7,7 +7,7 @@ Library API (the CLI is a thin layer over it)::
     memadvise.apply_plan(model, plan)     # apply a plan to a model built in code
 """
 
-__version__ = "0.1.0"
+from memadvise._version import __version__
 
 __all__ = ["__version__", "step", "apply_plan"]
 

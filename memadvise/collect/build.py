@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import memadvise
-from memadvise.analysis.timeline import FOREVER, live_by_category, live_bytes
+from memadvise._version import __version__
+from memadvise.schema.timeline import FOREVER, live_by_category, live_bytes
 from memadvise.collect.recorder import PHASE_BACKWARD, PHASE_FORWARD, Recorder
 from memadvise.collect.session import RawRun
 from memadvise.schema.categories import N_CATEGORIES, Category
@@ -271,7 +271,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "tool": {"name": "memadvise", "version": memadvise.__version__},
+        "tool": {"name": "memadvise", "version": __version__},
         "environment": environment(raw.device),
         "script": {
             "path": str(script),
@@ -337,7 +337,7 @@ def _assign_line(script: Path, root_info: Any) -> int | None:
     if not root_info.expression:
         return None
     try:
-        from memadvise.analysis.source import find_insertion
+        from memadvise.source import find_insertion
 
         source = script.read_text(encoding="utf-8")
         return find_insertion(source, root_info.expression, root_info.function, root_info.frame_line)[0]

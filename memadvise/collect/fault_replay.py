@@ -18,7 +18,7 @@ as recorded and as each change would make them:
   precision take half the bytes, and each parameter gets a low-precision copy for the
   forward, held to the end of backward (what autocast's weight cache does);
 * ``compile``: the outputs of a fused chain's inner ops that backward does not keep
-  are never allocated (``traffic.memory_bound_chains``, as the time model fuses);
+  are never allocated (``schema.roofline.memory_bound_chains``, as the time model fuses);
 * ``set_to_none``: each zeroed gradient is freed at ``zero_grad`` and allocated again
   where backward first writes it.
 
@@ -69,7 +69,7 @@ def step_allocations(trace, *, size_of=None, dropped=None, moved=None) -> StepAl
     ``size_of(sid, nbytes)``: bytes under the change; ``dropped``: storage ids never
     allocated; ``moved``: ``{sid: (free clock, alloc clock)}`` for persistent storages
     freed and allocated again inside the step."""
-    from memadvise.analysis.timeline import FOREVER
+    from memadvise.schema.timeline import FOREVER
 
     dropped = dropped or set()
     moved = moved or {}
@@ -187,10 +187,10 @@ def replay_faults(plans: dict[str, StepAllocations], *, rounds: int = 10, steps:
 # ------------------------------------------------------------------------- changes
 def change_allocations(profile, trace=None) -> dict[str, StepAllocations]:
     """The recorded step's allocations and, where a change applies, each change's."""
-    from memadvise.analysis.trace import Trace
-    from memadvise.analysis.traffic import memory_bound_chains, roofline, runs_in_float32
-    from memadvise.schema.ops import MATMUL_KERNEL_OPS, RNG_OPS, VIEW_OPS
     from memadvise.schema.categories import Category, Phase
+    from memadvise.schema.ops import MATMUL_KERNEL_OPS, RNG_OPS, VIEW_OPS, runs_in_float32
+    from memadvise.schema.roofline import memory_bound_chains, roofline
+    from memadvise.schema.trace import Trace
 
     t = trace or Trace(profile)
     out = {"recorded": step_allocations(t)}

@@ -333,7 +333,7 @@ def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype,
     pointwise ops fed low-precision activations) over time as recorded, measured by
     replaying each signature both ways. Ops autocast keeps in float32 are left out (ratio
     1), as is anything that fails in ``dtype``. Stops after ``budget_s`` of replays."""
-    from memadvise.analysis.traffic import runs_in_float32 as _runs_in_float32
+    from memadvise.schema.ops import runs_in_float32 as _runs_in_float32
 
     def low(t: torch.Tensor) -> torch.Tensor:
         return t.to(dtype) if t.dtype == torch.float32 else t

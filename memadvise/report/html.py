@@ -27,10 +27,10 @@ from typing import Callable
 
 import numpy as np
 
-import memadvise
+from memadvise._version import __version__
 from memadvise._errors import InputFileError
 from memadvise.analysis.simulator import PlanError, Simulator
-from memadvise.analysis.trace import Timeline, Trace
+from memadvise.schema.trace import Timeline, Trace
 from memadvise.analysis.units import UnitTree
 from memadvise.schema.actions import Action, display_unit
 from memadvise.schema.categories import CATEGORY_NAMES, N_CATEGORIES, Phase
@@ -880,7 +880,7 @@ def render_report(inputs: ReportInputs, *, max_points: int = MAX_POINTS,
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
         f"<title>{_esc(title)}</title><style>{_asset('report.css')}</style></head><body>"
         + _header(inputs) + "".join(sections)
-        + f'<footer>memadvise {_esc(memadvise.__version__)} · from {sources}</footer>'
+        + f'<footer>memadvise {_esc(__version__)} · from {sources}</footer>'
         + '<div id="tip" role="tooltip"></div>'
         + f"<script>{_asset('report.js')}</script></body></html>\n"
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from memadvise._errors import InputFileError, UsageError
-from memadvise.analysis.trace import Trace
+from memadvise.schema.trace import Trace
 from memadvise.report.html import (
     CATEGORY_COLORS, CATEGORY_LABELS, MAX_POINTS, PHASE_FILL, bucket_max, nice_step, phase_spans,
 )

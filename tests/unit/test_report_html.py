@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from memadvise.analysis.trace import Trace
+from memadvise.schema.trace import Trace
 from memadvise.analysis.simulator import Simulator
 from memadvise.report.html import (
     MAX_POINTS, ReportInputs, bucket_max, choose_plan, phase_spans, render_report, squarify, validate_verify,
