@@ -19,6 +19,7 @@ from memadvise.schema.ops import MATMUL_KERNEL_OPS, RNG_OPS, VIEW_OPS, runs_in_f
 from memadvise.schema.profile import Profile
 from memadvise.schema.roofline import Roofline, memory_bound_chains, roofline
 from memadvise.schema.trace import Trace
+from memadvise.sizes import format_bytes
 
 
 def _matmul_rate(flops: np.ndarray, curve: list, default: float) -> np.ndarray:
@@ -285,7 +286,7 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         delta = new["time_s"] - cur["time_s"]
         total[tl.phase == int(Phase.OPTIMIZER)] += new["extra_peak_bytes"] - cur["extra_peak_bytes"]
         notes.append(f"measured on copies of the optimizer: {cur['time_s'] * 1000:.2f} → {new['time_s'] * 1000:.2f} ms, "
-                     f"{new['extra_peak_bytes'] / 2**20:.1f} MiB of temporaries")
+                     f"{format_bytes(new['extra_peak_bytes'])} of temporaries")
     elif kind == "set_to_none":
         grads = tl.by_category[:, int(Category.GRADIENT)].astype(np.float64)
         zero_ops = [i for i in range(len(t.op_name)) if t.op_name_str(i) == "zero_" and int(t.op_mutates[i]) >= 0

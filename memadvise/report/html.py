@@ -36,7 +36,7 @@ from memadvise.schema.actions import Action, display_unit
 from memadvise.schema.categories import CATEGORY_NAMES, N_CATEGORIES, Phase
 from memadvise.schema.plan import PlanFile
 from memadvise.schema.profile import Profile
-from memadvise.sizes import format_bytes, format_percent
+from memadvise.sizes import byte_unit, format_bytes, format_percent
 
 MAX_POINTS = 2000  # buckets per timeline series: ~2 px each on a 4K screen
 MAX_TREEMAP_RECTS = 3000  # smaller modules stay inside their parent's rectangle
@@ -227,11 +227,7 @@ def nice_step(span: float, target: int = 5) -> float:
 
 
 def _byte_ticks(top: float) -> list[tuple[float, str]]:
-    unit, name = 1, "B"
-    for u, n in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
-        if top >= u:
-            unit, name = u, n
-            break
+    unit, name = byte_unit(top)
     step = nice_step(top / unit) * unit
     ticks = []
     v = 0.0

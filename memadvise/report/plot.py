@@ -21,7 +21,7 @@ from memadvise.report.html import (
 )
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
 from memadvise.schema.profile import Profile
-from memadvise.sizes import format_bytes
+from memadvise.sizes import byte_unit, format_bytes
 
 
 def _matplotlib():
@@ -32,13 +32,6 @@ def _matplotlib():
     except ImportError:
         raise UsageError("--plot needs matplotlib, which is not installed: pip install 'memadvise[bench]'") from None
     return Figure, FigureCanvasAgg, FuncFormatter, MultipleLocator
-
-
-def _byte_unit(top: float) -> tuple[int, str]:
-    for unit, name in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
-        if top >= unit:
-            return unit, name
-    return 1, "B"
 
 
 def timeline_png(profile: Profile, *, width_in: float = 10.0, height_in: float = 4.2, dpi: int = 120) -> bytes:
@@ -79,7 +72,7 @@ def timeline_png(profile: Profile, *, width_in: float = 10.0, height_in: float =
                     arrowprops={"arrowstyle": "-|>", "color": "#111", "lw": 0.8}, zorder=4)
         ax.set_xlim(0, n)
         ax.set_ylim(0, top)
-        unit, uname = _byte_unit(top)
+        unit, uname = byte_unit(top)
         ax.yaxis.set_major_locator(MultipleLocator(nice_step(top / unit) * unit))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v / unit:g} {uname}"))
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False, ncol=6)
