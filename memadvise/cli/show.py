@@ -46,10 +46,11 @@ def show_command(
             _matplotlib()  # before any work: a missing matplotlib is one line, exit 2
         with err_console().status("show", spinner="dots") as status:
             if plot is not None:
-                from memadvise.report.plot import timeline_png, write_png
+                from memadvise.report.plot import timeline_png
+                from memadvise.schema.io import atomic_write_bytes
 
                 status.update(f"show: drawing {plot}")
-                written["plot"] = str(write_png(plot, timeline_png(profile)))
+                written["plot"] = str(atomic_write_bytes(plot, timeline_png(profile)))
             if trace is not None:
                 from memadvise.report.perfetto import chrome_trace_json
                 from memadvise.schema.io import atomic_write_text

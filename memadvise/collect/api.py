@@ -12,6 +12,7 @@ from memadvise.collect.build import build_profile
 from memadvise.collect.calibrate import calibrate
 from memadvise.collect.nvml import NvmlSampler
 from memadvise.collect.session import ProfileSession
+from memadvise.schema.io import check_writable
 from memadvise.schema.profile import Profile, write_profile
 
 
@@ -43,7 +44,7 @@ def profile_script(
     if timeout is not None and timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
     if out is not None:
-        _check_writable(Path(out))
+        check_writable(out)
     session = ProfileSession(
         script, list(args), warmup=warmup, steps=steps, timing_steps=timing_steps,
         timeout=timeout, progress=progress,
@@ -120,24 +121,6 @@ def _cuda_likely() -> bool:
         return torch.cuda.is_available()
     except Exception:
         return False
-
-
-def _check_writable(path: Path) -> None:
-    """Fail before running the script, not after, when the profile cannot be written:
-    create the folder and a scratch file in it, then remove the scratch file."""
-    import tempfile
-
-    if path.is_dir():
-        raise UsageError(f"output path {str(path)!r} is a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UsageError(f"output path {str(path)!r} is not writable ({exc.strerror})") from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise UsageError(f"output path {str(path)!r} is not writable")
 
 
 def parse_vary(text: str) -> tuple[str, list[int]]:

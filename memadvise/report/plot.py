@@ -8,13 +8,10 @@ canvas and no pyplot, so nothing global (backends, figure registry) is touched.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
-from memadvise._errors import InputFileError, UsageError
+from memadvise._errors import UsageError
 from memadvise.schema.trace import Trace
 from memadvise.report.html import (
     CATEGORY_COLORS, CATEGORY_LABELS, MAX_POINTS, PHASE_FILL, bucket_max, nice_step, phase_spans,
@@ -87,30 +84,3 @@ def timeline_png(profile: Profile, *, width_in: float = 10.0, height_in: float =
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
-
-
-def write_png(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` atomically (a temporary file in the same folder, then a rename).
-
-    The binary sibling of ``schema.io.atomic_write_text``.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise InputFileError(f"cannot write {str(path)!r}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise InputFileError(f"cannot write {str(path)!r}: {exc.strerror}") from None
-    return path
