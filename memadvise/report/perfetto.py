@@ -26,7 +26,7 @@ import numpy as np
 
 from memadvise._version import __version__
 from memadvise.schema.trace import Trace
-from memadvise.report.html import op_modules, phase_spans
+from memadvise.report.chart_data import op_modules, phase_spans
 from memadvise.schema.actions import display_unit
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
 from memadvise.schema.profile import Profile

@@ -13,9 +13,8 @@ import numpy as np
 
 from memadvise._errors import UsageError
 from memadvise.schema.trace import Trace
-from memadvise.report.html import (
-    CATEGORY_COLORS, CATEGORY_LABELS, MAX_POINTS, PHASE_FILL, bucket_max, nice_step, phase_spans,
-)
+from memadvise.report.chart_data import MAX_POINTS, bucket_max, phase_spans
+from memadvise.report.svg import CATEGORY_COLORS, CATEGORY_LABELS, PHASE_FILL, nice_step
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
 from memadvise.schema.profile import Profile
 from memadvise.sizes import byte_unit, format_bytes

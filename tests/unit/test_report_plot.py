@@ -5,7 +5,7 @@ import io
 import numpy as np
 import pytest
 
-from memadvise.report.html import CATEGORY_COLORS
+from memadvise.report.svg import CATEGORY_COLORS
 from memadvise.report.plot import timeline_png
 from memadvise.schema.io import atomic_write_bytes
 from memadvise.schema.profile import Profile, read_profile

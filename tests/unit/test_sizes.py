@@ -45,10 +45,10 @@ def test_format_bytes():
 
 def test_the_charts_axes_and_the_text_use_one_unit_choice():
     """The report's and the PNG's byte axes pick their unit as format_bytes does."""
-    from memadvise.report.html import _byte_ticks
+    from memadvise.report.svg import byte_ticks
 
     assert byte_unit(1023) == (1, "B") and byte_unit(1024) == (1024, "KiB")
     assert byte_unit(-3 * 2**20) == (2**20, "MiB") and byte_unit(5 * 2**30) == (2**30, "GiB")
     for top in (900, 70_000, 3 * 2**20, 5 * 2**30):
         unit = format_bytes(top).split()[-1]
-        assert all(label.endswith(f" {unit}") for _, label in _byte_ticks(top))
+        assert all(label.endswith(f" {unit}") for _, label in byte_ticks(top))
