@@ -104,11 +104,16 @@ def _materialize(value: Any) -> Any:
 
 
 class ScratchProbe:
-    """Collects op signatures during recording; ``run()`` measures each once."""
+    """Collects op signatures during recording; ``run()`` measures each once.
+
+    ``failure``: why ``run()`` measured nothing (``"TypeError: ..."``), None when it ran;
+    the profile's notes say so, as those ops' scratch bytes are then missing from the peak.
+    """
 
     def __init__(self) -> None:
         self.signatures: dict[Any, tuple[Any, Any, Any]] = {}
         self.ops: dict[Any, list[int]] = {}
+        self.failure: str | None = None
 
     def note(self, func: Any, args: tuple, kwargs: dict, op_index: int) -> None:
         margs, mkwargs = _meta(args), {k: _meta(v) for k, v in kwargs.items()}
@@ -125,7 +130,8 @@ class ScratchProbe:
             return out
         try:
             measured = self._run_cuda() if device.type == "cuda" else self._run_cpu()
-        except Exception:  # the probe refines the peak; never fail a profile over it
+        except Exception as exc:  # the probe refines the peak: its failure is noted, never fatal
+            self.failure = f"{type(exc).__name__}: {exc}"
             return out
         for key, nbytes in measured.items():
             if nbytes > 0:
