@@ -342,8 +342,8 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         # kernel that reads the chain's inputs and writes its outputs once (taken as two of
         # its ops' traffic at the probed bandwidth),
         # paying one op's dispatch; random numbers are drawn per element in the fused kernel
-        # too, so they keep their time (on our CPU the compiler's were slower than eager's:
-        # the GPT sample compiled ran 5-8% slower with dropout 0.1, 10-15% faster without)
+        # too, so they keep their time (compiled ones can be slower than eager ones on CPU:
+        # benchmarks/results/probe-measurements.md)
         overhead = float(cal.get("op_overhead_us") or 5.0) / 1e6
         saved, rng_kept = 0.0, 0.0
         for i, j in memory_bound_chains(t, r, across_modules=True):

@@ -5,9 +5,8 @@ On CPU a step pays a minor fault for each fresh page its tensors land on, and ho
 it lands on depends on glibc's malloc state: its mmap threshold moves up to the largest
 block freed so far, its heap is trimmed whenever the free top exceeds twice that, and
 the two together decide which allocations come back as recycled pages and which as
-fresh ones. The ResNet sample faults in ~2,500-3,200 pages per step (about 2 ms of a 24
-ms step); under autocast its 1 MiB activations become 0.5 MiB, they stay on the heap,
-and the same step faults in 0-800.
+fresh ones. A change that halves the activations (autocast) can keep them on the heap
+and remove most of a step's faults, a share of its time a model of the ops misses.
 
 A model of glibc's allocator would be one more thing to get wrong. Instead, right after
 the run (before ``host_memory.pin_heap``, with the heap as the script left it), the
@@ -23,10 +22,9 @@ as recorded and as each change would make them:
   where backward first writes it.
 
 Variants run in interleaved rounds; the model adds ``(faults(change) - faults(recorded))
-x page_fault_us`` to a change's predicted time. Replay counts follow the measured ones
-(ResNet: 1,500-3,700 replayed per step against 2,500 measured; autocast's own trace
-replayed: 0-2,700, median ~400), so a difference of means is what is trusted, not a
-single step.
+x page_fault_us`` to a change's predicted time. A single replayed step's count is as
+chaotic as a measured one, so a difference of means is what is trusted (figures:
+``benchmarks/results/probe-measurements.md``).
 """
 
 from __future__ import annotations

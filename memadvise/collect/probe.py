@@ -220,9 +220,8 @@ def _output_bytes(result: Any) -> int:
 
 def _replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device, repeats: int) -> float:
     """Median wall time of one call (CUDA synchronised) over ``repeats``, after three
-    warm-up calls (oneDNN's reduced-precision matmuls run slower for their first few calls
-    on new tensors: one warm-up call and three timed ones put a bfloat16 matmul 10-40%
-    slower than it runs in a training step)."""
+    warm-up calls: oneDNN's reduced-precision matmuls run slower for their first few calls
+    on new tensors than they do in a training step."""
     from memadvise.collect.timing import median_time
 
     with torch.no_grad():
@@ -287,9 +286,9 @@ def time_signatures(probe: ScratchProbe, device: torch.device, repeats: int = 15
     model prices these ops at this time: a matmul's rate depends on its shape (a 64x256 by
     256x256 product runs well below a square one of the same FLOPs), which no curve of
     square products captures; and in a step its weights were last touched a step before,
-    its saved inputs a forward before: replayed on the same tensors call after call, a
-    64x256 by 256x256 product ran in 34 µs on our CPU, 41 µs in the step, and 64 µs after
-    evicting the cache (benchmarks/replay_context.py). Costliest signatures (by bytes of
+    its saved inputs a forward before, so a replay on the same tensors call after call
+    runs faster than the op did in the step (figures:
+    ``benchmarks/results/probe-measurements.md``). Costliest signatures (by bytes of
     their inputs) first; stops after ``budget_s``."""
     if ring_bytes is None:  # beyond the last-level cache a core can use on its own
         ring_bytes = (256 if device.type == "cuda" else 64) * 2**20
