@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_DIR ?= .memadvise/demo
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q tests
 
+# unit tests only: no training script in a subprocess, no browser, no benchmark (under 90 s)
+test-fast: venv
+	$(PY) -m pytest -q tests/unit -m "not slow"
+
 lint: venv
 	$(VENV)/bin/ruff check memadvise tests benchmarks sample_models
 
@@ -39,6 +43,7 @@ bench: venv
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/report_scale.py
 	$(PY) benchmarks/traffic.py
+	$(PY) benchmarks/probe_checks.py
 	$(PY) benchmarks/compare.py
 
 clean:
