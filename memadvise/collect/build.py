@@ -1,6 +1,6 @@
 """Turn a finished recording into a profile document (see ``memadvise.schema.profile``).
 
-This is where raw columns become the words of DESIGN.md: categories of every storage,
+This is where raw columns become the words of docs/design.md: categories of every storage,
 per-step peaks and activation memory, per-unit figures, and the trace of the
 representative step that ``suggest`` simulates.
 """
@@ -559,7 +559,7 @@ def _trace(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, train_dev: i
 
 def _units(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, fqn: dict[int, str],
            root: torch.nn.Module | None, call_map: dict[int, int], trace: dict) -> list[dict]:
-    """One record per module called in the representative step (units of DESIGN.md)."""
+    """One record per module called in the representative step (units of docs/design.md)."""
     modules_used: list[int] = trace.pop("_modules_used")
     scale = float(trace.get("time_scale", 1.0))
     calls = trace["calls"]
