@@ -4,17 +4,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_PIN ?= torch==2.13.0
+RUFF_PIN ?= ruff==0.17.6
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_DIR ?= .memadvise/demo
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_PIN)"
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test]" "$(RUFF_PIN)"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -29,12 +30,20 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q tests
 
+# unit tests only: no training script in a subprocess, no browser, no benchmark (under 90 s)
+test-fast: venv
+	$(PY) -m pytest -q tests/unit -m "not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check memadvise tests benchmarks sample_models
+
 bench: venv
 	$(PIP) install -q -e ".[bench]"
 	$(PY) benchmarks/overhead.py
 	$(PY) benchmarks/scale.py
 	$(PY) benchmarks/report_scale.py
 	$(PY) benchmarks/traffic.py
+	$(PY) benchmarks/probe_checks.py
 	$(PY) benchmarks/compare.py
 
 clean:

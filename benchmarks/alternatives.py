@@ -361,7 +361,7 @@ def _save_inplace_groups_at_last_op(keep: list[int], inplace_ops) -> tuple[list[
         if op != parent:
             group.append(op)
     moved = 0
-    for parent, members in groups.items():
+    for members in groups.values():
         members = sorted(set(members))
         if len(members) > 1 and any(keep[i] for i in members):
             for i in members:

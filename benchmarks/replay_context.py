@@ -89,7 +89,7 @@ def compile_context() -> dict:
                 model = torch.compile(model)
             opt = torch.optim.AdamW(model.parameters(), lr=3e-4, foreach=False)
 
-            def step() -> None:
+            def step(model=model, opt=opt) -> None:
                 opt.zero_grad(set_to_none=True)
                 idx, tgt = torch.randint(0, 256, (8, 64)), torch.randint(0, 256, (8, 64))
                 model(idx, tgt).backward()

@@ -89,6 +89,19 @@ def parse_budget(text: str) -> Budget:
     return Budget(bytes=parse_size(text, what="budget"), text=str(text).strip())
 
 
+_BINARY_UNITS = ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB"))
+
+
+def byte_unit(n: float) -> tuple[int, str]:
+    """The binary unit ``n`` bytes read best in: ``byte_unit(3 * 2**20) == (2**20, "MiB")``;
+    bytes below 1 KiB. What ``format_bytes`` and the charts' axes both use."""
+    n = abs(float(n))
+    for scale, unit in _BINARY_UNITS:
+        if n >= scale:
+            return scale, unit
+    return 1, "B"
+
+
 def format_bytes(n: float | int | None, *, signed: bool = False) -> str:
     """Format bytes with binary units: ``format_bytes(327680000) == "312.5 MiB"``."""
     if n is None:
@@ -99,10 +112,8 @@ def format_bytes(n: float | int | None, *, signed: bool = False) -> str:
     elif n < 0:
         sign = "-"
     n = abs(float(n))
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{sign}{n / scale:.1f} {unit}"
-    return f"{sign}{int(n)} B"
+    scale, unit = byte_unit(n)
+    return f"{sign}{int(n)} B" if scale == 1 else f"{sign}{n / scale:.1f} {unit}"
 
 
 def format_percent(fraction: float | None, *, signed: bool = True) -> str:

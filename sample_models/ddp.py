@@ -5,7 +5,6 @@ A stack of residual MLP blocks (Linear → GELU → Linear) wrapped in
 DistributedDataParallel; each rank draws its own batches (seed 100 + rank).
 """
 import argparse
-import os
 import torch, torch.nn as nn, torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -23,7 +22,7 @@ def main():
     model = DDP(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(100 + rank)
-    for step in range(a.steps):
+    for _step in range(a.steps):
         opt.zero_grad(set_to_none=True)
         x = torch.randn(a.batch, a.width, generator=g)
         loss = model(x).square().mean()

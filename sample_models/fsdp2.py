@@ -29,7 +29,7 @@ def main():
     fully_shard(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(100 + rank)
-    for step in range(a.steps):
+    for _step in range(a.steps):
         opt.zero_grad(set_to_none=True)
         x = torch.randn(a.batch, a.width, generator=g)
         model(x).square().mean().backward()

@@ -395,7 +395,7 @@ def measure_distributed(script: str, args: list[str] = (), *, nproc: int = 2, wa
     """Each rank's measurement, the script launched by torch.distributed.run."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            os.path.abspath(__file__), "--warmup", str(warmup), script, *args]
-    for attempt in range(3):
+    for _attempt in range(3):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         results = _json_objects(proc.stdout)
         if proc.returncode == 0 and len(results) == nproc:

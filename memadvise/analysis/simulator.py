@@ -35,8 +35,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from memadvise.schema.actions import OFFLOAD, POLICIES, SELECTIVE, Action, display_unit
-from memadvise.analysis.timeline import live_bytes
-from memadvise.analysis.trace import Timeline, Trace, category_dict
+from memadvise.schema.timeline import live_bytes
+from memadvise.schema.trace import Timeline, Trace, category_dict
 from memadvise.schema.categories import N_CATEGORIES, Category, Phase
 from memadvise.schema.profile import Profile
 
@@ -226,7 +226,7 @@ class Simulator:
             peak_op = t.op_name_str(int(order[k]))
         tl = None
         if timeline:
-            from memadvise.analysis.timeline import live_by_category
+            from memadvise.schema.timeline import live_by_category
 
             tl = Timeline(
                 clock=q,

@@ -15,63 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memadvise.analysis.trace import Trace
-from memadvise.schema.ops import MATMUL_KERNEL_OPS, RNG_OPS, VIEW_OPS
+from memadvise.schema.ops import MATMUL_KERNEL_OPS, RNG_OPS, VIEW_OPS, runs_in_float32
 from memadvise.schema.profile import Profile
-
-DEFAULT_BANDWIDTH = 20e9  # bytes/s, only when a profile carries no probe
-DEFAULT_FLOPS = 200e9
-# Ops autocast runs in float32 whatever their inputs (its "fp32 list" on CUDA and CPU, and
-# the reductions/losses it promotes), by aten name; their backward ops run in float32 too.
-# Left at their recorded time (ratio 1).
-AUTOCAST_FP32 = frozenset({
-    "softmax", "_softmax", "log_softmax", "_log_softmax", "layer_norm", "native_layer_norm", "group_norm",
-    "native_group_norm", "norm", "nll_loss", "nll_loss_forward", "nll_loss2d_forward", "cross_entropy_loss",
-    "mse_loss", "binary_cross_entropy", "cumsum", "exp", "log", "pow", "sum", "prod", "mean",
-})
-
-
-def runs_in_float32(name: str) -> bool:
-    base = name.removesuffix("_backward").removesuffix("_backward_data")
-    return name.startswith("_foreach") or name in AUTOCAST_FP32 or base in AUTOCAST_FP32
-
-
-@dataclass
-class Roofline:
-    bandwidth: float  # bytes/s
-    flops_rate: float  # FLOP/s, float32 matmul
-    bytes: np.ndarray  # per op, read + written
-    flops: np.ndarray
-    time_s: np.ndarray  # per op, scaled to the uninstrumented step
-    memory_bound: np.ndarray  # bool per op
-
-    @property
-    def ridge(self) -> float:
-        return self.flops_rate / self.bandwidth
-
-    @property
-    def bandwidth_time_s(self) -> np.ndarray:
-        return self.bytes / self.bandwidth
-
-    @property
-    def compute_time_s(self) -> np.ndarray:
-        return self.flops / self.flops_rate
-
-
-def roofline(profile: Profile, trace: Trace | None = None) -> Roofline:
-    t = trace or Trace(profile)
-    cal = profile.doc.get("calibration") or {}
-    bw = float(cal.get("bandwidth_bytes_per_s") or DEFAULT_BANDWIDTH)
-    rate = float(cal.get("matmul_flops_per_s_float32") or DEFAULT_FLOPS)
-    nbytes = (t.op_in_bytes + t.op_out_bytes).astype(np.float64)
-    names = np.asarray(t.strings, dtype=object)[t.op_name] if len(t.op_name) else np.asarray([], dtype=object)
-    views = np.fromiter((n in VIEW_OPS for n in names), dtype=bool, count=len(names))
-    nbytes[views] = 0.0
-    flops = t.op_flops.astype(np.float64)
-    time_s = t.op_dur_us * float(profile.trace.get("time_scale", 1.0)) / 1e6
-    intensity = np.divide(flops, nbytes, out=np.zeros_like(flops), where=nbytes > 0)
-    memory_bound = (intensity < rate / bw) & (nbytes > 0)
-    return Roofline(bw, rate, nbytes, flops, time_s, memory_bound)
+from memadvise.schema.roofline import Roofline, memory_bound_chains, roofline
+from memadvise.schema.trace import Trace
+from memadvise.sizes import format_bytes
 
 
 def _matmul_rate(flops: np.ndarray, curve: list, default: float) -> np.ndarray:
@@ -178,31 +126,6 @@ def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
         "ops": len(per_op),
         "kind_rated_ops": int(sum(1 for n in names if n in kinds and float(kinds[n]) < r.bandwidth)),
     }
-
-
-def memory_bound_chains(t: Trace, r: Roofline, *, across_modules: bool = False) -> list[tuple[int, int]]:
-    """Runs of consecutive memory-bound ops owned by the same module call, in one phase:
-    (first, last) op index, inclusive. ``across_modules``: runs through module boundaries
-    inside the model (what ``torch.compile(model)`` sees as one graph: a BatchNorm2d's ops
-    and the ReLU module after it), never into ops outside every module (the loss, the
-    optimizer)."""
-    out = []
-    i, n = 0, len(r.time_s)
-    owner = t.op_owner
-
-    def same(j: int) -> bool:
-        return owner[j] >= 0 and owner[i] >= 0 if across_modules else owner[j] == owner[i]
-
-    while i < n:
-        if not r.memory_bound[i]:
-            i += 1
-            continue
-        j = i
-        while j + 1 < n and r.memory_bound[j + 1] and same(j + 1) and t.op_phase[j + 1] == t.op_phase[i]:
-            j += 1
-        out.append((i, j))
-        i = j + 1
-    return out
 
 
 def traffic_report(profile: Profile, *, top: int = 10) -> dict:
@@ -363,7 +286,7 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         delta = new["time_s"] - cur["time_s"]
         total[tl.phase == int(Phase.OPTIMIZER)] += new["extra_peak_bytes"] - cur["extra_peak_bytes"]
         notes.append(f"measured on copies of the optimizer: {cur['time_s'] * 1000:.2f} → {new['time_s'] * 1000:.2f} ms, "
-                     f"{new['extra_peak_bytes'] / 2**20:.1f} MiB of temporaries")
+                     f"{format_bytes(new['extra_peak_bytes'])} of temporaries")
     elif kind == "set_to_none":
         grads = tl.by_category[:, int(Category.GRADIENT)].astype(np.float64)
         zero_ops = [i for i in range(len(t.op_name)) if t.op_name_str(i) == "zero_" and int(t.op_mutates[i]) >= 0
@@ -419,8 +342,8 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         # kernel that reads the chain's inputs and writes its outputs once (taken as two of
         # its ops' traffic at the probed bandwidth),
         # paying one op's dispatch; random numbers are drawn per element in the fused kernel
-        # too, so they keep their time (on our CPU the compiler's were slower than eager's:
-        # the GPT sample compiled ran 5-8% slower with dropout 0.1, 10-15% faster without)
+        # too, so they keep their time (compiled ones can be slower than eager ones on CPU:
+        # benchmarks/results/probe-measurements.md)
         overhead = float(cal.get("op_overhead_us") or 5.0) / 1e6
         saved, rng_kept = 0.0, 0.0
         for i, j in memory_bound_chains(t, r, across_modules=True):

@@ -7,7 +7,7 @@ from functools import cached_property
 
 import numpy as np
 
-from memadvise.analysis.trace import Trace
+from memadvise.schema.trace import Trace
 from memadvise.schema.actions import POLICIES
 from memadvise.schema.ops import SAVE_MATMUL_OPS
 from memadvise.schema.categories import Category, Phase

@@ -39,44 +39,23 @@ def check_command(
     import contextlib
     import gc
     import os
-    import shlex
     import sys
     from time import perf_counter
 
-    from memadvise._errors import EXIT_FAILED, InputFileError, UsageError
-    from memadvise.check.gate import Limits, baseline_changes, compare
-    from memadvise.report.check_report import (
-        CheckContext, check_document, markdown_summary, render_check, update_line,
-    )
-    from memadvise.schema.baseline import (
-        DEFAULT_PATH, BaselineEntry, read_baseline, read_baseline_for_update, write_baseline,
-    )
+    from memadvise._errors import EXIT_FAILED
+    from memadvise.check.run import CheckRequest, append_step_summary, run_check, write_junit
+    from memadvise.report.check_report import check_document, markdown_summary, render_check
     from memadvise.schema.profile import read_profile
 
     started = perf_counter()
-    limits = Limits.parse(tolerance=tolerance, max_peak=max_peak, metric=metric)
-    if profile_path is not None and (script is not None or script_args):
-        raise UsageError("give SCRIPT to profile or --profile to read, not both")
-    if profile_path is None and script is None:
-        raise UsageError("give the SCRIPT to profile, or --profile PATH to read an existing profile")
-    path = baseline_path if baseline_path is not None else DEFAULT_PATH
-    if junit is not None and junit.resolve() == path.resolve():
-        raise UsageError("--junit would overwrite the baseline file")
+    request = CheckRequest.parse(
+        script=script, script_args=script_args, profile_path=profile_path, baseline=baseline_path,
+        tolerance=tolerance, max_peak=max_peak, metric=metric, update_baseline=update_baseline, junit=junit,
+    )
 
-    # Read the baseline before running anything: a missing or corrupt one fails in a second.
-    warnings: list[str] = []
-    baseline = None
-    if update_baseline:
-        baseline, warning = read_baseline_for_update(path)
-        warnings += [warning] if warning else []
-    elif baseline_path is None and limits.max_peak_bytes is not None and not path.exists():
-        pass  # an absolute limit needs no baseline
-    else:
-        baseline = read_baseline(path)
-
-    if profile_path is not None:
-        profile = read_profile(profile_path)
-    else:
+    def get_profile():
+        if profile_path is not None:
+            return read_profile(profile_path)
         from memadvise.cli.common import progress_bar
         from memadvise.collect.api import profile_script
 
@@ -85,55 +64,20 @@ def check_command(
         gc.collect()
         # stdout carries our verdict first; the script's prints go to stderr
         with progress_bar(err_console(), enabled=not as_json) as progress, contextlib.redirect_stdout(sys.stderr):
-            profile = profile_script(
+            return profile_script(
                 script, script_args or [], warmup=warmup, steps=steps, timing_steps=timing_steps,
                 timeout=timeout, out=CHECK_PROFILE, progress=progress,
                 calibrate_overheads=False,  # recompute overheads matter to `suggest`, not to a memory gate
             )
 
-    current = BaselineEntry.from_profile(profile, relative_to=path.parent)
-    key = current.device_key
-    entry = baseline.entries.get(key) if baseline is not None else None
-    if baseline is not None and entry is None and not update_baseline:
-        others = ", ".join(sorted(baseline.entries)) or "none"
-        if limits.max_peak_bytes is None:
-            raise InputFileError(
-                f"baseline {str(path)!r} has no entry for device {key!r} (it has: {others}); "
-                "add one with `memadvise check SCRIPT --update-baseline` on this device"
-            )
-        warnings.append(f"baseline {str(path)!r} has no entry for device {key!r}; only --max-peak is checked")
-
-    result = compare(current, entry, limits, gate_baseline=not update_baseline)
-    result.warnings[:0] = warnings
-    context = CheckContext(baseline_path=str(path), profile_path=str(profile.path) if profile.path else None)
-    if update_baseline:
-        assert baseline is not None
-        context.updated = entry is None or not entry.same_figures(current)
-        if context.updated:
-            context.changes = baseline_changes(entry, current)
-            write_baseline(baseline.with_entry(key, current), path)
-        if not result.gated_rows:  # nothing was checked: the verdict is what the update did
-            result.verdict = update_line(result, context)
-    else:
-        command = ["memadvise", "check"]
-        command += ["--profile", str(profile_path)] if profile_path is not None else [str(script)]
-        command += ["--baseline", str(path), "--update-baseline"]
-        command += ["--", *script_args] if script_args else []
-        context.update_command = shlex.join(command)
-
+    result, context = run_check(request, get_profile)
     if junit is not None:
-        from memadvise.check.junit import junit_xml
-        from memadvise.schema.io import atomic_write_text
-
-        atomic_write_text(junit, junit_xml(result, time_s=perf_counter() - started))
+        write_junit(junit, result, time_s=perf_counter() - started)
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
-    if summary_file:
-        try:
-            with open(summary_file, "a", encoding="utf-8") as f:  # GitHub collects appended sections
-                f.write(markdown_summary(result, context))
-        except OSError as exc:
-            err_console().print(f"[yellow]warning:[/yellow] cannot write $GITHUB_STEP_SUMMARY: {exc.strerror}")
-
+    if summary_file:  # GitHub collects appended sections
+        warning = append_step_summary(summary_file, markdown_summary(result, context))
+        if warning:
+            err_console().print(f"[yellow]warning:[/yellow] {warning}")
     if as_json:
         print_json(check_document(result, context))
     else:

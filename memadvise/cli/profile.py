@@ -31,6 +31,7 @@ def profile_command(
 ) -> None:
     from memadvise.collect.api import profile_script, profile_varied
     from memadvise.report.profile_report import profile_summary, render_profile_done
+    from memadvise.sizes import format_bytes
 
     import contextlib
     import sys
@@ -69,7 +70,7 @@ def profile_command(
             con = out_console()
             for p in profiles:
                 v = p.doc["settings"]["vary"]
-                con.print(f"{v['name']}={v['value']}: peak {p.summary['peak_bytes'] / 2**20:.1f} MiB -> {p.path}")
+                con.print(f"{v['name']}={v['value']}: peak {format_bytes(p.summary['peak_bytes'])} -> {p.path}")
             paths = " ".join(f"--profile {p.path}" for p in profiles)
             con.print(f"next: [bold]memadvise fit {paths} --device-memory 24GiB[/bold]")
         return

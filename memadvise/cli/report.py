@@ -22,9 +22,8 @@ def report_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     from memadvise._errors import UsageError
-    from memadvise.report.html import (
-        ReportInputs, check_plan_matches, choose_plan, render_report, report_summary, validate_verify,
-    )
+    from memadvise.report.chart_data import ReportInputs, check_plan_matches, choose_plan, validate_verify
+    from memadvise.report.html import render_report, report_summary
     from memadvise.schema.io import atomic_write_text, read_json
     from memadvise.schema.plan import read_plan
     from memadvise.schema.profile import read_profile

@@ -17,6 +17,7 @@ def show_command(
     top: int = typer.Option(12, "--top", help="How many units to list."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw the memory timeline as a PNG image (needs matplotlib)."),
     trace: Optional[Path] = typer.Option(None, "--trace", help="Also write the step as a Chrome trace JSON, for Perfetto."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the profile's tables (ops.csv, units.csv, categories.csv) into this folder."),
     traffic: bool = typer.Option(False, "--traffic", help="Show the roofline view instead: memory-bound share, top memory-bound op chains."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
 ) -> None:
@@ -36,9 +37,9 @@ def show_command(
             print_json(doc)
         else:
             render_traffic(out_console(), doc)
-        if plot is None and trace is None:
+        if plot is None and trace is None and csv is None:
             return
-    written: dict[str, str] = {}
+    written: dict[str, str | list[str]] = {}
     if plot is not None or trace is not None:
         if plot is not None:
             from memadvise.report.plot import _matplotlib
@@ -46,16 +47,21 @@ def show_command(
             _matplotlib()  # before any work: a missing matplotlib is one line, exit 2
         with err_console().status("show", spinner="dots") as status:
             if plot is not None:
-                from memadvise.report.plot import timeline_png, write_png
+                from memadvise.report.plot import timeline_png
+                from memadvise.schema.io import atomic_write_bytes
 
                 status.update(f"show: drawing {plot}")
-                written["plot"] = str(write_png(plot, timeline_png(profile)))
+                written["plot"] = str(atomic_write_bytes(plot, timeline_png(profile)))
             if trace is not None:
                 from memadvise.report.perfetto import chrome_trace_json
                 from memadvise.schema.io import atomic_write_text
 
                 status.update(f"show: writing {trace}")
                 written["trace"] = str(atomic_write_text(trace, chrome_trace_json(profile)))
+    if csv is not None:
+        from memadvise.report.tables import ProfileTables
+
+        written["csv"] = [str(path) for path in ProfileTables(profile).to_csv(csv)]
     if as_json:
         doc = show_document(profile, top=top)
         if written:
@@ -68,3 +74,5 @@ def show_command(
         console.print(f"timeline plot written to {written['plot']}")
     if "trace" in written:
         console.print(f"Chrome trace written to {written['trace']} (open it in ui.perfetto.dev)")
+    if "csv" in written:
+        console.print(f"tables written to {csv}: {', '.join(Path(p).name for p in written['csv'])}")

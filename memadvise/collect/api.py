@@ -12,6 +12,7 @@ from memadvise.collect.build import build_profile
 from memadvise.collect.calibrate import calibrate
 from memadvise.collect.nvml import NvmlSampler
 from memadvise.collect.session import ProfileSession
+from memadvise.schema.io import check_writable
 from memadvise.schema.profile import Profile, write_profile
 
 
@@ -43,7 +44,7 @@ def profile_script(
     if timeout is not None and timeout <= 0:
         raise UsageError("--timeout must be a positive number of seconds")
     if out is not None:
-        _check_writable(Path(out))
+        check_writable(out)
     session = ProfileSession(
         script, list(args), warmup=warmup, steps=steps, timing_steps=timing_steps,
         timeout=timeout, progress=progress,
@@ -85,6 +86,7 @@ def profile_script(
 
             calibration["compile_probe"] = _probe_compile(raw.device)
         doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw), scratch=scratch)
+        doc["notes"] = estimate_notes(raw.recorder.probe, calibration)
         if calibrate_overheads and raw.optimizer is not None and doc.get("optimizer"):
             from memadvise.collect.optimizer_probe import probe_optimizer
 
@@ -118,26 +120,29 @@ def _cuda_likely() -> bool:
         import torch
 
         return torch.cuda.is_available()
-    except Exception:
+    except Exception:  # a CUDA install that cannot answer: no GPU sampling (the session finds the device)
         return False
 
 
-def _check_writable(path: Path) -> None:
-    """Fail before running the script, not after, when the profile cannot be written:
-    create the folder and a scratch file in it, then remove the scratch file."""
-    import tempfile
-
-    if path.is_dir():
-        raise UsageError(f"output path {str(path)!r} is a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UsageError(f"output path {str(path)!r} is not writable ({exc.strerror})") from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise UsageError(f"output path {str(path)!r} is not writable")
+def estimate_notes(probe: Any, calibration: dict) -> list[str]:
+    """One sentence per measurement that failed after the run (the profile's ``notes``,
+    printed by ``show``): each leaves something out of the profile, which must be said."""
+    notes = []
+    if probe.failure:
+        notes.append(f"the scratch probe failed ({probe.failure}): the scratch buffers of {len(probe.signatures)} "
+                     "op signature(s) (oneDNN/cuDNN convolutions, low-precision matmuls, attention) are missing "
+                     "from the peak")
+    if calibration.get("error"):
+        notes.append(f"the device probes failed ({calibration['error']}): recompute overheads and the traffic "
+                     "model use default figures")
+    if calibration.get("fault_replay_error"):
+        notes.append(f"the page-fault replay failed ({calibration['fault_replay_error']}): traffic plans leave "
+                     "the step's page faults unchanged")
+    compile_error = (calibration.get("compile_probe") or {}).get("error")
+    if compile_error:
+        notes.append(f"the compile probe failed ({compile_error}): the compile plan leaves the compiled graph's "
+                     "fixed cost and its random numbers out")
+    return notes
 
 
 def parse_vary(text: str) -> tuple[str, list[int]]:

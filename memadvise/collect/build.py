@@ -1,6 +1,6 @@
 """Turn a finished recording into a profile document (see ``memadvise.schema.profile``).
 
-This is where raw columns become the words of DESIGN.md: categories of every storage,
+This is where raw columns become the words of docs/design.md: categories of every storage,
 per-step peaks and activation memory, per-unit figures, and the trace of the
 representative step that ``suggest`` simulates.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-import memadvise
-from memadvise.analysis.timeline import FOREVER, live_by_category, live_bytes
+from memadvise._version import __version__
+from memadvise.schema.timeline import FOREVER, live_by_category, live_bytes
 from memadvise.collect.recorder import PHASE_BACKWARD, PHASE_FORWARD, Recorder
 from memadvise.collect.session import RawRun
 from memadvise.schema.categories import N_CATEGORIES, Category
@@ -271,7 +271,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "tool": {"name": "memadvise", "version": memadvise.__version__},
+        "tool": {"name": "memadvise", "version": __version__},
         "environment": environment(raw.device),
         "script": {
             "path": str(script),
@@ -337,7 +337,7 @@ def _assign_line(script: Path, root_info: Any) -> int | None:
     if not root_info.expression:
         return None
     try:
-        from memadvise.analysis.source import find_insertion
+        from memadvise.source import find_insertion
 
         source = script.read_text(encoding="utf-8")
         return find_insertion(source, root_info.expression, root_info.function, root_info.frame_line)[0]
@@ -559,7 +559,7 @@ def _trace(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, train_dev: i
 
 def _units(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, fqn: dict[int, str],
            root: torch.nn.Module | None, call_map: dict[int, int], trace: dict) -> list[dict]:
-    """One record per module called in the representative step (units of DESIGN.md)."""
+    """One record per module called in the representative step (units of docs/design.md)."""
     modules_used: list[int] = trace.pop("_modules_used")
     scale = float(trace.get("time_scale", 1.0))
     calls = trace["calls"]

@@ -153,7 +153,7 @@ def probe_roofline(device: torch.device, repeats: int = 7) -> dict:
         out["autograd_record_us"] = max(0.0, median_diff(t["fwd"], t["untracked"]) / 100 * 1e6)
         out["module_call_us"] = max(0.0, median_diff(t["call"], t["forward"]) / 100 * 1e6)
         out.update(probe_op_rates(device, repeats=repeats))
-    except Exception as exc:
+    except Exception as exc:  # a probe this device cannot run: the profile's notes say so, models use defaults
         out["error"] = f"{type(exc).__name__}: {exc}"
     return out
 

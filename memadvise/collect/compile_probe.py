@@ -1,6 +1,5 @@
 """What ``torch.compile`` costs on the profiled device beyond the fusion it buys (opt-in:
-``memadvise profile --probe-compile``, since it compiles: about 15 s the first time on
-our CPU, 3 s once the compiler's disk cache holds the kernels).
+``memadvise profile --probe-compile``, since it compiles, which takes seconds).
 
 The traffic model prices fusion from the roofline (``analysis/traffic.py``); two costs
 are not in any eager op and are measured here instead, each as compiled minus eager on a
@@ -8,12 +7,15 @@ small fixed workload, forward and backward:
 
 * the compiled graph's fixed cost per call, forward + backward (guards, the wrapper that
   runs the generated code, the one autograd node standing for the whole graph): a
-  Linear(8, 8) + ReLU, whose kernels take a few microseconds either way (on our CPU:
-  45 µs eager, 132 µs compiled);
+  Linear(8, 8) + ReLU, whose kernels take a few microseconds either way, so that the
+  difference is the graph's cost;
 * random numbers: dropout on a 1 MiB activation (4 MiB on CUDA), compiled minus eager
-  per element (on our CPU the compiled forward was faster, 0.70x, but forward and backward
-  1.57x slower: the GPT sample compiled ran 5-8% slower with dropout 0.1, 10-15% faster
-  without; `benchmarks/replay_context.py --compile`).
+  per element: compiled kernels draw them differently, and a compiled step with dropout
+  can be slower than the eager one on CPU where the same step without is faster.
+
+Compiled and eager run in turn and each difference is taken within a round: the
+machine's speed drifts between rounds more than these costs. Measurements behind these
+choices: ``benchmarks/results/probe-measurements.md``.
 """
 
 from __future__ import annotations
@@ -60,9 +62,7 @@ def probe_compile(device: torch.device, repeats: int = 15) -> dict:
             drop_step(dropout_c)
             for _ in range(2):
                 step(tiny), step(tiny_c), drop_step(dropout), drop_step(dropout_c)
-            # compiled and eager in turn, each difference taken within a round: a probe of
-            # one after the other read a graph cost of 63-228 µs, dropout 2.3-7.0 ns/element
-            # (eight probes); in turn, 64-69 µs and 2.8-4.0 ns (five)
+            # compiled and eager in turn, each difference taken within a round (see the docstring)
             t = interleaved({"eager": lambda: step(tiny), "compiled": lambda: step(tiny_c)}, device, 2 * repeats + 1)
             d = interleaved({"eager": lambda: drop_step(dropout), "compiled": lambda: drop_step(dropout_c)}, device,
                              repeats)

@@ -11,7 +11,6 @@ writes nothing, so nothing is merged.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -21,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from memadvise._errors import ScriptError
+from memadvise._errors import InputFileError, ScriptError
+from memadvise.schema.profile import read_profile
 
 MERGE_WAIT_S = 120.0
 
@@ -113,9 +113,9 @@ def merge_when_ready(out: Path, world: int, my_run: str, timeout: float = MERGE_
             if r in docs:
                 continue
             path = rank_path(out, r)
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+            try:  # written atomically: absent until complete
+                doc = read_profile(path).doc
+            except InputFileError:
                 continue
             if (doc.get("distributed") or {}).get("run_id") == my_run:
                 docs[r] = (doc, path)

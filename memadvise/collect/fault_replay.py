@@ -5,9 +5,8 @@ On CPU a step pays a minor fault for each fresh page its tensors land on, and ho
 it lands on depends on glibc's malloc state: its mmap threshold moves up to the largest
 block freed so far, its heap is trimmed whenever the free top exceeds twice that, and
 the two together decide which allocations come back as recycled pages and which as
-fresh ones. The ResNet sample faults in ~2,500-3,200 pages per step (about 2 ms of a 24
-ms step); under autocast its 1 MiB activations become 0.5 MiB, they stay on the heap,
-and the same step faults in 0-800.
+fresh ones. A change that halves the activations (autocast) can keep them on the heap
+and remove most of a step's faults, a share of its time a model of the ops misses.
 
 A model of glibc's allocator would be one more thing to get wrong. Instead, right after
 the run (before ``host_memory.pin_heap``, with the heap as the script left it), the
@@ -18,15 +17,14 @@ as recorded and as each change would make them:
   precision take half the bytes, and each parameter gets a low-precision copy for the
   forward, held to the end of backward (what autocast's weight cache does);
 * ``compile``: the outputs of a fused chain's inner ops that backward does not keep
-  are never allocated (``traffic.memory_bound_chains``, as the time model fuses);
+  are never allocated (``schema.roofline.memory_bound_chains``, as the time model fuses);
 * ``set_to_none``: each zeroed gradient is freed at ``zero_grad`` and allocated again
   where backward first writes it.
 
 Variants run in interleaved rounds; the model adds ``(faults(change) - faults(recorded))
-x page_fault_us`` to a change's predicted time. Replay counts follow the measured ones
-(ResNet: 1,500-3,700 replayed per step against 2,500 measured; autocast's own trace
-replayed: 0-2,700, median ~400), so a difference of means is what is trusted, not a
-single step.
+x page_fault_us`` to a change's predicted time. A single replayed step's count is as
+chaotic as a measured one, so a difference of means is what is trusted (figures:
+``benchmarks/results/probe-measurements.md``).
 """
 
 from __future__ import annotations
@@ -69,7 +67,7 @@ def step_allocations(trace, *, size_of=None, dropped=None, moved=None) -> StepAl
     ``size_of(sid, nbytes)``: bytes under the change; ``dropped``: storage ids never
     allocated; ``moved``: ``{sid: (free clock, alloc clock)}`` for persistent storages
     freed and allocated again inside the step."""
-    from memadvise.analysis.timeline import FOREVER
+    from memadvise.schema.timeline import FOREVER
 
     dropped = dropped or set()
     moved = moved or {}
@@ -187,10 +185,10 @@ def replay_faults(plans: dict[str, StepAllocations], *, rounds: int = 10, steps:
 # ------------------------------------------------------------------------- changes
 def change_allocations(profile, trace=None) -> dict[str, StepAllocations]:
     """The recorded step's allocations and, where a change applies, each change's."""
-    from memadvise.analysis.trace import Trace
-    from memadvise.analysis.traffic import memory_bound_chains, roofline, runs_in_float32
-    from memadvise.schema.ops import MATMUL_KERNEL_OPS, RNG_OPS, VIEW_OPS
     from memadvise.schema.categories import Category, Phase
+    from memadvise.schema.ops import MATMUL_KERNEL_OPS, RNG_OPS, VIEW_OPS, runs_in_float32
+    from memadvise.schema.roofline import memory_bound_chains, roofline
+    from memadvise.schema.trace import Trace
 
     t = trace or Trace(profile)
     out = {"recorded": step_allocations(t)}

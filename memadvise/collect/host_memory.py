@@ -1,11 +1,11 @@
 """Host memory for the CPU traffic model: page faults, and glibc's heap during the probes.
 
 A CPU op whose output lands on fresh pages pays a minor fault per page (the kernel maps
-and zeroes it) on top of moving its bytes: on our 2-core machine ~0.7 µs a page, which
-makes ``threshold_backward`` on 2 MiB tensors run at 14 GB/s instead of 100. Whether a
-given allocation is fresh depends on glibc's malloc state (its mmap threshold moves with
-the sizes freed so far; the top of its heap is returned to the kernel past the trim
-threshold), so the same probe measured either rate in consecutive processes.
+and zeroes it) on top of moving its bytes, which can make a pointwise op several times
+slower. Whether a given allocation is fresh depends on glibc's malloc state (its mmap
+threshold moves with the sizes freed so far; the top of its heap is returned to the
+kernel past the trim threshold), so the same probe can measure either rate in
+consecutive processes (figures: ``benchmarks/results/probe-measurements.md``).
 
 The traffic model separates the two: the probes after the run time ops on a pinned heap
 (``pin_heap``: no fresh pages, hence one stable rate per kind), and the step's own faults
@@ -59,12 +59,11 @@ def pin_heap() -> bool:
 
 def page_fault_cost_s(mib: int = 16, repeats: int = 5) -> float | None:
     """Seconds of a step per minor fault: a fresh private anonymous mapping filled by one
-    torch op, as an op fills its new output (with the intra-op threads, which fault
-    their pages in parallel: one byte per page from one thread measured 1.3-1.4 µs a
-    fault, this probe 0.65-0.67, ``threshold_backward`` into fresh pages 0.70-1.15),
-    minus the same fill again
-    (the bytes alone), per fault counted; the median of ``repeats`` mappings. None where
-    faults are not counted."""
+    torch op, as an op fills its new output (with the intra-op threads, which fault their
+    pages in parallel, as a training step's ops do: touching one byte per page from one
+    thread costs about twice as much a fault), minus the same fill again (the bytes
+    alone), per fault counted; the median of ``repeats`` mappings. None where faults are
+    not counted."""
     import torch
 
     if minor_faults() is None:

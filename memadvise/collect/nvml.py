@@ -74,7 +74,7 @@ class NvmlSampler:
                 if self._gpm_prev is not None:
                     self._nvml.nvmlGpmSampleFree(self._gpm_prev)
                 self._nvml.nvmlShutdown()
-            except Exception:
+            except Exception:  # NVML already gone (driver unloaded): nothing left to release
                 pass
             self._nvml = None
 
@@ -86,7 +86,7 @@ class NvmlSampler:
             if self.gpm_supported:
                 self._gpm_prev = nv.nvmlGpmSampleAlloc()
                 nv.nvmlGpmSampleGet(self._handle, self._gpm_prev)
-        except Exception:
+        except Exception:  # no GPM (older GPU, driver or pynvml): sampling goes on without it
             self.gpm_supported = False
 
     # ------------------------------------------------------------------ sampling
@@ -110,7 +110,7 @@ class NvmlSampler:
         try:
             s["pcie_tx_bytes_s"] = int(nv.nvmlDeviceGetPcieThroughput(h, nv.NVML_PCIE_UTIL_TX_BYTES)) * 1024
             s["pcie_rx_bytes_s"] = int(nv.nvmlDeviceGetPcieThroughput(h, nv.NVML_PCIE_UTIL_RX_BYTES)) * 1024
-        except Exception:
+        except Exception:  # no PCIe counters (MIG, permissions): this sample goes without them
             pass
         if self.gpm_supported:
             cur = None
@@ -127,12 +127,12 @@ class NvmlSampler:
                 s["dram_bw_util_pct"] = float(metrics.metrics[0].value)
                 nv.nvmlGpmSampleFree(self._gpm_prev)
                 self._gpm_prev, cur = cur, None
-            except Exception:
+            except Exception:  # a GPM read that fails turns GPM off; the other counters go on
                 self.gpm_supported = False
                 if cur is not None:  # the sample this read allocated: NVML memory, not Python's
                     try:
                         nv.nvmlGpmSampleFree(cur)
-                    except Exception:
+                    except Exception:  # NVML no longer knows the sample: nothing left to free
                         pass
         return s
 

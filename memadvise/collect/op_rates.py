@@ -94,9 +94,9 @@ def _kind_rate(samples: list[tuple[int, float]], repeats: int) -> float | None:
     """Bytes per second of one op kind over the workloads: each of its calls in a round
     (a round runs every workload once, so the k-th call of a kind is the same call in
     every round) at the median of its times over the rounds, then all its calls of 1 MiB
-    or more together, total bytes over total time. A median of the calls' rates flipped
-    between modes when a kind ran at two sizes (``add`` at 14 or 44 GB/s, batch norm's
-    backward at 4 or 31 GB/s in consecutive profiles)."""
+    or more together, total bytes over total time. A median of the calls' rates would flip
+    between modes when a kind runs at two sizes (figures:
+    ``benchmarks/results/probe-measurements.md``)."""
     per_round = len(samples) // max(1, repeats)
     if per_round == 0 or per_round * repeats != len(samples):
         good = [b / dt for b, dt in samples if b >= 2**20 and dt > 0]

@@ -33,7 +33,7 @@ def current_variant(optimizer: Any) -> str:
 
             _, foreach = _default_to_fused_or_foreach(params, differentiable=False, use_fused=False)
             return "foreach" if foreach else "for-loop"
-        except Exception:
+        except Exception:  # a private helper whose signature moves between torch versions: assume the loop
             return "for-loop"
     return "for-loop"
 

@@ -104,11 +104,16 @@ def _materialize(value: Any) -> Any:
 
 
 class ScratchProbe:
-    """Collects op signatures during recording; ``run()`` measures each once."""
+    """Collects op signatures during recording; ``run()`` measures each once.
+
+    ``failure``: why ``run()`` measured nothing (``"TypeError: ..."``), None when it ran;
+    the profile's notes say so, as those ops' scratch bytes are then missing from the peak.
+    """
 
     def __init__(self) -> None:
         self.signatures: dict[Any, tuple[Any, Any, Any]] = {}
         self.ops: dict[Any, list[int]] = {}
+        self.failure: str | None = None
 
     def note(self, func: Any, args: tuple, kwargs: dict, op_index: int) -> None:
         margs, mkwargs = _meta(args), {k: _meta(v) for k, v in kwargs.items()}
@@ -125,7 +130,8 @@ class ScratchProbe:
             return out
         try:
             measured = self._run_cuda() if device.type == "cuda" else self._run_cpu()
-        except Exception:  # the probe refines the peak; never fail a profile over it
+        except Exception as exc:  # the probe refines the peak: its failure is noted, never fatal
+            self.failure = f"{type(exc).__name__}: {exc}"
             return out
         for key, nbytes in measured.items():
             if nbytes > 0:
@@ -214,9 +220,8 @@ def _output_bytes(result: Any) -> int:
 
 def _replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device, repeats: int) -> float:
     """Median wall time of one call (CUDA synchronised) over ``repeats``, after three
-    warm-up calls (oneDNN's reduced-precision matmuls run slower for their first few calls
-    on new tensors: one warm-up call and three timed ones put a bfloat16 matmul 10-40%
-    slower than it runs in a training step)."""
+    warm-up calls: oneDNN's reduced-precision matmuls run slower for their first few calls
+    on new tensors than they do in a training step."""
     from memadvise.collect.timing import median_time
 
     with torch.no_grad():
@@ -266,7 +271,7 @@ def _cold_replay_time(func: Any, args: tuple, kwargs: dict, device: torch.device
         for i in range(repeats + 2):  # two warm-up calls
             a, kw = sets[i % k]
             result: list = []
-            dt = timed_once(lambda a=a, kw=kw: result.append(func(*a, **kw)), device)
+            dt = timed_once(lambda a=a, kw=kw, out=result: out.append(func(*a, **kw)), device)
             outs.append(result)
             if i >= 2:
                 times.append(dt)
@@ -281,9 +286,9 @@ def time_signatures(probe: ScratchProbe, device: torch.device, repeats: int = 15
     model prices these ops at this time: a matmul's rate depends on its shape (a 64x256 by
     256x256 product runs well below a square one of the same FLOPs), which no curve of
     square products captures; and in a step its weights were last touched a step before,
-    its saved inputs a forward before: replayed on the same tensors call after call, a
-    64x256 by 256x256 product ran in 34 µs on our CPU, 41 µs in the step, and 64 µs after
-    evicting the cache (benchmarks/replay_context.py). Costliest signatures (by bytes of
+    its saved inputs a forward before, so a replay on the same tensors call after call
+    runs faster than the op did in the step (figures:
+    ``benchmarks/results/probe-measurements.md``). Costliest signatures (by bytes of
     their inputs) first; stops after ``budget_s``."""
     if ring_bytes is None:  # beyond the last-level cache a core can use on its own
         ring_bytes = (256 if device.type == "cuda" else 64) * 2**20
@@ -333,7 +338,7 @@ def time_autocast(probe: ScratchProbe, device: torch.device, dtype: torch.dtype,
     pointwise ops fed low-precision activations) over time as recorded, measured by
     replaying each signature both ways. Ops autocast keeps in float32 are left out (ratio
     1), as is anything that fails in ``dtype``. Stops after ``budget_s`` of replays."""
-    from memadvise.analysis.traffic import runs_in_float32 as _runs_in_float32
+    from memadvise.schema.ops import runs_in_float32 as _runs_in_float32
 
     def low(t: torch.Tensor) -> torch.Tensor:
         return t.to(dtype) if t.dtype == torch.float32 else t

@@ -68,7 +68,7 @@ def _plain(t: torch.Tensor) -> list[torch.Tensor]:
         return [t]
     try:
         names, _ = flatten()
-    except Exception:
+    except Exception:  # a subclass whose flatten fails: counted as one tensor
         return [t]
     out: list[torch.Tensor] = []
     for name in names:
@@ -443,7 +443,7 @@ class Recorder(TorchDispatchMode):
                     for i, a in enumerate(func._schema.arguments)
                     if a.alias_info is not None and a.alias_info.is_write
                 )
-            except Exception:
+            except Exception:  # an op without an aten schema (a Python op): no argument it writes
                 pos = ()
             self._mutable_args[func] = pos
         return pos

@@ -68,7 +68,7 @@ def _drop_locals_snapshot(frame: Any) -> None:
         return
     try:
         frame.f_locals.clear()
-    except Exception:
+    except Exception:  # a frame whose snapshot cannot be emptied: it only holds what the script holds
         pass
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-import numpy as np
 
-import memadvise
+from memadvise._version import __version__
 from memadvise._errors import UsageError
 from memadvise.analysis.simulator import SimResult, Simulator
 from memadvise.analysis.units import UnitTree
@@ -217,7 +216,7 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "tool": {"name": "memadvise", "version": memadvise.__version__},
+        "tool": {"name": "memadvise", "version": __version__},
         "profile": {"path": profile_path or (str(profile.path) if profile.path else None),
                     "created_at": profile.doc.get("created_at")},
         "script": dict(profile.script),
@@ -240,5 +239,3 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
     }
     return doc
 
-
-__all__ = ["suggest", "np"]

@@ -3,34 +3,15 @@ that ``memadvise check`` appends to ``$GITHUB_STEP_SUMMARY``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from memadvise.check.gate import CheckResult, CheckRow
+from memadvise.check.run import CheckContext, update_line
 from memadvise.sizes import format_bytes, format_percent
 
 _STATUS_STYLE = {"pass": "green", "fail": "bold red", "info": "dim"}
-
-
-@dataclass
-class CheckContext:
-    """Where the figures came from and what ``--update-baseline`` did.
-
-    baseline_path (str): the baseline file.
-    profile_path (str | None): the profile the figures were read from.
-    updated (bool | None): None without ``--update-baseline``; else whether the file changed.
-    changes (list[str]): what the update changed, one phrase per figure.
-    update_command (str | None): the command that records this run as the new baseline.
-    """
-
-    baseline_path: str
-    profile_path: str | None = None
-    updated: bool | None = None
-    changes: list[str] = field(default_factory=list)
-    update_command: str | None = None
 
 
 def check_document(result: CheckResult, context: CheckContext) -> dict:
@@ -103,14 +84,6 @@ def render_check(console: Console, result: CheckResult, context: CheckContext) -
         console.print(
             f"if the growth is intended, record it: [bold]{escape(context.update_command)}[/bold]", soft_wrap=True
         )
-
-
-def update_line(result: CheckResult, context: CheckContext) -> str:
-    """What ``--update-baseline`` did, in one line."""
-    where = f"baseline {context.baseline_path} ({result.device_key})"
-    if context.updated:
-        return f"{where} updated" + (":" if context.changes else "")
-    return f"{where} is up to date (no memory change)"
 
 
 def markdown_summary(result: CheckResult, context: CheckContext) -> str:

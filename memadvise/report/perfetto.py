@@ -24,9 +24,9 @@ import json
 
 import numpy as np
 
-import memadvise
-from memadvise.analysis.trace import Trace
-from memadvise.report.html import op_modules, phase_spans
+from memadvise._version import __version__
+from memadvise.schema.trace import Trace
+from memadvise.report.chart_data import op_modules, phase_spans
 from memadvise.schema.actions import display_unit
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
 from memadvise.schema.profile import Profile
@@ -143,7 +143,7 @@ def chrome_trace(profile: Profile) -> dict:
         "traceEvents": meta + [e for _, e in events],
         "displayTimeUnit": "ms",
         "otherData": {
-            "tool": f"memadvise {memadvise.__version__}",
+            "tool": f"memadvise {__version__}",
             "script": profile.script["path"],
             "profiled": profile.doc.get("created_at"),
             "device": profile.device_type,

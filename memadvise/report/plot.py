@@ -8,20 +8,16 @@ canvas and no pyplot, so nothing global (backends, figure registry) is touched.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 
-from memadvise._errors import InputFileError, UsageError
-from memadvise.analysis.trace import Trace
-from memadvise.report.html import (
-    CATEGORY_COLORS, CATEGORY_LABELS, MAX_POINTS, PHASE_FILL, bucket_max, nice_step, phase_spans,
-)
+from memadvise._errors import UsageError
+from memadvise.schema.trace import Trace
+from memadvise.report.chart_data import MAX_POINTS, bucket_max, phase_spans
+from memadvise.report.svg import CATEGORY_COLORS, CATEGORY_LABELS, PHASE_FILL, nice_step
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
 from memadvise.schema.profile import Profile
-from memadvise.sizes import format_bytes
+from memadvise.sizes import byte_unit, format_bytes
 
 
 def _matplotlib():
@@ -32,13 +28,6 @@ def _matplotlib():
     except ImportError:
         raise UsageError("--plot needs matplotlib, which is not installed: pip install 'memadvise[bench]'") from None
     return Figure, FigureCanvasAgg, FuncFormatter, MultipleLocator
-
-
-def _byte_unit(top: float) -> tuple[int, str]:
-    for unit, name in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
-        if top >= unit:
-            return unit, name
-    return 1, "B"
 
 
 def timeline_png(profile: Profile, *, width_in: float = 10.0, height_in: float = 4.2, dpi: int = 120) -> bytes:
@@ -79,7 +68,7 @@ def timeline_png(profile: Profile, *, width_in: float = 10.0, height_in: float =
                     arrowprops={"arrowstyle": "-|>", "color": "#111", "lw": 0.8}, zorder=4)
         ax.set_xlim(0, n)
         ax.set_ylim(0, top)
-        unit, uname = _byte_unit(top)
+        unit, uname = byte_unit(top)
         ax.yaxis.set_major_locator(MultipleLocator(nice_step(top / unit) * unit))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v / unit:g} {uname}"))
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8, frameon=False, ncol=6)
@@ -94,30 +83,3 @@ def timeline_png(profile: Profile, *, width_in: float = 10.0, height_in: float =
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
-
-
-def write_png(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` atomically (a temporary file in the same folder, then a rename).
-
-    The binary sibling of ``schema.io.atomic_write_text``.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise InputFileError(f"cannot write {str(path)!r}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise InputFileError(f"cannot write {str(path)!r}: {exc.strerror}") from None
-    return path

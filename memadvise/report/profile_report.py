@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from memadvise.analysis.trace import Trace
+from memadvise.schema.trace import Trace
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
 from memadvise.schema.profile import Profile
 from memadvise.sizes import format_bytes
 
 SPARK = "▁▂▃▄▅▆▇█"
 PAGE_BYTES = 4096  # what one minor fault maps, on the usual Linux page size
-PHASE_MARK = {int(Phase.FORWARD): "F", int(Phase.BACKWARD): "B", int(Phase.OPTIMIZER): "O"}
 
 
 def profile_summary(profile: Profile) -> dict:
@@ -34,6 +34,7 @@ def profile_summary(profile: Profile) -> dict:
         "steps": [{"index": st["index"], "peak_bytes": st["peak_bytes"], "activation_bytes": st["activation_bytes"]}
                   for st in profile.doc["steps"]],
         "distributed": profile.doc.get("distributed"),
+        "notes": profile.notes,
     }
 
 
@@ -152,6 +153,8 @@ def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
         f"(op {s['peak_op']}{', unit ' + s['peak_unit'] if s.get('peak_unit') else ''}); "
         f"activations {format_bytes(s['activation_bytes'])}; step {s['step_time_s'] * 1000:.1f} ms"
     )
+    for note in profile.notes:
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}")
     faults = s.get("minor_faults_per_step")
     if faults and faults * PAGE_BYTES >= max(2**20, 0.05 * s["peak_bytes"]):  # a MiB and 5% of the peak
         console.print(
@@ -186,5 +189,7 @@ def render_profile_done(console: Console, profile: Profile) -> None:
         f"peak [bold]{format_bytes(s['peak_bytes'])}[/bold] ({parts}); activations "
         f"{format_bytes(s['activation_bytes'])}; step {s['step_time_s'] * 1000:.1f} ms"
     )
+    for note in profile.notes:
+        console.print(f"[yellow]warning:[/yellow] {escape(note)}")
     console.print(f"profile written to {profile.path}")
     console.print(f"next: [bold]memadvise suggest --profile {profile.path}[/bold]")

@@ -1,4 +1,4 @@
-"""Memory categories: every byte of a step belongs to exactly one (see DESIGN.md)."""
+"""Memory categories: every byte of a step belongs to exactly one (see docs/design.md)."""
 
 from __future__ import annotations
 

@@ -8,14 +8,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from memadvise._errors import InputFileError
+from memadvise._errors import InputFileError, UsageError
 
 
-def atomic_write_text(path: str | os.PathLike, text: str, *, mode: int | None = None) -> Path:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half.
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
 
     The temporary file lives in the destination folder (``os.replace`` is atomic only
-    within one file system) and is removed if anything fails.
+    within one file system) and is removed if anything fails. ``mode``: the new file's
+    permissions (default: a normal file's, under the umask).
     """
     path = Path(path)
     try:
@@ -27,8 +28,8 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, mode: int | None = 
     except OSError as exc:
         raise InputFileError(f"cannot write {str(path)!r}: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         if mode is None:  # mkstemp makes 0600; a normal file honours the umask
@@ -50,6 +51,38 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, mode: int | None = 
             pass
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, mode: int | None = None) -> Path:
+    """``atomic_write_bytes`` of ``text`` in UTF-8, line endings as given."""
+    return atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to a file another program collects (``$GITHUB_STEP_SUMMARY``): not
+    atomic, as appending is that file's contract."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise InputFileError(f"cannot append to {str(path)!r}: {exc.strerror}") from None
+
+
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail before a long run, not after, when ``path`` cannot be written: create its folder
+    and a scratch file in it, then remove the scratch file. A bad path is a usage error."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"output path {str(path)!r} is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"output path {str(path)!r} is not writable ({exc.strerror})") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"output path {str(path)!r} is not writable")
 
 
 def atomic_write_json(path: str | os.PathLike, document: Any, *, indent: int | None = None) -> Path:

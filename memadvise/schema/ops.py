@@ -61,3 +61,18 @@ PROBE_OPS = frozenset({
 # Ops torch.utils.checkpoint's selective policy never sees (SAC_IGNORED_OPS): the count of
 # an op's calls inside a unit skips them, as the policy's own count does.
 SAC_IGNORED_OPS = frozenset({"detach"})
+
+# Ops autocast runs in float32 whatever their inputs (its "fp32 list" on CUDA and CPU, and
+# the reductions/losses it promotes), by aten name; their backward ops run in float32 too
+# (the traffic model leaves them at their recorded time).
+AUTOCAST_FP32 = frozenset({
+    "softmax", "_softmax", "log_softmax", "_log_softmax", "layer_norm", "native_layer_norm", "group_norm",
+    "native_group_norm", "norm", "nll_loss", "nll_loss_forward", "nll_loss2d_forward", "cross_entropy_loss",
+    "mse_loss", "binary_cross_entropy", "cumsum", "exp", "log", "pow", "sum", "prod", "mean",
+})
+
+
+def runs_in_float32(name: str) -> bool:
+    """Whether autocast runs op ``name`` (or the forward op of a backward) in float32."""
+    base = name.removesuffix("_backward").removesuffix("_backward_data")
+    return name.startswith("_foreach") or name in AUTOCAST_FP32 or base in AUTOCAST_FP32

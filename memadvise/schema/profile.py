@@ -57,6 +57,11 @@ class Profile:
         return self.doc["script"]
 
     @property
+    def notes(self) -> list[str]:
+        """What went wrong while profiling and is missing from the figures, one sentence each."""
+        return list(self.doc.get("notes") or [])
+
+    @property
     def device_type(self) -> str:
         return self.environment["device"]["type"]
 
@@ -91,6 +96,9 @@ def validate_profile(doc: Any, path: str | os.PathLike) -> None:
         if any(not (0 <= u < n_units) for u in trace["calls"]["unit"]):
             raise InputFileError(f"profile {str(path)!r} is corrupt (a module call names no unit)")
         int(doc["summary"]["peak_bytes"])
+        notes = doc.get("notes", [])  # optional: measurements that failed, one sentence each
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise InputFileError(f"profile {str(path)!r} is corrupt (notes is not a list of sentences); re-create it")
     except (KeyError, TypeError, ValueError):
         raise InputFileError(f"profile {str(path)!r} is corrupt (malformed trace); re-create it") from None
 

@@ -25,7 +25,9 @@ CASES = [
 
 @pytest.mark.parametrize("name, script, args, act_tol", CASES, ids=[c[0] for c in CASES])
 def test_peak_and_activation_match_the_profiler_timeline(name, script, args, act_tol, tmp_path):
-    profile = profile_script(script, args, warmup=1, timing_steps=1, steps=2, out=tmp_path / "p.json")
+    # memory only: the time probes after the run (calibration) change no byte of it
+    profile = profile_script(script, args, warmup=1, timing_steps=1, steps=2, out=tmp_path / "p.json",
+                             calibrate_overheads=False)
     oracle = measure_script(str(script), args, warmup=2)
     s = profile.summary
     assert abs(s["peak_bytes"] - oracle["peak_bytes"]) <= 0.02 * oracle["peak_bytes"], (s["peak_bytes"], oracle)

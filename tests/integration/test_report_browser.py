@@ -18,7 +18,7 @@ import memadvise.cli.report  # noqa: F401  (registers the command when app.py do
 from conftest import SMALL
 from helpers import ROOT, cli
 
-from memadvise.analysis.trace import Trace
+from memadvise.schema.trace import Trace
 from memadvise.schema.categories import N_CATEGORIES
 from memadvise.schema.profile import read_profile
 

@@ -28,7 +28,7 @@ class Net(nn.Module):
 torch.manual_seed(0)
 model = Net()
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-for step in range(12):
+for _step in range(12):
     x, y = torch.randn(24, 48), torch.randn(24, 6)
     opt.zero_grad()
     nn.functional.mse_loss(model(x), y).backward()

@@ -18,7 +18,7 @@ def main():
     cfg._attn_implementation = "eager"
     model = LlamaForCausalLM(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for step in range(args.steps):
+    for _step in range(args.steps):
         opt.zero_grad(set_to_none=True)
         ids = torch.randint(0, 128, (args.batch, args.seq))
         loss = model(input_ids=ids, labels=ids).loss

@@ -9,7 +9,7 @@ except ImportError:  # the script still runs without memadvise
 
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 1))
-for step in range(12):
+for _step in range(12):
     x, y = torch.randn(16, 32), torch.randn(16, 1)
     loss = nn.functional.mse_loss(model(x), y)
     model.zero_grad(set_to_none=True)

@@ -20,7 +20,7 @@ class Shared(nn.Module):
 torch.manual_seed(0)
 model = Shared()
 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-for step in range(12):
+for _step in range(12):
     x, y = torch.randn(16, 32), torch.randn(16, 4)
     opt.zero_grad()
     nn.functional.mse_loss(model(x), y).backward()

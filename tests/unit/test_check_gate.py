@@ -13,7 +13,8 @@ from memadvise._errors import InputFileError, UsageError
 from memadvise.check.gate import Limits, baseline_changes, compare, limit_failure
 from memadvise.check.junit import junit_xml
 from memadvise.check.pytest_plugin import MarkerLimits, marker_failures, parse_marker
-from memadvise.report.check_report import CheckContext, check_document, markdown_summary, render_check
+from memadvise.check.run import CheckContext
+from memadvise.report.check_report import check_document, markdown_summary, render_check
 from memadvise.schema.baseline import (
     Baseline, BaselineEntry, device_key, read_baseline, read_baseline_for_update, write_baseline,
 )

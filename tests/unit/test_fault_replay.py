@@ -73,7 +73,7 @@ def allocated(plan: StepAllocations) -> int:
 
 
 def test_the_recorded_step_allocates_what_its_trace_holds(recorded):
-    from memadvise.analysis.trace import Trace
+    from memadvise.schema.trace import Trace
 
     t = Trace(recorded)
     plan = step_allocations(t)
@@ -86,7 +86,7 @@ def test_the_recorded_step_allocates_what_its_trace_holds(recorded):
 
 
 def test_changes_reshape_the_recorded_allocations(recorded):
-    from memadvise.analysis.trace import Trace
+    from memadvise.schema.trace import Trace
     from memadvise.schema.categories import Category
 
     t = Trace(recorded)

@@ -37,10 +37,8 @@ def test_the_roofline_probe_carries_the_dispatch_kinds_and_engine_costs():
     assert "error" not in cal, cal.get("error")
     assert set(cal["op_overhead_us_by_kind"]) == {"view", "inplace", "matmul"}
     assert all(v > 0 for v in cal["op_overhead_us_by_kind"].values())
-    assert cal["autograd_node_us"] >= 0 and cal["module_call_us"] >= 0
-    # recording a node costs something: 100 multiplies on a tensor that requires grad take
-    # longer than on one that does not (about 50 µs on our CPU)
-    assert cal["autograd_record_us"] > 0
+    # differences of timings, floored at 0 (their sizes: benchmarks/probe_checks.py)
+    assert all(cal[k] >= 0 for k in ("autograd_node_us", "autograd_record_us", "module_call_us"))
     assert cal["op_bytes_per_s"] and cal["matmul_curve_float32"]
 
 

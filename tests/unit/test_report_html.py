@@ -8,11 +8,12 @@ import re
 import numpy as np
 import pytest
 
-from memadvise.analysis.trace import Trace
+from memadvise.schema.trace import Trace
 from memadvise.analysis.simulator import Simulator
-from memadvise.report.html import (
-    MAX_POINTS, ReportInputs, bucket_max, choose_plan, phase_spans, render_report, squarify, validate_verify,
+from memadvise.report.chart_data import (
+    MAX_POINTS, ReportInputs, bucket_max, choose_plan, phase_spans, squarify, validate_verify,
 )
+from memadvise.report.html import render_report
 from memadvise._errors import InputFileError
 from memadvise.schema.actions import Action
 from memadvise.schema.plan import FORMAT as PLAN_FORMAT, SCHEMA_VERSION as PLAN_VERSION, PlanFile

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from memadvise.analysis.trace import Trace
+from memadvise.schema.trace import Trace
 from memadvise.report.perfetto import chrome_trace
 from memadvise.schema.categories import CATEGORY_NAMES
 from memadvise.schema.profile import Profile, read_profile

@@ -5,8 +5,9 @@ import io
 import numpy as np
 import pytest
 
-from memadvise.report.html import CATEGORY_COLORS
-from memadvise.report.plot import timeline_png, write_png
+from memadvise.report.svg import CATEGORY_COLORS
+from memadvise.report.plot import timeline_png
+from memadvise.schema.io import atomic_write_bytes
 from memadvise.schema.profile import Profile, read_profile
 from memadvise.testing.synthetic import chain_profile
 
@@ -35,7 +36,7 @@ def test_png_of_the_chain_shows_its_three_categories(tmp_path):
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (1200, 504)  # 10 x 4.2 in at 120 dpi
     assert colours_drawn(png) == {"activation", "temporary", "input"}
-    path = write_png(tmp_path / "sub" / "t.png", png)
+    path = atomic_write_bytes(tmp_path / "sub" / "t.png", png)
     assert path.read_bytes() == png
 
 

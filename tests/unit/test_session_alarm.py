@@ -21,16 +21,16 @@ def test_the_alarm_is_aimed_at_the_main_thread_and_interrupts_its_sleep(monkeypa
     real = signal.pthread_kill
     monkeypatch.setattr(signal, "pthread_kill", lambda ident, sig: (sent.append((ident, sig)), real(ident, sig)))
     alarm, old = _armed(0.2)
-    t0 = time.monotonic()
     try:
         with pytest.raises(_Timeout):
             time.sleep(5)
-        assert time.monotonic() - t0 < 2
     finally:
         alarm.cancel()
         signal.signal(signal.SIGALRM, old)
     # thread-directed, from the timer thread: never a process-wide signal that a gloo
-    # I/O thread could take
+    # I/O thread could take. Delivered to the main thread, it interrupts its sleep (a
+    # signal taken by another thread would let the sleep run its 5 s, then raise: how
+    # long the sleep took is a timing, not asserted; where the signal went is)
     assert sent == [(threading.main_thread().ident, signal.SIGALRM)]
 
 

@@ -1,7 +1,7 @@
 import pytest
 
 from memadvise._errors import UsageError
-from memadvise.sizes import format_bytes, parse_budget, parse_percent, parse_size
+from memadvise.sizes import byte_unit, format_bytes, parse_budget, parse_percent, parse_size
 
 
 @pytest.mark.parametrize(
@@ -41,3 +41,14 @@ def test_format_bytes():
     assert format_bytes(512) == "512 B"
     assert format_bytes(-2048) == "-2.0 KiB"
     assert format_bytes(2048, signed=True) == "+2.0 KiB"
+
+
+def test_the_charts_axes_and_the_text_use_one_unit_choice():
+    """The report's and the PNG's byte axes pick their unit as format_bytes does."""
+    from memadvise.report.svg import byte_ticks
+
+    assert byte_unit(1023) == (1, "B") and byte_unit(1024) == (1024, "KiB")
+    assert byte_unit(-3 * 2**20) == (2**20, "MiB") and byte_unit(5 * 2**30) == (2**30, "GiB")
+    for top in (900, 70_000, 3 * 2**20, 5 * 2**30):
+        unit = format_bytes(top).split()[-1]
+        assert all(label.endswith(f" {unit}") for _, label in byte_ticks(top))

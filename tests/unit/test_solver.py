@@ -3,6 +3,7 @@ simulator): exact on every instance with at most 16 candidate units."""
 
 import itertools
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -61,6 +62,7 @@ def test_solver_matches_brute_force(n, inner, boundary, fwd, frac):
         assert abs(sol.cost_us - expected) <= 1e-6 * max(1.0, expected)
 
 
+@pytest.mark.slow  # 2^15 plans brute-forced: seconds
 def test_solver_exact_with_sixteen_candidate_units():
     n = 15  # 15 blocks and the root: 16 candidate units
     # tensors of tens of KiB: the 5 KiB RNG state a CPU checkpoint stashes stays small

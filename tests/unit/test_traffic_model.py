@@ -4,7 +4,7 @@ dispatch cost, computed here from the chain's own bytes and FLOPs."""
 import numpy as np
 import pytest
 
-from memadvise.analysis.trace import Trace
+from memadvise.schema.trace import Trace
 from memadvise.analysis.traffic import predict_step_time, traffic_report
 from memadvise.schema.ops import VIEW_OPS
 from memadvise.schema.profile import Profile
@@ -252,7 +252,8 @@ def test_the_autocast_probe_replays_matmuls_and_leaves_float32_ops_alone():
 def test_autocast_ops_not_replayed_move_half_the_bytes_at_their_kinds_rate():
     """Ops the replay skipped: bandwidth-bound ones halve, an op whose kind computes per
     element (probed rate under the bandwidth) keeps its time as long as that still binds."""
-    from memadvise.analysis.traffic import predict_traffic, runs_in_float32
+    from memadvise.analysis.traffic import predict_traffic
+    from memadvise.schema.ops import runs_in_float32
     from memadvise.schema.categories import Phase
 
     base = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US,
@@ -289,7 +290,8 @@ def test_autocast_ops_not_replayed_move_half_the_bytes_at_their_kinds_rate():
 
 
 def test_compile_keeps_random_numbers_at_their_time():
-    from memadvise.analysis.traffic import memory_bound_chains, predict_traffic, roofline
+    from memadvise.analysis.traffic import predict_traffic
+    from memadvise.schema.roofline import memory_bound_chains, roofline
     from memadvise.schema.categories import Phase
 
     cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
@@ -309,7 +311,8 @@ def test_compile_keeps_random_numbers_at_their_time():
 
 
 def test_compile_fuses_through_module_boundaries_but_not_into_the_loss():
-    from memadvise.analysis.traffic import memory_bound_chains, predict_traffic, roofline
+    from memadvise.analysis.traffic import predict_traffic
+    from memadvise.schema.roofline import memory_bound_chains, roofline
 
     cal = dict(bandwidth_bytes_per_s=BW, matmul_flops_per_s_float32=MATMUL, op_overhead_us=OVERHEAD_US)
     p = profile_with(**cal)

@@ -13,11 +13,6 @@ import numpy as np
 FOREVER = np.iinfo(np.int64).max // 4
 
 
-def normalize_free(free: np.ndarray) -> np.ndarray:
-    free = np.asarray(free, dtype=np.int64)
-    return np.where(free < 0, FOREVER, free)
-
-
 def live_bytes(query: np.ndarray, alloc: np.ndarray, free: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
     """Total bytes live at each clock in ``query`` (alloc <= q < free). ``free`` normalized."""
     query = np.asarray(query, dtype=np.float64)

@@ -8,7 +8,7 @@ from functools import cached_property
 
 import numpy as np
 
-from memadvise.analysis.timeline import FOREVER, live_by_category
+from memadvise.schema.timeline import FOREVER, live_by_category
 from memadvise.schema.categories import N_CATEGORIES, Category, Phase
 from memadvise.schema.profile import Profile
 

@@ -62,7 +62,7 @@ def find_insertion(source: str, expression: str, function: str | None, before_li
             for target in _targets(node):
                 try:
                     text = ast.unparse(target)
-                except Exception:
+                except Exception:  # a target ast cannot print back names nothing we look for
                     continue
                 if text == expression and (best is None or node.lineno > best.lineno):
                     best = node
