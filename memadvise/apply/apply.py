@@ -10,7 +10,10 @@ from pathlib import Path
 
 from memadvise._errors import InputFileError, PlanRefused, UsageError
 from memadvise.apply.patch import (
+    RUNTIME_MODES,
     PatchResult,
+    definitions_block,
+    definitions_line,
     display_path,
     find_insertion,
     make_patch_multi,
@@ -98,8 +101,14 @@ def combined_prediction(plan_file: PlanFile, plan: dict | None, traffic: list[di
         return pred
 
 
-def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traffic: list[str] = ()) -> PreparedPatch:
-    """Validate the plan against the current script and build the patch (nothing written)."""
+def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traffic: list[str] = (),
+            runtime: str = "inline") -> PreparedPatch:
+    """Validate the plan against the current script and build the patch (nothing written).
+
+    runtime: "inline" (the runtime's source goes into the script, which then needs only
+    PyTorch) or "import" (the script imports ``memadvise.apply.runtime``)."""
+    if runtime not in RUNTIME_MODES:
+        raise UsageError(f"--runtime must be one of {', '.join(RUNTIME_MODES)} (got {runtime!r})")
     script = Path(plan_file.script["path"])
     source = read_script(script)
     if sha256_text(source) != plan_file.script["sha256"] and not force:
@@ -133,8 +142,14 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
     model_block = ""
     if plan is not None:
         restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan["actions"]}
+        # inside a function, the runtime's class goes to module level: pickle finds it by name
+        define_here = runtime == "import" or indent == 0
         model_block = plan_block(dict(plan, predicted=predicted), expression=expression, baseline=plan_file.baseline,
-                                 plan_path=plan_file.path, restore=restore)
+                                 plan_path=plan_file.path, restore=restore, runtime_mode=runtime,
+                                 define=define_here, hugging_face=str(model.get("module", "")).startswith("transformers"),
+                                 indent=indent)
+        if not define_here:
+            inserts.append((definitions_line(source), 0, definitions_block(plan)))
     model_changes = [t for t in entries if next(iter(t["change"])) in MODEL_CHANGES]
     opt_changes = [t for t in entries if next(iter(t["change"])) in OPTIMIZER_CHANGES]
     sites = []
@@ -156,7 +171,7 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
                            names=[t["strategy"] for t in changes], notes=notes, define=site_line == first)
         key = (site_line, site_indent)
         blocks[key] = blocks.get(key, "") + block
-    inserts = [(k[0], k[1], b) for k, b in blocks.items()]
+    inserts += [(k[0], k[1], b) for k, b in blocks.items()]
     patch = make_patch_multi(script, source, inserts, display_path(script))
     return PreparedPatch(script=script, source=source, patch=patch, plan=applied)
 

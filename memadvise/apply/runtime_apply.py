@@ -6,16 +6,36 @@ import os
 from typing import Any, Sequence
 
 from memadvise._errors import InputFileError, UsageError
-from memadvise.schema.actions import POLICIES, Action
+from memadvise.schema.actions import POLICIES, SELECTIVE, Action
 from memadvise.apply.runtime import memadvise_apply
+
+
+def runtime_keep(action: Action) -> list | None:
+    """The ops a selective action keeps, as ``memadvise_apply`` takes them: op names
+    (every call) and ``(op, k)`` pairs (the k-th call); ``None`` for other actions."""
+    if action.action != SELECTIVE:
+        return None
+    keep = getattr(action, "keep", None)  # plan schema v2: [[op, k | None], ...]
+    if keep is not None:
+        items = [k if isinstance(k, str) else (k[0] if k[1] is None else (k[0], int(k[1]))) for k in keep]
+        return sorted(items, key=lambda k: (k, -1) if isinstance(k, str) else k)
+    return sorted(POLICIES[action.policy]) if action.policy in POLICIES else []
+
+
+def plan_name(action: Action) -> str | None:
+    """What ``_memadvise_plan`` says after the action: its preset, or "custom"."""
+    if action.action != SELECTIVE:
+        return None
+    return action.policy or "custom"
 
 
 def runtime_actions(actions: Sequence[Action], restore: dict[str, bool] | None = None) -> list[tuple]:
     """Plan actions as the tuples ``memadvise_apply`` takes (names already validated)."""
     out = []
     for a in actions:
-        save_ops = sorted(POLICIES[a.policy]) if a.policy else None
-        out.append((a.unit, a.action, save_ops, bool((restore or {}).get(a.unit, False))))
+        item = (a.unit, a.action, runtime_keep(a), bool((restore or {}).get(a.unit, False)))
+        name = plan_name(a)
+        out.append(item + ((name,) if name else ()))
     return out
 
 
@@ -59,10 +79,7 @@ def apply_plan(model: Any, plan: Any, *, rank: int | None = None, strategy: str 
             module = model.get_submodule(a.unit)
         except AttributeError:
             raise InputFileError(f"the model has no submodule {a.unit!r}; was the plan made for another model?") from None
-        if getattr(module, "_memadvise_action", None) is not None:
+        if getattr(module, "_memadvise_plan", None) is not None:
             raise UsageError(f"{a.unit or 'the model'} already has a plan applied")
         restore[a.unit] = restore.get(a.unit, False) or _updates_buffers(module)
-    memadvise_apply(model, runtime_actions(actions, restore))
-    for a in actions:
-        model.get_submodule(a.unit)._memadvise_action = a.action
-    return model
+    return memadvise_apply(model, runtime_actions(actions, restore))
