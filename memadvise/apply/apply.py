@@ -10,6 +10,7 @@ from pathlib import Path
 
 from memadvise._errors import InputFileError, PlanRefused, UsageError
 from memadvise.apply.patch import (
+    BEGIN_MARK,
     RUNTIME_MODES,
     PatchResult,
     definitions_block,
@@ -116,6 +117,9 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
             f"{script.name} changed since it was profiled (its hash differs from the plan's); "
             "profile it again, or pass --force to apply anyway"
         )
+    if BEGIN_MARK in source:  # before any line lookup: the plan's lines moved
+        raise PlanRefused(f"{script} already contains a memadvise plan; revert it first "
+                          "(git apply -R, or the .orig backup)")
     model = plan_file.doc.get("model") or {}
     expression = model.get("expression")
     if not expression:
