@@ -23,6 +23,7 @@ from memadvise.apply.patch import (
     read_script,
     sha256_text,
 )
+from memadvise.apply.source_edits import FLAGS, PRIMARY, Span, apply_spans, constructor_spans, zero_grad_spans
 from memadvise.schema.io import atomic_write_text
 from memadvise.schema.plan import PlanFile
 
@@ -37,15 +38,6 @@ class PreparedPatch:
 
 MODEL_CHANGES = ("autocast", "channels_last", "compile")
 OPTIMIZER_CHANGES = ("optimizer", "set_to_none")
-
-
-def _runtime_change(change: dict, device_type: str) -> tuple:
-    kind, value = next(iter(change.items()))
-    if kind == "autocast":
-        return ("autocast", value, device_type)
-    if kind == "optimizer":
-        return ("optimizer", value)
-    return (kind,)
 
 
 def select_traffic(plan_file: PlanFile, names: list[str]) -> list[dict]:
@@ -141,43 +133,93 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         "traffic": [t["strategy"] for t in entries],
         "predicted": predicted,
     }
-    inserts = []
     line, indent = find_insertion(source, expression, model.get("function"), model.get("frame_line"))
-    model_block = ""
+    blocks: dict[tuple[int, int], str] = {}
+    needs: list[str] = []  # what the patch uses of memadvise.apply.runtime
     if plan is not None:
         restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan["actions"]}
-        # inside a function, the runtime's class goes to module level: pickle finds it by name
-        define_here = runtime == "import" or indent == 0
-        model_block = plan_block(dict(plan, predicted=predicted), expression=expression, baseline=plan_file.baseline,
-                                 plan_path=plan_file.path, restore=restore, runtime_mode=runtime,
-                                 define=define_here, hugging_face=str(model.get("module", "")).startswith("transformers"),
-                                 indent=indent)
-        if not define_here:
-            inserts.append((definitions_line(source), 0, definitions_block(plan)))
+        blocks[(line, indent)] = plan_block(
+            dict(plan, predicted=predicted), expression=expression, baseline=plan_file.baseline,
+            plan_path=plan_file.path, restore=restore, runtime_mode=runtime, indent=indent,
+            hugging_face=str(model.get("module", "")).startswith("transformers"))
+        needs += ["MemadviseForward", "memadvise_apply"]
+    spans: list[Span] = []
     model_changes = [t for t in entries if next(iter(t["change"])) in MODEL_CHANGES]
-    opt_changes = [t for t in entries if next(iter(t["change"])) in OPTIMIZER_CHANGES]
-    sites = []
     if model_changes:
-        sites.append((line, indent, model_changes, expression))
+        block, names = model_tune_block(model_changes, expression, device_type, runtime, indent)
+        blocks[(line, indent)] = blocks.get((line, indent), "") + block
+        needs += names
+    opt_changes = [t for t in entries if next(iter(t["change"])) in OPTIMIZER_CHANGES]
     if opt_changes:
         opt = plan_file.doc.get("optimizer") or {}
         if not opt.get("expression"):
             raise PlanRefused("the profile found no variable holding the optimizer; apply optimizer changes by hand")
         oline, oindent = find_insertion(source, opt["expression"], opt.get("function"), opt.get("frame_line"))
-        sites.append((oline, oindent, opt_changes, opt["expression"]))
-    first = min((s[0] for s in sites), default=None)
-    blocks: dict[tuple[int, int], str] = {}
-    if model_block:
-        blocks[(line, indent)] = model_block
-    for site_line, site_indent, changes, target in sorted(sites, key=lambda s: s[0]):
-        notes = [f"{t['strategy']}: {t['caveat']}" for t in changes]
-        block = tune_block([_runtime_change(t["change"], device_type) for t in changes], target=target,
-                           names=[t["strategy"] for t in changes], notes=notes, define=site_line == first)
-        key = (site_line, site_indent)
-        blocks[key] = blocks.get(key, "") + block
-    inserts += [(k[0], k[1], b) for k, b in blocks.items()]
-    patch = make_patch_multi(script, source, inserts, display_path(script))
+        block, names, opt_spans = optimizer_tune_block(source, opt_changes, opt, oline, runtime, oindent)
+        blocks[(oline, oindent)] = blocks.get((oline, oindent), "") + block
+        needs += names
+        spans += opt_spans
+    inserts = [(k[0], k[1], b) for k, b in blocks.items()]
+    if runtime == "inline" and needs:
+        # module level, after the imports: pickle finds the runtime's classes by name
+        inserts.append((definitions_line(source), 0, definitions_block(needs)))
+    patch = make_patch_multi(script, source, inserts, display_path(script), replacements=apply_spans(source, spans))
     return PreparedPatch(script=script, source=source, patch=patch, plan=applied)
+
+
+def model_tune_block(changes: list[dict], expression: str, device_type: str, runtime: str,
+                     indent: int) -> tuple[str, list[str]]:
+    """Traffic changes of the model, as the statements a person would write after it is
+    built, and the runtime names they use."""
+    statements, names = [], []
+    for t in changes:
+        kind, value = next(iter(t["change"].items()))
+        if kind == "autocast":
+            statements.append(f"{expression}.forward = MemadviseAutocast({expression}, {device_type!r}, {value!r})")
+            names.append("MemadviseAutocast")
+        elif kind == "channels_last":
+            statements += ["import torch", f"{expression}.to(memory_format=torch.channels_last)"]
+        elif kind == "compile":
+            statements.append(f"{expression}.compile()")
+    notes = [f"{t['strategy']}: {t['caveat']}" for t in changes]
+    return tune_block([t["strategy"] for t in changes], notes, statements, names, runtime, indent), names
+
+
+def optimizer_tune_block(source: str, changes: list[dict], opt: dict, line: int, runtime: str,
+                         indent: int) -> tuple[str, list[str], list[Span]]:
+    """Traffic changes of the optimizer: edits of its constructor and zero_grad calls where
+    the script has them (the block then only says what changed), else statements after it
+    is built, said so in the block."""
+    target = opt["expression"]
+    statements, names, notes, spans = [], [], [], []
+    for t in changes:
+        kind, value = next(iter(t["change"].items()))
+        if kind == "optimizer":
+            cls = opt.get("class") or "the optimizer"
+            found = constructor_spans(source, target, line, cls, value) if opt.get("class") else None
+            flags = ", ".join(f"{k}={v}" for k, v in FLAGS[value].items() if k == PRIMARY[value])
+            if found is not None:
+                spans += found
+                notes.append(f"{t['strategy']}: the {cls}(...) call above now passes {flags}.")
+            else:
+                notes.append(f"{t['strategy']}: {target} is not built by a {cls}(...) call here that can "
+                             f"be edited, so it is built again by its constructor with {flags}, "
+                             "before its first step.")
+                statements.append(f"{target} = memadvise_rebuild_optimizer({target}, {flags})")
+                names.append("memadvise_rebuild_optimizer")
+        elif kind == "set_to_none":
+            found, calls = zero_grad_spans(source, target, opt.get("function"))
+            if calls:
+                spans += found
+                notes.append(f"{t['strategy']}: {target}.zero_grad(...) ({calls} call{'s' * (calls > 1)}) "
+                             "now passes set_to_none=True (a call without arguments already does).")
+            else:
+                notes.append(f"{t['strategy']}: no {target}.zero_grad(...) call here to edit, so "
+                             f"{target}.zero_grad is replaced by one passing set_to_none=True.")
+                statements += ["import functools",
+                               f"{target}.zero_grad = functools.partial({target}.zero_grad, set_to_none=True)"]
+        notes.append(f"    note: {t['caveat']}")
+    return tune_block([t["strategy"] for t in changes], notes, statements, names, runtime, indent), names, spans
 
 
 def write_patch_file(prepared: PreparedPatch, path: str | os.PathLike) -> Path:

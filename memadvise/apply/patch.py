@@ -62,10 +62,10 @@ _LABELS = {
 }
 
 
-def runtime_source() -> str:
-    """What ``--runtime inline`` inserts: the runtime's class and function, verbatim."""
-    parts = [inspect.getsource(runtime.MemadviseForward), inspect.getsource(runtime.memadvise_apply)]
-    return "\n\n\n".join(p.rstrip() for p in parts) + "\n"
+def runtime_source(names: list[str]) -> str:
+    """What ``--runtime inline`` inserts: the runtime's classes and functions, verbatim."""
+    parts = [inspect.getsource(getattr(runtime, n)).rstrip() for n in dict.fromkeys(names)]
+    return "\n\n\n".join(parts) + "\n"
 
 
 def definitions_line(source: str) -> int:
@@ -81,16 +81,16 @@ def definitions_line(source: str) -> int:
     return line
 
 
-def definitions_block(plan: dict) -> str:
-    """The runtime at module level (``torch.save(model)`` pickles its class by name)."""
+def definitions_block(names: list[str]) -> str:
+    """The runtime at module level (``torch.save(model)`` pickles its classes by name)."""
     return "\n".join([
         "",
-        f"{BEGIN_MARK} (rank {plan.get('rank')}, strategy {plan['strategy']}): runtime ---",
+        f"{BEGIN_MARK} (runtime) ---",
         "# memadvise's runtime (memadvise/apply/runtime.py), inlined so that this script needs",
         "# only PyTorch; the plan below calls it.",
         "",
         "",
-        runtime_source().rstrip(),
+        runtime_source(names).rstrip(),
         END_MARK,
     ]) + "\n"
 
@@ -118,10 +118,9 @@ def _comment_list(label: str, names: list[str], width: int) -> list[str]:
 
 
 def plan_block(plan: dict, *, expression: str, baseline: dict, plan_path: str, restore: dict[str, bool],
-               runtime_mode: str = "inline", define: bool = True, hugging_face: bool = False,
-               indent: int = 0) -> str:
-    """The code inserted at the model's site (without its ``indent``). ``define``: the
-    runtime's source goes here too (else in ``definitions_block``, or imported)."""
+               runtime_mode: str = "inline", hugging_face: bool = False, indent: int = 0) -> str:
+    """The code inserted at the model's site (without its ``indent``); the runtime is in
+    ``definitions_block`` or imported."""
     from memadvise.apply.runtime_apply import plan_name, runtime_keep
 
     actions = [Action.from_json(a) for a in plan["actions"]]
@@ -159,8 +158,6 @@ def plan_block(plan: dict, *, expression: str, baseline: dict, plan_path: str, r
     lines.append(f"#     step time {format_percent(pred['overhead'])}")
     if runtime_mode == "import":
         lines.append(RUNTIME_IMPORT)
-    elif define:
-        lines += ["", "", runtime_source().rstrip(), "", ""]
     constants: dict[tuple, str] = {}
     calls = []
     for a in actions:
@@ -176,8 +173,9 @@ def plan_block(plan: dict, *, expression: str, baseline: dict, plan_path: str, r
                 lines += _constant(constants[key], keep, width)
             arg = constants[key]
         name = plan_name(a)
-        calls.append(f"    ({a.unit!r}, {a.action!r}, {arg}, {bool(restore.get(a.unit))!r}"
-                     + (f", {name!r}" if name else "") + "),")
+        rest = f"{a.action!r}, {arg}, {bool(restore.get(a.unit))!r}" + (f", {name!r}" if name else "") + "),"
+        one = f"    ({a.unit!r}, {rest}"
+        calls += [one] if len(one) <= width else [f"    ({a.unit!r},", f"     {rest}"]
     lines.append(f"memadvise_apply({expression}, [")
     lines += calls
     lines.append("])")
@@ -189,13 +187,18 @@ def make_patch(script: Path, source: str, block: str, insert_after: int, indent:
     return make_patch_multi(script, source, [(insert_after, indent, block)], display_path)
 
 
-def make_patch_multi(script: Path, source: str, inserts: list[tuple[int, int, str]], display_path: str) -> PatchResult:
-    """Insert each ``(after line, indentation, block)``; one diff for all of them."""
+def make_patch_multi(script: Path, source: str, inserts: list[tuple[int, int, str]], display_path: str,
+                     replacements: dict[int, str] | None = None) -> PatchResult:
+    """Insert each ``(after line, indentation, block)`` and replace the lines of
+    ``replacements`` (1-based line -> new text); one diff for all of them."""
     if BEGIN_MARK in source:
         raise PlanRefused(f"{display_path} already contains a memadvise plan; revert it first (git apply -R, or the .orig backup)")
     old_lines = source.splitlines(keepends=True)
     eol = "\r\n" if old_lines and old_lines[0].endswith("\r\n") else "\n"  # keep the file's line endings
     new_lines = list(old_lines)
+    for number, text in (replacements or {}).items():
+        old = old_lines[number - 1]
+        new_lines[number - 1] = text + old[len(old.rstrip("\r\n")):]
     if new_lines and not new_lines[-1].endswith("\n"):
         new_lines[-1] = new_lines[-1] + eol
     for insert_after, indent, block in sorted(inserts, key=lambda x: -x[0]):
@@ -210,14 +213,19 @@ def make_patch_multi(script: Path, source: str, inserts: list[tuple[int, int, st
                        block="".join(b for _, _, b in inserts))
 
 
-def tune_block(changes: list[tuple], *, target: str, names: list[str], notes: list[str], define: bool) -> str:
-    """Code for traffic changes at one site: ``target`` is the model or optimizer variable."""
+def tune_block(names: list[str], notes: list[str], statements: list[str], runtime_names: list[str],
+               runtime_mode: str, indent: int = 0) -> str:
+    """Traffic changes at one site: what each does, then its statements (none where the
+    script's own calls were edited)."""
+    width = WIDTH - indent
     lines = [f"{BEGIN_MARK} (traffic: {', '.join(names)}) ---"]
-    lines += [f"# {n}" for n in notes]
-    if define:
-        lines.append(inspect.getsource(runtime.memadvise_tune).rstrip())
-    model, opt = (target, "None") if changes and changes[0][0] in ("autocast", "channels_last", "compile") else ("None", target)
-    lines.append(f"memadvise_tune({model}, {opt}, {changes!r})")
+    for note in notes:
+        lead = note[:len(note) - len(note.lstrip())]
+        lines += textwrap.wrap(note.strip(), width=width, initial_indent=f"# {lead}",
+                               subsequent_indent=f"# {lead}    ", break_long_words=False, break_on_hyphens=False)
+    if runtime_mode == "import" and runtime_names:
+        lines.append(f"from memadvise.apply.runtime import {', '.join(dict.fromkeys(runtime_names))}")
+    lines += statements
     lines.append(END_MARK)
     return "\n".join(lines) + "\n"
 

@@ -113,25 +113,25 @@ def memadvise_apply(model, actions):
     return model
 
 
-def memadvise_tune(model, optimizer, changes):
-    """Traffic changes: ("autocast", dtype name, device type), ("channels_last",),
-    ("compile",) on `model`; ("optimizer", "foreach" | "fused" | "for-loop"),
-    ("set_to_none",) on `optimizer`."""
-    import torch
+class MemadviseAutocast:
+    """`module.forward` under torch.autocast; like MemadviseForward, it holds its module."""
 
-    for change in changes:
-        kind = change[0]
-        if kind == "autocast":
-            model.forward = torch.autocast(device_type=change[2], dtype=getattr(torch, change[1]))(model.forward)
-        elif kind == "channels_last":
-            model.to(memory_format=torch.channels_last)
-        elif kind == "compile":
-            model.compile()
-        elif kind == "optimizer":
-            for group in [optimizer.defaults, *optimizer.param_groups]:
-                group["foreach"] = change[1] == "foreach"
-                if "fused" in group:
-                    group["fused"] = True if change[1] == "fused" else None
-        elif kind == "set_to_none":
-            optimizer.zero_grad = lambda set_to_none=True, zero_grad=optimizer.zero_grad: zero_grad(set_to_none=True)
-    return model
+    def __init__(self, module, device_type, dtype):
+        self.module, self.device_type, self.dtype = module, device_type, dtype
+        self.inner = module.__dict__.get("forward")  # an instance forward set before ours
+
+    def __call__(self, *args, **kwargs):
+        import torch
+
+        forward = self.inner or type(self.module).forward.__get__(self.module)
+        with torch.autocast(device_type=self.device_type, dtype=getattr(torch, self.dtype)):
+            return forward(*args, **kwargs)
+
+
+def memadvise_rebuild_optimizer(optimizer, **flags):
+    """`optimizer` built again by its constructor, which checks `flags` (fused=True, ...):
+    for an optimizer the script builds where no constructor call can be edited. Call it
+    before the first step: the parameter groups and hyperparameters are kept, no state."""
+    drop = ("foreach", "fused")
+    groups = [{k: v for k, v in g.items() if k not in drop} for g in optimizer.param_groups]
+    return type(optimizer)(groups, **flags)
