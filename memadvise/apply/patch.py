@@ -1,9 +1,12 @@
 """Turn a plan into a reviewable change of the user's script: a unified diff or a rewrite.
 
-The inserted block goes right after the statement that last assigns the root model's
-variable before the training loop (found at profile time). It defines
-``memadvise_apply`` (the source of ``memadvise.apply.runtime``, verbatim) and calls it
-with the plan's actions, so the patched script needs only PyTorch.
+The plan's block goes right after the statement that last assigns the root model's
+variable before the training loop (found at profile time): a header saying what each unit
+gets, every side effect and the prediction, the op sets a selective plan keeps (named
+once), and one ``memadvise_apply`` call. The runtime it calls (``memadvise.apply.runtime``,
+verbatim) goes once at module level after the script's imports, so the patched script
+needs only PyTorch and pickle finds its classes by name; ``--runtime import`` imports it
+instead. Every generated line fits ``WIDTH`` columns.
 """
 
 from __future__ import annotations

@@ -34,11 +34,12 @@ class MemadviseForward:
         forward = self.inner or type(self.module).forward.__get__(self.module)
         if not torch.is_grad_enabled():  # nothing is saved for backward
             return forward(*args, **kwargs)
+        compiling = torch.compiler.is_compiling()
         if self.action == "offload":  # torch.compile traces no saved-tensor hooks: eager
-            return torch.compiler.disable(self.offloaded)(forward, *args, **kwargs)
+            offloaded = torch.compiler.disable(self.offloaded) if compiling else self.offloaded
+            return offloaded(forward, *args, **kwargs)
         # preserve_rng_state: dropout replays its masks. torch.compile traces the recompute
         # (buffers update once) and takes only a selective policy's context_fn.
-        compiling = torch.compiler.is_compiling()
         if compiling and self.action != "selective":
             return checkpoint(forward, *args, use_reentrant=False, **kwargs)
         context_fn = functools.partial(MemadviseForward.contexts, self, compiling)
