@@ -164,6 +164,7 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         # module level, after the imports: pickle finds the runtime's classes by name
         inserts.append((definitions_line(source), 0, definitions_block(needs)))
     patch = make_patch_multi(script, source, inserts, display_path(script), replacements=apply_spans(source, spans))
+    patch.insert_line = min(k[0] for k in blocks)  # the plan's site, not the runtime's
     return PreparedPatch(script=script, source=source, patch=patch, plan=applied)
 
 
