@@ -16,7 +16,7 @@ from torch.optim.swa_utils import AveragedModel
 
 import memadvise
 from conftest import SAMPLES
-from memadvise.apply.runtime import MemadviseForward, memadvise_apply
+from memadvise.apply.runtime import MemadviseAutocast, MemadviseForward, memadvise_apply
 from memadvise.schema.actions import Action
 
 
@@ -254,3 +254,25 @@ def test_torch_compile_after_apply():
     assert expected.keys() == got.keys()
     for n in expected:
         torch.testing.assert_close(got[n], expected[n], rtol=1e-4, atol=1e-5)
+
+
+def test_autocast_forward_deep_copies_and_pickles():
+    """The autocast traffic change is an object holding its module too, on top of a plan."""
+    torch.manual_seed(0)
+    model, units, make_inputs = mlp()
+    memadvise.apply_plan(model, [Action("", "checkpoint")])
+    model.forward = MemadviseAutocast(model, "cpu", "bfloat16")
+    twin = copy.deepcopy(model)
+    assert twin.forward.module is twin and twin.forward.inner.module is twin
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert loaded.forward.module is loaded
+    expected = step(model, make_inputs)
+    assert_same(expected, step(twin, make_inputs))
+    assert_same(expected, step(loaded, make_inputs))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    assert_same(expected, step(twin, make_inputs))
