@@ -22,7 +22,8 @@ class MemadviseForward:
 
     def __init__(self, module, action, keep=None, restore=False):
         self.module, self.action, self.restore = module, action, bool(restore)
-        self.keep = frozenset(k if isinstance(k, str) else tuple(k) for k in keep or ())
+        pairs = [(k, None) if isinstance(k, str) else tuple(k) for k in keep or ()]
+        self.keep = frozenset(op if k is None else (op, k) for op, k in pairs)  # None: every call
         self.inner = module.__dict__.get("forward")  # an instance forward set before ours
 
     def __call__(self, *args, **kwargs):

@@ -276,3 +276,9 @@ def test_autocast_forward_deep_copies_and_pickles():
         for p in model.parameters():
             p.add_(1.0)
     assert_same(expected, step(twin, make_inputs))
+
+
+def test_keep_accepts_json_pairs():
+    """Plan files write [op, k] lists, k null for every call."""
+    keep = MemadviseForward(nn.Linear(1, 1), "selective", [["addmm", None], ["mm", 2], "tanh"]).keep
+    assert keep == {"addmm", ("mm", 2), "tanh"}
