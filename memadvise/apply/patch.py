@@ -18,9 +18,10 @@ from pathlib import Path
 
 from memadvise._version import __version__
 from memadvise._errors import InputFileError, PlanRefused
-from memadvise.schema.actions import CHECKPOINT, OFFLOAD, POLICIES, SELECTIVE, Action, display_unit, valid_unit_name
+from memadvise.schema.actions import CHECKPOINT, OFFLOAD, SELECTIVE, Action, display_unit, valid_unit_name
 from memadvise.source import find_insertion  # noqa: F401  (re-exported)
 from memadvise.apply import runtime
+from memadvise.apply.runtime_apply import runtime_keep
 from memadvise.sizes import format_bytes, format_percent
 
 BEGIN_MARK = "# --- memadvise plan: begin"
@@ -70,7 +71,7 @@ def plan_block(plan: dict, *, expression: str, baseline: dict, plan_path: str, r
         by_kind.setdefault(a.action, []).append(display_unit(a.unit))
     labels = {
         CHECKPOINT: "checkpoint (recompute the whole unit in backward)",
-        SELECTIVE: "selective (keep matmul/conv/attention outputs, recompute the rest)",
+        SELECTIVE: "selective (keep the listed ops' outputs, recompute the rest)",
         OFFLOAD: "offload saved tensors to host memory (save_on_cpu)",
     }
     for kind, names in by_kind.items():
@@ -87,15 +88,65 @@ def plan_block(plan: dict, *, expression: str, baseline: dict, plan_path: str, r
         f"({format_percent(act / base_act - 1 if base_act else 0)}), step time {format_percent(pred['overhead'])}"
     )
     lines.append(_runtime_source().rstrip())
+    keep_lines, keep_names = keep_constants(actions)
+    lines.extend(keep_lines)
     lines.append(f"memadvise_apply({expression}, [")
     for a in actions:
-        save_ops = sorted(POLICIES[a.policy]) if a.action == SELECTIVE and a.policy else None
         if not valid_unit_name(a.unit):  # Action validated already; belt and braces
             raise PlanRefused(f"unit {a.unit!r} is not a module path")
-        lines.append(f"    ({a.unit!r}, {a.action!r}, {save_ops!r}, {bool(restore.get(a.unit))!r}),")
+        save_ops = keep_names[a.kept()] if a.action == SELECTIVE else "None"
+        lines.append(f"    ({a.unit!r}, {a.action!r}, {save_ops}, {bool(restore.get(a.unit))!r}),")
     lines.append("])")
     lines.append(END_MARK)
     return "\n".join(lines) + "\n"
+
+
+def keep_constants(actions: list[Action]) -> tuple[list[str], dict[tuple, str]]:
+    """The kept ops of the plan's selective actions as named constants: a preset under its
+    name (``MEMADVISE_SAVE_LINEAR``), each other keep list once, as a table of op and
+    calls kept (``"mm"``: every call; ``("addmm", 0)``: its first call in the unit's
+    forward), with the units that use it. Returns the lines and each keep's name."""
+    lines: list[str] = []
+    names: dict[tuple, str] = {}
+    users: dict[tuple, list[str]] = {}
+    for a in actions:
+        if a.action == SELECTIVE:
+            users.setdefault(a.kept(), []).append(display_unit(a.unit))
+    custom = 0
+    for a in actions:
+        keep = a.kept()
+        if a.action != SELECTIVE or keep in names:
+            continue
+        if a.policy is not None:
+            name = "MEMADVISE_" + a.policy.upper().replace("-", "_")
+            lines.append(f"# preset {a.policy}: {_preset_note.get(a.policy, '')}".rstrip())
+        else:
+            custom += 1
+            name = f"MEMADVISE_KEEP_{custom}"
+            lines.extend(textwrap.wrap(", ".join(users[keep]), width=76, initial_indent="# kept op outputs of: ",
+                                       subsequent_indent="#     "))
+        names[keep] = name
+        items = runtime_keep(keep)
+        if not items:
+            lines.append(f"{name} = []")
+            continue
+        lines.append(f"{name} = [")
+        by_op: dict[str, list] = {}
+        for item in items:
+            by_op.setdefault(item if isinstance(item, str) else item[0], []).append(item)
+        for group in by_op.values():
+            lines.extend(textwrap.wrap(" ".join(f"{x!r}," for x in group), width=92, initial_indent="    ",
+                                       subsequent_indent="    "))
+        lines.append("]")
+    return lines, names
+
+
+_preset_note = {
+    "save-matmul": "keep every matmul, convolution and attention kernel output",
+    "save-linear": "keep linear layers' outputs, recompute attention scores and pointwise ops (Megatron-LM)",
+    "save-torchtitan": "torchtitan's op-level save list (mm, attention kernels, max)",
+    "checkpoint": "keep nothing",
+}
 
 
 def make_patch(script: Path, source: str, block: str, insert_after: int, indent: int, display_path: str) -> PatchResult:

@@ -10,7 +10,8 @@ def memadvise_apply(model, actions):
     """Checkpoint, selectively recompute or offload submodules of `model`, in place.
 
     actions: (submodule path, "checkpoint" | "selective" | "offload", ops whose outputs
-    selective recompute keeps, whether to restore buffers after a recompute).
+    selective recompute keeps: op names (every call) or (op name, k) pairs (its k-th call
+    in one forward of the unit), whether to restore buffers after a recompute).
     """
     import contextlib
     import functools
@@ -35,13 +36,24 @@ def memadvise_apply(model, actions):
     def wrap(module, action, save_ops, restore):
         forward = module.forward
 
-        def policy(ctx, op, *args, **kwargs):
-            keep = getattr(op, "_overloadpacket", op).__name__ in save_ops
+        # kept ops: a name keeps every call of that op, (name, k) its k-th call in one
+        # forward of the unit; calls are counted per checkpoint call, separately in the
+        # forward and in the recompute, so the k-th call is the same op in both
+        every = {s for s in (save_ops or ()) if isinstance(s, str)}
+        nth = {tuple(s) for s in (save_ops or ()) if not isinstance(s, str)}
+
+        def policy(counts, ctx, op, *args, **kwargs):
+            name = getattr(op, "_overloadpacket", op).__name__
+            if name == "detach":  # torch's SAC_IGNORED_OPS: never counted
+                return CheckpointPolicy.PREFER_RECOMPUTE
+            key = (ctx.is_recompute, name)
+            k = counts[key] = counts.get(key, -1) + 1
+            keep = name in every or (name, k) in nth
             return CheckpointPolicy.MUST_SAVE if keep else CheckpointPolicy.PREFER_RECOMPUTE
 
         def contexts():
             if action == "selective":
-                fwd, rec = create_selective_checkpoint_contexts(policy)
+                fwd, rec = create_selective_checkpoint_contexts(functools.partial(policy, {}))
             else:
                 fwd, rec = contextlib.nullcontext(), contextlib.nullcontext()
             return fwd, (restored_buffers(module, rec) if restore else rec)

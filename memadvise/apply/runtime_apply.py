@@ -6,7 +6,7 @@ import os
 from typing import Any, Sequence
 
 from memadvise._errors import InputFileError, UsageError
-from memadvise.schema.actions import POLICIES, Action
+from memadvise.schema.actions import Action, Selector
 from memadvise.apply.runtime import memadvise_apply
 
 
@@ -14,9 +14,15 @@ def runtime_actions(actions: Sequence[Action], restore: dict[str, bool] | None =
     """Plan actions as the tuples ``memadvise_apply`` takes (names already validated)."""
     out = []
     for a in actions:
-        save_ops = sorted(POLICIES[a.policy]) if a.policy else None
+        save_ops = runtime_keep(a.kept()) if a.action == "selective" else None
         out.append((a.unit, a.action, save_ops, bool((restore or {}).get(a.unit, False))))
     return out
+
+
+def runtime_keep(keep: tuple[Selector, ...]) -> list:
+    """Selectors as ``memadvise_apply`` takes them: an op name for every call of the op,
+    an ``(op, k)`` pair for its k-th call."""
+    return [op if k is None else (op, k) for op, k in keep]
 
 
 def _updates_buffers(module: Any) -> bool:
