@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from memadvise.analysis.units import call_op_selectors
+from memadvise.analysis.units import TraceIndex, call_op_selectors
 from memadvise.schema.actions import OFFLOAD, SELECTIVE, Action, display_unit
 from memadvise.schema.timeline import live_bytes
 from memadvise.schema.trace import Timeline, Trace, category_dict
@@ -151,12 +151,7 @@ class Simulator:
         self._effect_cache: dict[tuple, _Effect] = {}
         self._op_clock_f = t.op_clock.astype(np.float64)
         self._fwd_saved_storages = np.unique(t.sv_storage[t.forward_saves])
-        # storages ordered by the op that made them, forward saves by their call: the
-        # per-call lookups below are binary searches, not scans of the whole step
-        self._st_by_op = np.argsort(t.st_op, kind="stable")
-        self._st_op_sorted = t.st_op[self._st_by_op]
-        self._fwd_by_call = self._fwd_saves[np.argsort(t.sv_call[self._fwd_saves], kind="stable")]
-        self._fwd_call_sorted = t.sv_call[self._fwd_by_call]
+        self.index = TraceIndex(t)
         self._selectors: dict[int, tuple[list[str], np.ndarray]] = {}
         self._time_cache: dict[tuple, float] = {}
 
@@ -300,9 +295,7 @@ class Simulator:
         base = self._region_cache.get(c)
         if base is None:
             t = self.trace
-            lo = np.searchsorted(self._fwd_call_sorted, c, side="left")
-            hi = np.searchsorted(self._fwd_call_sorted, t.call_subtree_end[c], side="left")
-            saves = np.sort(self._fwd_by_call[lo:hi])
+            saves = self.index.forward_saves_of(c)
             if len(saves):
                 frame_death = float(t.sv_release[saves].max())
                 unpacked = t.sv_unpack[saves]
@@ -350,12 +343,6 @@ class Simulator:
         if cached_ops is not None:
             us += self.selective_op_us * (r.stop_op - start_op)
         return us + self._recompute_us(c, start_op, end_op, r.stop_op, cached_ops)
-
-    def _made_by_ops(self, lo: int, hi: int) -> np.ndarray:
-        """Storages made by ops [lo, hi), ascending."""
-        a = np.searchsorted(self._st_op_sorted, lo, side="left")
-        b = np.searchsorted(self._st_op_sorted, hi, side="left")
-        return np.sort(self._st_by_op[a:b])
 
     def _compute_effect(self, r: _Region) -> "_Effect":
         """What acting on one call changes, besides dropping its saved-tensor slots."""
@@ -410,7 +397,7 @@ class Simulator:
         rc_mask = ~cached_ops[: stop - start_op] if cached_ops is not None else np.ones(stop - start_op, dtype=bool)
         q = v(t.op_clock[start_op:stop][rc_mask])
         q_scratch = t.op_scratch[start_op:stop][rc_mask]
-        made = self._made_by_ops(start_op, stop)
+        made = self.index.made_by_ops(start_op, stop)
         if len(made):
             # per storage: the release of its slots saved inside this call
             rel_made = np.full(len(made), -1.0)
@@ -459,9 +446,7 @@ class Simulator:
             idx = idx[idx >= recompute_free]
         if not len(idx):
             return
-        lo = np.searchsorted(self._st_op_sorted, idx, side="left")
-        hi = np.searchsorted(self._st_op_sorted, idx, side="right")
-        made = np.sort(np.concatenate([self._st_by_op[a:b] for a, b in zip(lo, hi)])) if len(idx) else idx
+        made = self.index.made_by(idx)
         hold_sids.append(made)
         hold_free.append(np.full(len(made), r.frame_death))
 

@@ -25,6 +25,7 @@ class CallOps:
     out_bytes: bytes of the new storages each op made on the training device.
     saved: whether autograd saved one of those storages for backward (in the forward).
     dur_us: each op's measured time in microseconds, scaled to an uninstrumented step.
+    mutated: whether an op of the call writes one of those storages in place.
     """
 
     call: int
@@ -34,6 +35,7 @@ class CallOps:
     out_bytes: np.ndarray
     saved: np.ndarray
     dur_us: np.ndarray
+    mutated: np.ndarray  # bool: an output of the op is modified in place later in the call
 
     def selectors(self) -> list[Selector]:
         return [(n, int(k)) for n, k in zip(self.name, self.k) if k >= 0]
@@ -70,19 +72,59 @@ def call_op_selectors(trace: Trace, call: int) -> tuple[list[str], np.ndarray]:
     return names, ks
 
 
-def call_ops(trace: Trace, call: int, *, time_scale: float = 1.0) -> CallOps:
+class TraceIndex:
+    """Storages ordered by the op that made them, forward saves by their call: per-call
+    lookups are binary searches, not scans of the whole step."""
+
+    def __init__(self, trace: Trace) -> None:
+        self.st_by_op = np.argsort(trace.st_op, kind="stable")
+        self.st_op_sorted = trace.st_op[self.st_by_op]
+        fwd = np.nonzero(trace.forward_saves)[0]
+        self.fwd_by_call = fwd[np.argsort(trace.sv_call[fwd], kind="stable")]
+        self.fwd_call_sorted = trace.sv_call[self.fwd_by_call]
+        self.trace = trace
+
+    def made_by_ops(self, lo: int, hi: int) -> np.ndarray:
+        """Storages made by ops [lo, hi), ascending."""
+        a, b = np.searchsorted(self.st_op_sorted, [lo, hi], side="left")
+        return np.sort(self.st_by_op[a:b])
+
+    def made_by(self, ops: np.ndarray) -> np.ndarray:
+        """Storages made by any of ``ops`` (ascending op indices), ascending."""
+        if not len(ops):
+            return np.zeros(0, dtype=np.int64)
+        lo = np.searchsorted(self.st_op_sorted, ops, side="left")
+        hi = np.searchsorted(self.st_op_sorted, ops, side="right")
+        return np.sort(np.concatenate([self.st_by_op[a:b] for a, b in zip(lo, hi)]))
+
+    def forward_saves_of(self, call: int) -> np.ndarray:
+        """Forward saves packed inside ``call`` or the calls it makes, ascending."""
+        a = np.searchsorted(self.fwd_call_sorted, call, side="left")
+        b = np.searchsorted(self.fwd_call_sorted, self.trace.call_subtree_end[call], side="left")
+        return np.sort(self.fwd_by_call[a:b])
+
+
+def call_ops(trace: Trace, call: int, *, time_scale: float = 1.0, index: TraceIndex | None = None) -> CallOps:
+    index = index or TraceIndex(trace)
     lo, hi = int(trace.call_start_op[call]), int(trace.call_end_op[call])
     names, ks = call_op_selectors(trace, call)
-    made = np.nonzero((trace.st_op >= lo) & (trace.st_op < hi) & trace.on_device)[0]
+    made = index.made_by_ops(lo, hi)
+    made = made[trace.on_device[made]]
     out_bytes = np.zeros(hi - lo, dtype=np.int64)
     np.add.at(out_bytes, trace.st_op[made] - lo, trace.st_bytes[made])
-    saves = trace.forward_saves.copy()
-    saves[saves] = (trace.sv_call[saves] >= call) & (trace.sv_call[saves] < trace.call_subtree_end[call])
-    saved_sids = np.unique(trace.sv_storage[saves])
+    saved_sids = np.unique(trace.sv_storage[index.forward_saves_of(call)])
     saved = np.zeros(hi - lo, dtype=bool)
     sm = made[np.isin(made, saved_sids)]
     saved[trace.st_op[sm] - lo] = True
-    return CallOps(call, np.arange(lo, hi), names, ks, out_bytes, saved, trace.op_dur_us[lo:hi] * time_scale)
+    # ops whose output an op of this call writes in place: selective checkpoint refuses
+    # to keep those (a cached output must not change)
+    mut = trace.op_mutates[lo:hi]
+    mut = mut[mut >= 0]
+    mutated = np.zeros(hi - lo, dtype=bool)
+    by = trace.st_op[mut]
+    by = by[(by >= lo) & (by < hi)]
+    mutated[by - lo] = True
+    return CallOps(call, np.arange(lo, hi), names, ks, out_bytes, saved, trace.op_dur_us[lo:hi] * time_scale, mutated)
 
 
 @dataclass
@@ -218,7 +260,9 @@ class UnitTree:
         out = cache.get(u)
         if out is None:
             scale = float(self.profile.trace.get("time_scale", 1.0))
-            out = cache[u] = [call_ops(self.trace, c, time_scale=scale) for c in self.trace.calls_of_unit.get(u, [])]
+            index = self.__dict__.get("_index") or self.__dict__.setdefault("_index", TraceIndex(self.trace))
+            out = cache[u] = [call_ops(self.trace, c, time_scale=scale, index=index)
+                              for c in self.trace.calls_of_unit.get(u, [])]
         return out
 
     def selective_problem(self, u: int, keep: str | tuple[Selector, ...]) -> str | None:
@@ -226,18 +270,16 @@ class UnitTree:
         problem = self.checkpoint_problem(u)
         if problem:
             return problem
-        t = self.trace
         if isinstance(keep, str):
             what = "matmul/conv/attention" if keep == "save-matmul" else f"{keep}"
             keep = preset_keep(keep) if keep in PRESETS else ()
         else:
             what = "selected"
         for ops in self.call_ops(u):
-            kept = ops.index[ops.kept_mask(keep)]
-            if not len(kept):
+            kept = ops.kept_mask(keep)
+            if not kept.any():
                 return f"no {what} op to keep (same as checkpoint)"
-            kept_sids = set(np.nonzero(np.isin(t.st_op, kept))[0].tolist())
-            if any(int(m) in kept_sids for m in t.op_mutates[ops.index[0]:ops.index[-1] + 1]):
+            if (kept & ops.mutated).any():
                 return f"a kept {what} op output is modified in place (selective checkpoint refuses that)"
         return None
 
