@@ -36,7 +36,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from memadvise.analysis.units import TraceIndex, call_op_selectors
+from memadvise.analysis.units import TraceIndex, call_op_selectors, selector_mask
 from memadvise.schema.actions import OFFLOAD, SELECTIVE, Action, display_unit
 from memadvise.schema.timeline import live_bytes
 from memadvise.schema.trace import Timeline, Trace, category_dict
@@ -154,6 +154,8 @@ class Simulator:
         self.index = TraceIndex(t)
         self._selectors: dict[int, tuple[list[str], np.ndarray]] = {}
         self._time_cache: dict[tuple, float] = {}
+        self._action_us: dict[tuple, float] = {}
+        self._selector_tables: dict[int, dict] = {}
 
     # ------------------------------------------------------------------ public
     def baseline(self) -> SimResult:
@@ -218,11 +220,9 @@ class Simulator:
         k = int(np.argmax(total)) if len(total) else 0
         by_peak = np.zeros(N_CATEGORIES, dtype=np.int64)
         if len(q):
-            qk = np.asarray([q[k]])
-            for ci in range(N_CATEGORIES):
-                m = cat_all == ci
-                if m.any():
-                    by_peak[ci] = live_bytes(qk, alloc_all[m], free_all[m], bytes_all[m])[0]
+            live = (alloc_all <= q[k]) & (free_all > q[k])  # live_bytes' rule, at one clock
+            by_peak += np.bincount(cat_all[live].astype(np.int64), weights=bytes_all[live],
+                                   minlength=N_CATEGORIES)[:N_CATEGORIES].astype(np.int64)
             by_peak[_TMP] += q_ws[k]
         activation = self._activation(free, cat)
         step_s = self.base_step_s + extra_us / 1e6
@@ -256,7 +256,15 @@ class Simulator:
     def cost_us(self, actions: Iterable[Action]) -> float:
         """Predicted extra step time of ``actions`` in microseconds, without replaying
         memory. Exactly the time term of ``simulate``: per-region costs add up."""
-        return float(sum(self._region_us(r) for r in self._regions(list(actions))))
+        actions = list(actions)
+        if len(actions) == 1:  # one action: no nesting to check (the solver's options)
+            a = actions[0]
+            key = (a.unit, a.action, a.kept())
+            us = self._action_us.get(key)
+            if us is None:
+                us = self._action_us[key] = float(sum(self._region_us(r) for r in self._regions(actions)))
+            return us
+        return float(sum(self._region_us(r) for r in self._regions(actions)))
 
     def call_selectors(self, c: int) -> tuple[list[str], np.ndarray]:
         """Op names and per-op call counts (k; -1: never seen by the policy) of call ``c``."""
@@ -432,11 +440,8 @@ class Simulator:
     def _cached_mask(self, r: _Region, start_op: int, end_op: int) -> np.ndarray | None:
         if r.action.action != SELECTIVE:
             return None
-        keep = set(r.action.kept())
-        every = {op for op, k in keep if k is None}
         names, ks = self.call_selectors(r.call)
-        return np.fromiter(((k >= 0 and (n in every or (n, int(k)) in keep)) for n, k in zip(names, ks)),
-                           dtype=bool, count=len(names))
+        return selector_mask(names, ks, r.action.kept(), self._selector_tables.setdefault(r.call, {}))
 
     def _hold_cached(self, r: _Region, cached: np.ndarray, start_op: int, hold_sids: list, hold_free: list,
                      recompute_free: int | None) -> None:

@@ -42,10 +42,7 @@ class CallOps:
 
     def kept_mask(self, keep) -> np.ndarray:
         """Which ops the selectors ``keep`` keep (ops the policy never sees never are)."""
-        keep = set(keep)
-        every = {op for op, k in keep if k is None}
-        return np.fromiter(((k >= 0 and (n in every or (n, int(k)) in keep)) for n, k in zip(self.name, self.k)),
-                           dtype=bool, count=len(self.name))
+        return selector_mask(self.name, self.k, keep, self.__dict__)
 
     def counts(self) -> dict[str, int]:
         """Calls of each op in this forward call."""
@@ -54,6 +51,32 @@ class CallOps:
             if k >= 0:
                 out[n] = max(out.get(n, 0), int(k) + 1)
         return out
+
+
+def selector_mask(names: list[str], ks: np.ndarray, keep, cache: dict) -> np.ndarray:
+    """Which of the ops (``names``, ``ks``) the selectors ``keep`` keep; ``cache`` holds the
+    lookup tables between calls (O(selectors) per call, not O(ops))."""
+    table = cache.get("_selector_table")
+    if table is None:
+        pos: dict[tuple[str, int], int] = {}
+        by_name: dict[str, list[int]] = {}
+        for i, (n, k) in enumerate(zip(names, ks.tolist())):
+            if k >= 0:
+                pos[(n, k)] = i
+                by_name.setdefault(n, []).append(i)
+        table = cache["_selector_table"] = (pos, {n: np.asarray(v, dtype=np.int64) for n, v in by_name.items()})
+    pos, by_name = table
+    mask = np.zeros(len(names), dtype=bool)
+    for op, k in keep:
+        if k is None:
+            idx = by_name.get(op)
+            if idx is not None:
+                mask[idx] = True
+        else:
+            i = pos.get((op, k))
+            if i is not None:
+                mask[i] = True
+    return mask
 
 
 def call_op_selectors(trace: Trace, call: int) -> tuple[list[str], np.ndarray]:
@@ -302,12 +325,13 @@ class UnitTree:
         """Selectors worth deciding on in unit ``u``: ops of its first call that make bytes
         on the device and are not views (keeping a view holds nothing, recomputing it
         costs nothing)."""
-        calls = self.call_ops(u)
-        if not calls:
-            return []
-        ops = calls[0]
-        return [(n, int(k)) for n, k, b in zip(ops.name, ops.k, ops.out_bytes)
-                if k >= 0 and b > 0 and n not in VIEW_OPS]
+        cache = self.__dict__.setdefault("_keepable", {})
+        if u not in cache:
+            calls = self.call_ops(u)
+            ops = calls[0] if calls else None
+            cache[u] = [] if ops is None else [(n, k) for n, k, b in zip(ops.name, ops.k.tolist(), ops.out_bytes.tolist())
+                                               if k >= 0 and b > 0 and n not in VIEW_OPS]
+        return cache[u]
 
     def summary(self, u: int) -> dict:
         return self.units[u].record

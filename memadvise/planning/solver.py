@@ -39,7 +39,11 @@ EXACT_CHOICES = 16  # binary choices (units, and their ops kept or not) searched
 MAX_ENUMERATED = 200_000
 PRUNE_TRIES = 24  # single-action refinements after the greedy, whatever the model size
 VARIANT_TRIES = 48  # simulations spent on cheaper variants of the most expensive actions
+LARGE_OPTIONS = 2_000  # beyond this many options, one greedy walk and few refinements
+LARGE_REFINE_TRIES = 4
 MAX_OP_KEEP_SETS = 4  # per-op keep sets per unit, besides the presets
+MAX_PER_OP_UNIT_OPS = 1024  # larger units (a whole model) get the presets only: per-op
+# choices are made in the blocks inside them, and a keep list stays readable
 SELECTIVE_PRESETS = ("save-linear", "save-matmul", "save-torchtitan")
 
 
@@ -95,14 +99,9 @@ def ranked_keep_sets(ops: CallOps, keepable: list[Selector], limit: int = MAX_OP
     upper convex hull of (recompute time, freed bytes), at most ``limit`` of them."""
     if len(keepable) < 2:
         return []
-    pos = {s: i for i, s in enumerate(ops.selectors())}
-    rows = []
-    for s in keepable:
-        j = pos.get(s)
-        if j is None:
-            continue
-        i = int(np.nonzero(ops.k >= 0)[0][j])
-        rows.append((s, float(ops.dur_us[i]), float(ops.out_bytes[i]), bool(ops.saved[i])))
+    pos = {(n, k): i for i, (n, k) in enumerate(zip(ops.name, ops.k.tolist())) if k >= 0}
+    dur, nbytes_, saved = ops.dur_us.tolist(), ops.out_bytes.tolist(), ops.saved.tolist()
+    rows = [(s, dur[pos[s]], float(nbytes_[pos[s]]), saved[pos[s]]) for s in keepable if s in pos]
     rows.sort(key=lambda r: -(r[1] / max(r[2], 1.0)))
     total_t = sum(r[1] for r in rows)
     total_b = sum(r[2] for r in rows if r[3])
@@ -150,14 +149,16 @@ def options_for(tree: UnitTree, sim: Simulator, units: list[int], *, device_type
                 keeps = [c for r in range(1, len(keepable) + 1) for c in itertools.combinations(keepable, r)]
             else:
                 keeps = [preset_keep(p) for p in SELECTIVE_PRESETS]
-                if per_op:
+                if per_op and len(keepable) <= MAX_PER_OP_UNIT_OPS:
                     keeps += ranked_keep_sets(ops, keepable)
             seen: set[bytes] = set()
             for keep in keeps:
                 a = Action(name, SELECTIVE, keep=keep)
-                mask = ops.kept_mask(a.kept())
-                key = np.packbits(mask).tobytes()
-                if key in seen or not mask.any() or tree.selective_problem(u, a.kept()) is not None:
+                masks = [c.kept_mask(a.kept()) for c in calls]
+                key = np.packbits(masks[0]).tobytes()
+                # as UnitTree.selective_problem: something kept in every call, nothing kept
+                # that the call then writes in place
+                if key in seen or not all(m.any() and not (m & c.mutated).any() for m, c in zip(masks, calls)):
                     continue
                 seen.add(key)
                 acts.append(a)
@@ -333,9 +334,13 @@ def _heuristic(sim: Simulator, tree: UnitTree, fits, options: dict[int, list[Opt
     flat = [o for opts in options.values() for o in opts if o.freed_bytes > 0]
     units = set(options)
     has_below = {a for u in units for a in tree.ancestors(u) if a in units}
-    pools = [flat, [o for o in flat if o.unit not in has_below]]  # all units; the finest ones
+    finest = [o for o in flat if o.unit not in has_below]
+    large = len(flat) > LARGE_OPTIONS
+    pools = [finest] if large else [flat, finest]  # all units; the finest ones
     for pool in pools:
         hull_greedy(pool)  # per-unit options up their hull, across units by marginal ratio
+        if large:  # thousands of units: one walk, a few refinements (each simulation replays it all)
+            break
         greedy(pool)  # any action, by ratio
         for kind in sorted({o.action.label() for o in pool} & {CHECKPOINT, OFFLOAD, SELECTIVE + ":save-linear",
                                                                 SELECTIVE + ":save-matmul"}):
@@ -354,7 +359,7 @@ def _heuristic(sim: Simulator, tree: UnitTree, fits, options: dict[int, list[Opt
         return (o.freed_bytes / max(o.cost_us, 1.0)) if o else float("inf")
 
     order = sorted(current, key=value)
-    lo, hi = 0, len(order) - 1
+    lo, hi = 0, 0 if large else len(order) - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if fits(consider(order[mid:])):
@@ -362,19 +367,21 @@ def _heuristic(sim: Simulator, tree: UnitTree, fits, options: dict[int, list[Opt
         else:
             hi = mid - 1
     current = order[lo:]
-    for a in sorted(current, key=lambda a: -sim.cost_us([a]))[:PRUNE_TRIES]:
+    prune_tries = LARGE_REFINE_TRIES if large else PRUNE_TRIES
+    variant_tries = LARGE_REFINE_TRIES if large else VARIANT_TRIES
+    for a in sorted(current, key=lambda a: -sim.cost_us([a]))[:prune_tries]:
         trial = [x for x in current if x != a]
         if trial and fits(consider(trial)):
             current = trial
     # cheaper variants of the most expensive actions (checkpoint → a selective keep set),
     # the cheapest first, as long as the plan fits
     tries = 0
-    for a in sorted(current, key=lambda a: -sim.cost_us([a]))[:PRUNE_TRIES]:
+    for a in sorted(current, key=lambda a: -sim.cost_us([a]))[:prune_tries]:
         cost = sim.cost_us([a])
         cheaper = sorted((o for o in options.get(tree.by_name.get(a.unit, -1), [])
                           if o.action != a and o.cost_us < cost), key=lambda o: o.cost_us)
         for o in cheaper:
-            if tries >= VARIANT_TRIES:
+            if tries >= variant_tries:
                 break
             tries += 1
             trial = [x for x in current if x != a] + [o.action]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import total_ordering
+from functools import lru_cache, total_ordering
 from typing import Iterable, Optional
 
 from memadvise._errors import InputFileError
@@ -55,6 +55,7 @@ def valid_unit_name(name: str) -> bool:
     return isinstance(name, str) and (name == "" or (len(name) <= 500 and bool(_UNIT_RE.match(name))))
 
 
+@lru_cache(maxsize=None)
 def preset_keep(name: str) -> tuple[Selector, ...]:
     """The selectors of preset ``name``: every call of each of its ops, sorted."""
     return tuple((op, None) for op in sorted(PRESETS[name]))
@@ -68,6 +69,20 @@ def canonical_keep(keep: Iterable) -> tuple[Selector, ...]:
     """Validated, deduplicated, sorted selectors from JSON-like input: ``[["addmm", 0],
     ["mm", null], "bmm"]`` (a bare op name means every call). A selector of every call of
     an op absorbs that op's single-call selectors."""
+    if isinstance(keep, tuple):
+        try:
+            return _canonical_tuple(keep)
+        except TypeError:  # unhashable items: validated below, which says what is wrong
+            pass
+    return _canonical(keep)
+
+
+@lru_cache(maxsize=1 << 16)
+def _canonical_tuple(keep: tuple) -> tuple[Selector, ...]:
+    return _canonical(keep)
+
+
+def _canonical(keep: Iterable) -> tuple[Selector, ...]:
     if isinstance(keep, (str, bytes)) or not isinstance(keep, (list, tuple, set, frozenset)):
         raise InputFileError("a plan action's keep is not a list of [op, k] selectors")
     if len(keep) > MAX_SELECTORS:
@@ -97,6 +112,8 @@ def keep_matches(keep: Iterable[Selector], op: str, k: int) -> bool:
 
 def preset_of(keep: tuple[Selector, ...]) -> str | None:
     """The preset whose selectors are exactly ``keep`` (canonical), or None."""
+    if keep and any(k is not None for _op, k in keep):
+        return None
     for name in PRESETS:
         if preset_keep(name) == keep:
             return name
