@@ -266,6 +266,46 @@ class Simulator:
             return us
         return float(sum(self._region_us(r) for r in self._regions(actions)))
 
+    def recomputed_ops(self, actions: Iterable[Action]) -> list[dict]:
+        """What ``actions`` recompute, grouped by op: ``{"op", "calls", "us", "freed_bytes"}``
+        per aten op, the most freed bytes first. ``us``: the op's share of the predicted
+        recompute time (the time term of ``simulate``, without the fixed costs).
+        ``freed_bytes``: bytes of its outputs that autograd saved inside the acted call
+        and that are no longer held from forward to backward (not kept, saved by nothing
+        outside the call)."""
+        t = self.trace
+        if not hasattr(self, "_fwd_save_count"):
+            self._fwd_save_count = np.bincount(t.sv_storage[self._fwd_saves], minlength=len(t.st_bytes))
+        out: dict[str, list] = {}
+        for r in self._regions(list(actions)):
+            if r.action.action == OFFLOAD or r.trigger is None:
+                continue
+            c = r.call
+            start_op, end_op = int(t.call_start_op[c]), int(t.call_end_op[c])
+            stop = r.stop_op
+            cached = self._cached_mask(r, start_op, end_op)
+            rc = np.ones(stop - start_op, dtype=bool) if cached is None else ~cached[: stop - start_op]
+            total_us = self._recompute_us(c, start_op, end_op, stop, cached)
+            durs = t.op_dur_us[start_op:stop]
+            dur_rc = float(durs[rc].sum())
+            made = self.index.made_by_ops(start_op, stop)
+            sids, counts = np.unique(t.sv_storage[r.saves], return_counts=True)
+            inside = np.zeros(len(made), dtype=np.int64)
+            if len(sids):
+                pos = np.minimum(np.searchsorted(sids, made), len(sids) - 1)
+                inside = np.where(sids[pos] == made, counts[pos], 0)
+            freed_sid = (inside > 0) & (inside == self._fwd_save_count[made]) & t.on_device[made]
+            freed_by_op = np.zeros(stop - start_op, dtype=np.int64)
+            np.add.at(freed_by_op, t.st_op[made[freed_sid]] - start_op, t.st_bytes[made[freed_sid]])
+            names, _ks = self.call_selectors(c)
+            for j in np.nonzero(rc)[0]:
+                row = out.setdefault(names[j], [0, 0.0, 0])
+                row[0] += 1
+                row[1] += total_us * float(durs[j]) / dur_rc if dur_rc > 0 else 0.0
+                row[2] += int(freed_by_op[j])
+        rows = [{"op": op, "calls": n, "us": us, "freed_bytes": fb} for op, (n, us, fb) in out.items()]
+        return sorted(rows, key=lambda x: (-x["freed_bytes"], -x["us"], x["op"]))
+
     def call_selectors(self, c: int) -> tuple[list[str], np.ndarray]:
         """Op names and per-op call counts (k; -1: never seen by the policy) of call ``c``."""
         out = self._selectors.get(c)
