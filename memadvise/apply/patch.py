@@ -127,8 +127,9 @@ def keep_constants(actions: list[Action]) -> tuple[list[str], dict[tuple, str]]:
                                        subsequent_indent="#     "))
         names[keep] = name
         items = runtime_keep(keep)
-        if not items:
-            lines.append(f"{name} = []")
+        if a.policy is not None:  # op names only: a wrapped list
+            lines.extend(textwrap.wrap(f"{name} = {items!r}", width=92, subsequent_indent="    ",
+                                       break_on_hyphens=False))
             continue
         lines.append(f"{name} = [")
         by_op: dict[str, list] = {}
@@ -138,12 +139,14 @@ def keep_constants(actions: list[Action]) -> tuple[list[str], dict[tuple, str]]:
             lines.extend(textwrap.wrap(" ".join(f"{x!r}," for x in group), width=92, initial_indent="    ",
                                        subsequent_indent="    "))
         lines.append("]")
+    if custom:
+        lines.insert(0, "# kept ops: 'op' keeps every call of op, ('op', k) its k-th call (from 0) in one forward")
     return lines, names
 
 
 _preset_note = {
     "save-matmul": "keep every matmul, convolution and attention kernel output",
-    "save-linear": "keep linear layers' outputs, recompute attention scores and pointwise ops (Megatron-LM)",
+    "save-linear": "keep linear layers' outputs, recompute attention scores (Megatron-LM)",
     "save-torchtitan": "torchtitan's op-level save list (mm, attention kernels, max)",
     "checkpoint": "keep nothing",
 }
