@@ -49,11 +49,14 @@ SIZES = {
     "mlp": {"small": [], "large": ["--depth", "12", "--width", "1536", "--batch", "512"],
             "smoke": ["--depth", "3", "--width", "64", "--batch", "16"]},
     "gpt": {"small": [], "large": ["--n-layer", "6", "--width", "384", "--seq-len", "256", "--batch", "12"],
+            # the issue's GPU configuration (benchmarks/gpu_check.py)
+            "gpu": ["--n-layer", "12", "--n-head", "12", "--width", "768", "--seq-len", "1024", "--batch", "8"],
             "smoke": ["--n-layer", "2", "--width", "32", "--seq-len", "16", "--batch", "2"]},
     "resnet": {"small": [], "large": ["--width", "48", "--image-size", "64", "--batch", "48"],
                "smoke": ["--width", "4", "--blocks", "1", "--stages", "2", "--image-size", "8", "--batch", "4"]},
     # a Hugging Face Llama from a config, eager attention (needs transformers)
     "llama": {"small": [], "large": ["--layers", "6", "--hidden", "384", "--seq-len", "256", "--batch", "4"],
+              "gpu": ["--layers", "8", "--hidden", "1024", "--heads", "16", "--seq-len", "1024", "--batch", "8"],
               "smoke": ["--layers", "2", "--hidden", "32", "--heads", "2", "--vocab", "64", "--seq-len", "16",
                         "--batch", "2"]},
 }
@@ -162,7 +165,7 @@ def memadvise_transform(actions):
     return apply
 
 
-def alternative_transforms(keep: tuple[float, ...], *, skip_slow: bool = False):
+def alternative_transforms(keep: tuple[float, ...], *, skip_slow: bool = False, quick: bool = False):
     import alternatives as alt
 
     def simple(fn, **kw):
@@ -185,14 +188,19 @@ def alternative_transforms(keep: tuple[float, ...], *, skip_slow: bool = False):
     ]
     for f in keep if not skip_slow else ():
         out.append((f"torch.compile budget {f}", simple(alt.compile_with_budget, budget=f)))
-    for f in keep:
+    for f in keep if not quick else ():
         out.append((f"sac_milp {int(f * 100)}%", planned(alt.sac_milp_plan, f)))
-    for f in keep:
+    for f in keep if not quick else ():
         out.append((f"ckptplan {int(f * 100)}%", planned(alt.ckptplan_plan, f)))
     return out
 
 
-def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = False, pairs: int = PAIRS) -> list[dict]:
+def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = False, pairs: int = PAIRS,
+        compile_pairs: int | None = None, quick: bool = False) -> list[dict]:
+    """Every variant of ``model`` at ``size``: rows of measured and predicted figures.
+    ``quick``: memadvise's budget plans and the eager and compile alternatives only (no
+    Pareto-front plans, no sac_milp or ckptplan). ``compile_pairs``: timing pairs for the
+    torch.compile variants (each run compiles again), default ``pairs``."""
     from memadvise.collect.api import profile_script
     from memadvise.planning.suggest import suggest
     from memadvise.schema.actions import Action
@@ -227,14 +235,14 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
         seen.add(key)
         variants.append((f"memadvise {int(f * 100)}% ({plan['strategy']})", "memadvise",
                          memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
-    for plan in front["plans"]:
+    for plan in front["plans"] if not quick else ():
         key = tuple(sorted(json.dumps(a, sort_keys=True) for a in plan["actions"]))
         if plan["pareto"] and key not in seen:
             seen.add(key)
             variants.append((f"memadvise front: {plan['strategy']}", "memadvise-front",
                              memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
     try:
-        for name, transform in alternative_transforms(KEEP, skip_slow=skip_slow):
+        for name, transform in alternative_transforms(KEEP, skip_slow=skip_slow, quick=quick):
             variants.append((name, "alternative", transform, None))
     except ImportError as exc:
         rows.append({"variant": "alternatives", "kind": "alternative", "error": f"benchmarks/alternatives.py: {exc}"})
@@ -247,7 +255,8 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
         r = run_variant(script, args, transform, warmup=w, timed=timed)
         # alternating pairs: the variant timed right after its own baseline, the ratio's median
         ratios = []
-        for _ in range(pairs if "error" not in r else 0):
+        n_pairs = compile_pairs if compile_pairs is not None and name.startswith("torch.compile") else pairs
+        for _ in range(n_pairs if "error" not in r else 0):
             b = run_variant(script, args, None, warmup=warmup, timed=timed, memory=False)
             v = run_variant(script, args, transform, warmup=w, timed=timed, memory=False)
             if b.get("step_time_s") and v.get("step_time_s"):
@@ -347,13 +356,16 @@ def main() -> None:
     p.add_argument("--results", default=str(RESULTS), help="folder for the JSON/CSV/PNG results")
     p.add_argument("--skip-slow", action="store_true", help="leave out torch.compile (minutes of compiling)")
     p.add_argument("--pairs", type=int, default=PAIRS, help="alternating (baseline, variant) timing pairs per variant")
+    p.add_argument("--compile-pairs", type=int, default=None, help="timing pairs of the torch.compile variants")
+    p.add_argument("--quick", action="store_true", help="budget plans and eager/compile alternatives only")
     args = p.parse_args()
     results = Path(args.results)
     if args.smoke:
         args.sizes, args.warmup, args.timed, args.pairs = ["smoke"], 1, 2, 1
     if args.one:
         model, size = args.one
-        rows = one(model, size, warmup=args.warmup, timed=args.timed, skip_slow=args.skip_slow, pairs=args.pairs)
+        rows = one(model, size, warmup=args.warmup, timed=args.timed, skip_slow=args.skip_slow, pairs=args.pairs,
+                   compile_pairs=args.compile_pairs, quick=args.quick)
         write_outputs(model, size, rows, results)
         return
     for model in args.models:
@@ -364,8 +376,10 @@ def main() -> None:
             print(f"{model} ({size})", file=sys.stderr, flush=True)
             subprocess.run([sys.executable, __file__, "--one", model, size, "--warmup", str(args.warmup),
                             "--timed", str(args.timed), "--results", str(results), "--pairs", str(args.pairs)]
-                           + (["--skip-slow"] if args.skip_slow else []), check=True)
-    if not args.smoke:
+                           + (["--skip-slow"] if args.skip_slow else []) + (["--quick"] if args.quick else [])
+                           + (["--compile-pairs", str(args.compile_pairs)] if args.compile_pairs is not None else []),
+                           check=True)
+    if not args.smoke and "gpu" not in args.sizes:
         from report_benchmarks import write_markdown
 
         write_markdown(results, ROOT / "BENCHMARKS.md")
