@@ -94,6 +94,34 @@ def combined_prediction(plan_file: PlanFile, plan: dict | None, traffic: list[di
         return pred
 
 
+def check_selectors(plan_file: PlanFile, plan: dict, *, force: bool = False) -> None:
+    """Refuse per-op keep lists that name an op a unit never calls, or a call index beyond
+    the calls the profile saw: the patched run would keep something else, or nothing."""
+    from memadvise.analysis.units import UnitTree
+    from memadvise.schema.actions import SELECTIVE, Action, display_unit
+    from memadvise.schema.profile import read_profile
+
+    custom = [a for a in (Action.from_json(x) for x in plan["actions"]) if a.action == SELECTIVE and a.keep]
+    if not custom:
+        return
+    profile_path = (plan_file.doc.get("profile") or {}).get("path")
+    try:
+        profile = read_profile(profile_path)
+    except (InputFileError, TypeError):
+        if force:
+            return
+        raise PlanRefused(f"plan #{plan['rank']} keeps ops by call index, and its profile {profile_path!r} is needed "
+                          "to check them; profile again, or pass --force to apply unchecked") from None
+    tree = UnitTree(profile)
+    for a in custom:
+        u = tree.by_name.get(a.unit)
+        if u is None:
+            raise InputFileError(f"plan #{plan['rank']} keeps ops of unit {display_unit(a.unit)}, which is not in its profile")
+        problem = tree.keep_problem(u, a.keep)
+        if problem:
+            raise InputFileError(f"plan #{plan['rank']}: {problem}")
+
+
 def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traffic: list[str] = (),
             runtime: str = "inline") -> PreparedPatch:
     """Validate the plan against the current script and build the patch (nothing written).
@@ -121,6 +149,8 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         )
     if plan is not None and not plan["actions"]:
         raise PlanRefused(f"plan #{plan['rank']} ({plan['strategy']}) has no actions; nothing to apply")
+    if plan is not None:
+        check_selectors(plan_file, plan, force=force)
     entries = select_traffic(plan_file, list(traffic))
     if plan is None and not entries:
         raise UsageError("nothing to apply: give --rank, --strategy or --traffic")

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from memadvise._version import __version__
 from memadvise._errors import InputFileError, PlanRefused
-from memadvise.schema.actions import CHECKPOINT, OFFLOAD, POLICIES, SELECTIVE, Action, display_unit, valid_unit_name
+from memadvise.schema.actions import CHECKPOINT, OFFLOAD, SELECTIVE, Action, display_unit, valid_unit_name
 from memadvise.source import find_insertion  # noqa: F401  (re-exported)
 from memadvise.apply import runtime
+from memadvise.apply.runtime_apply import runtime_keep
 from memadvise.sizes import format_bytes, format_percent
 
 BEGIN_MARK = "# --- memadvise plan: begin"
@@ -98,21 +99,6 @@ def definitions_block(names: list[str]) -> str:
     ]) + "\n"
 
 
-def constant_name(policy: str | None, index: int) -> str:
-    """``save-matmul`` -> ``SAVE_MATMUL``; a keep list of no preset -> ``KEEP_1``."""
-    return policy.upper().replace("-", "_") if policy else f"KEEP_{index}"
-
-
-def _constant(name: str, items: list, width: int) -> list[str]:
-    """``NAME = {...}`` in lines of at most ``width`` columns."""
-    one = f"{name} = {{{', '.join(map(repr, items))}}}"
-    if len(one) <= width:
-        return [one]
-    body = textwrap.wrap(", ".join(map(repr, items)) + ",", width=width, initial_indent="    ",
-                         subsequent_indent="    ", break_long_words=False, break_on_hyphens=False)
-    return [f"{name} = {{", *body, "}"]
-
-
 def _comment_list(label: str, names: list[str], width: int) -> list[str]:
     """``# label:`` then the names, wrapped between names, never inside one."""
     return [f"# {label}:"] + textwrap.wrap(", ".join(names), width=width, initial_indent="#     ",
@@ -124,7 +110,7 @@ def plan_block(plan: dict, *, expression: str, baseline: dict, plan_path: str, r
                runtime_mode: str = "inline", hugging_face: bool = False, indent: int = 0) -> str:
     """The code inserted at the model's site (without its ``indent``); the runtime is in
     ``definitions_block`` or imported."""
-    from memadvise.apply.runtime_apply import plan_name, runtime_keep
+    from memadvise.apply.runtime_apply import plan_name
 
     actions = [Action.from_json(a) for a in plan["actions"]]
     pred = plan["predicted"]
@@ -161,20 +147,13 @@ def plan_block(plan: dict, *, expression: str, baseline: dict, plan_path: str, r
     lines.append(f"#     step time {format_percent(pred['overhead'])}")
     if runtime_mode == "import":
         lines.append(RUNTIME_IMPORT)
-    constants: dict[tuple, str] = {}
+    keep_lines, keep_names = keep_constants(actions, width)
+    lines += keep_lines
     calls = []
     for a in actions:
         if not valid_unit_name(a.unit):  # Action validated already; belt and braces
             raise PlanRefused(f"unit {a.unit!r} is not a module path")
-        keep = runtime_keep(a)
-        arg = "None"
-        if keep is not None:
-            key = tuple(keep)
-            if key not in constants:
-                preset = a.policy if a.policy and keep == sorted(POLICIES.get(a.policy, ())) else None
-                constants[key] = constant_name(preset, len(constants) + 1)
-                lines += _constant(constants[key], keep, width)
-            arg = constants[key]
+        arg = keep_names[a.kept()] if a.action == SELECTIVE else "None"
         name = plan_name(a)
         rest = f"{a.action!r}, {arg}, {bool(restore.get(a.unit))!r}" + (f", {name!r}" if name else "") + "),"
         one = f"    ({a.unit!r}, {rest}"
@@ -184,6 +163,60 @@ def plan_block(plan: dict, *, expression: str, baseline: dict, plan_path: str, r
     lines.append("])")
     lines.append(END_MARK)
     return "\n".join(lines) + "\n"
+
+
+def keep_constants(actions: list[Action], width: int = WIDTH) -> tuple[list[str], dict[tuple, str]]:
+    """The kept ops of the plan's selective actions as named constants: a preset under its
+    name (``MEMADVISE_SAVE_LINEAR``), each other keep list once, as a table of op and
+    calls kept (``"mm"``: every call; ``("addmm", 0)``: its first call in the unit's
+    forward), with the units that use it; lines of at most ``width`` columns. Returns the
+    lines and each keep's name."""
+    def wrap(text: str, first: str = "", rest: str = "    ") -> list[str]:
+        return textwrap.wrap(text, width=width, initial_indent=first, subsequent_indent=rest,
+                             break_long_words=False, break_on_hyphens=False)
+
+    lines: list[str] = []
+    names: dict[tuple, str] = {}
+    users: dict[tuple, list[str]] = {}
+    for a in actions:
+        if a.action == SELECTIVE:
+            users.setdefault(a.kept(), []).append(display_unit(a.unit))
+    custom = 0
+    for a in actions:
+        keep = a.kept()
+        if a.action != SELECTIVE or keep in names:
+            continue
+        if a.policy is not None:
+            name = "MEMADVISE_" + a.policy.upper().replace("-", "_")
+            lines += wrap(f"preset {a.policy}: {_preset_note.get(a.policy, '')}".rstrip(), "# ", "#     ")
+        else:
+            custom += 1
+            name = f"MEMADVISE_KEEP_{custom}"
+            lines += _comment_list("kept op outputs of", users[keep], width)
+        names[keep] = name
+        items = runtime_keep(keep)
+        if a.policy is not None:  # op names only: a wrapped list
+            lines += wrap(f"{name} = {items!r}")
+            continue
+        lines.append(f"{name} = [")
+        by_op: dict[str, list] = {}
+        for item in items:
+            by_op.setdefault(item if isinstance(item, str) else item[0], []).append(item)
+        for group in by_op.values():
+            lines += wrap(" ".join(f"{x!r}," for x in group), "    ")
+        lines.append("]")
+    if custom:
+        lines[:0] = wrap("kept ops: 'op' keeps every call of op, ('op', k) its k-th call (from 0) in one forward",
+                         "# ", "#     ")
+    return lines, names
+
+
+_preset_note = {
+    "save-matmul": "keep every matmul, convolution and attention kernel output",
+    "save-linear": "keep linear layers' outputs, recompute attention scores (Megatron-LM)",
+    "save-torchtitan": "torchtitan's op-level save list (mm, attention kernels, max)",
+    "checkpoint": "keep nothing",
+}
 
 
 def make_patch(script: Path, source: str, block: str, insert_after: int, indent: int, display_path: str) -> PatchResult:

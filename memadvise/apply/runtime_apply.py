@@ -6,34 +6,28 @@ import os
 from typing import Any, Sequence
 
 from memadvise._errors import InputFileError, UsageError
-from memadvise.schema.actions import POLICIES, SELECTIVE, Action
+from memadvise.schema.actions import SELECTIVE, Action, Selector
 from memadvise.apply.runtime import memadvise_apply
 
 
-def runtime_keep(action: Action) -> list | None:
-    """The ops a selective action keeps, as ``memadvise_apply`` takes them: op names
-    (every call) and ``(op, k)`` pairs (the k-th call); ``None`` for other actions."""
-    if action.action != SELECTIVE:
-        return None
-    keep = getattr(action, "keep", None)  # plan schema v2: [[op, k | None], ...]
-    if keep is not None:
-        items = [k if isinstance(k, str) else (k[0] if k[1] is None else (k[0], int(k[1]))) for k in keep]
-        return sorted(items, key=lambda k: (k, -1) if isinstance(k, str) else k)
-    return sorted(POLICIES[action.policy]) if action.policy in POLICIES else []
+def runtime_keep(keep: tuple[Selector, ...]) -> list:
+    """Selectors as ``memadvise_apply`` takes them: an op name for every call of the op,
+    an ``(op, k)`` pair for its k-th call."""
+    return [op if k is None else (op, k) for op, k in keep]
 
 
 def plan_name(action: Action) -> str | None:
-    """What ``_memadvise_plan`` says after the action: its preset, or "custom"."""
-    if action.action != SELECTIVE:
-        return None
-    return action.policy or "custom"
+    """The preset ``_memadvise_plan`` names after "selective:" (or "custom")."""
+    label = action.label()
+    return label.split(":", 1)[1] if ":" in label else None
 
 
 def runtime_actions(actions: Sequence[Action], restore: dict[str, bool] | None = None) -> list[tuple]:
     """Plan actions as the tuples ``memadvise_apply`` takes (names already validated)."""
     out = []
     for a in actions:
-        item = (a.unit, a.action, runtime_keep(a), bool((restore or {}).get(a.unit, False)))
+        keep = runtime_keep(a.kept()) if a.action == SELECTIVE else None
+        item = (a.unit, a.action, keep, bool((restore or {}).get(a.unit, False)))
         name = plan_name(a)
         out.append(item + ((name,) if name else ()))
     return out

@@ -44,7 +44,7 @@ def in_ws(workspace, monkeypatch):
 
 def test_suggest_json_has_the_documented_shape(in_ws):
     doc = json.loads((in_ws / ".memadvise" / "plan.json").read_text())
-    assert doc["format"] == "memadvise-plan" and doc["schema_version"] == 1
+    assert doc["format"] == "memadvise-plan" and doc["schema_version"] == 2
     assert set(doc["baseline"]) >= {"peak_bytes", "activation_bytes", "step_time_s"}
     ranks = [p["rank"] for p in doc["plans"]]
     assert ranks == list(range(1, len(ranks) + 1))
@@ -271,6 +271,24 @@ def test_plan_with_unknown_action_or_policy_is_refused(in_ws, field, value, mess
     (in_ws / "evil.json").write_text(json.dumps(doc))
     r = cli("apply", "--plan", "evil.json", "--rank", "1")
     assert r.exit_code == 2 and message in one_line_error(r.stderr)
+
+
+@pytest.mark.parametrize("keep, policy, message", [
+    ([["not_an_op_here", 0]], None, "never calls op 'not_an_op_here'"),
+    ([["addmm", 999]], None, "keeps call 999"),
+    (None, "save-nothing-known", "selective policy"),
+    ([["addmm", -1]], None, "not a call index"),
+])
+def test_plan_with_bad_op_selectors_is_refused(in_ws, keep, policy, message):
+    doc = json.loads((in_ws / ".memadvise" / "plan.json").read_text())
+    plan = next(p for p in doc["plans"] if p["strategy"] == "full")
+    for action in plan["actions"]:
+        action.update(action="selective", policy=policy, keep=keep)
+    (in_ws / "bad.json").write_text(json.dumps(doc))
+    r = cli("apply", "--plan", "bad.json", "--strategy", "full", "--patch", "bad.patch")
+    assert r.exit_code == 2, r.output
+    assert message in one_line_error(r.stderr)
+    assert not (in_ws / "bad.patch").exists()
 
 
 def test_verify_reports_predicted_vs_measured(in_ws):
