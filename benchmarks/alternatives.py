@@ -125,6 +125,22 @@ def _save_matmuls(ctx, op, *args, **kwargs):
     return CheckpointPolicy.MUST_SAVE if _op_name(op) in SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
 
 
+# Linear layers only (Megatron-LM's selective recompute: attention scores recomputed)
+SAVE_LINEAR_OPS = frozenset({"mm", "addmm", "_addmm_activation"})
+
+
+def _save_linear(ctx, op, *args, **kwargs):
+    return CheckpointPolicy.MUST_SAVE if _op_name(op) in SAVE_LINEAR_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def selective_linear_blocks(model: nn.Module) -> None:
+    """Selective activation checkpointing on every block keeping only the linear layers'
+    outputs (``SAVE_LINEAR_OPS``): the five-line policy a user writes after reading
+    Megatron-LM's paper."""
+    for name in _require_blocks(model):
+        _wrap(model.get_submodule(name), functools.partial(create_selective_checkpoint_contexts, _save_linear))
+
+
 def selective_blocks(model: nn.Module) -> None:
     """Selective activation checkpointing on every block with the common policy: MUST_SAVE the
     outputs of matmul/conv/attention ops (``SAVE_OPS``), PREFER_RECOMPUTE everything else.

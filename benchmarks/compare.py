@@ -3,15 +3,18 @@
 For each sample model and size, in ONE process: profile with memadvise, suggest (plans at
 activation budgets of 70/50/30% and the Pareto front), then run the unmodified script and
 every variant — memadvise's plans and what a user would otherwise pick (checkpoint every
-block, every second block, selective "save matmuls", torch.compile with an activation
-memory budget, PyTorch's own sac_milp planner, the ckptplan package) — measuring peak and
-activation memory independently (PyTorch's profiler memory timeline of one steady-state
-step, tests/oracle.py) and the median step time over the timed steps, as ratios against
-the baseline measured in the same run (twice: first and last, averaged).
+block, every second block, selective "save matmuls" and "save linear", torch.compile with
+an activation memory budget, PyTorch's own sac_milp planner, the ckptplan package) —
+measuring peak and activation memory independently (PyTorch's profiler memory timeline
+of one steady-state step, tests/oracle.py) and the step time as the median, over
+``--pairs`` alternating pairs, of the variant's median step time over the baseline's
+timed right before it. The models: the sample MLP, GPT and ResNet, and a Hugging Face
+Llama built from a config with eager attention (benchmarks/models/hf_llama.py).
 
     python benchmarks/compare.py                      # every model, both sizes
     python benchmarks/compare.py --models gpt --sizes small
     python benchmarks/compare.py --smoke              # tiny sizes, few steps (the smoke test)
+    python benchmarks/compare.py --models gpt llama --pairs 3
 
 Writes benchmarks/results/<model>-<size>.json/.csv/.png and rewrites BENCHMARKS.md.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import runpy
@@ -45,10 +49,19 @@ SIZES = {
     "mlp": {"small": [], "large": ["--depth", "12", "--width", "1536", "--batch", "512"],
             "smoke": ["--depth", "3", "--width", "64", "--batch", "16"]},
     "gpt": {"small": [], "large": ["--n-layer", "6", "--width", "384", "--seq-len", "256", "--batch", "12"],
+            # the issue's GPU configuration (benchmarks/gpu_check.py)
+            "gpu": ["--n-layer", "12", "--n-head", "12", "--width", "768", "--seq-len", "1024", "--batch", "8"],
             "smoke": ["--n-layer", "2", "--width", "32", "--seq-len", "16", "--batch", "2"]},
     "resnet": {"small": [], "large": ["--width", "48", "--image-size", "64", "--batch", "48"],
                "smoke": ["--width", "4", "--blocks", "1", "--stages", "2", "--image-size", "8", "--batch", "4"]},
+    # a Hugging Face Llama from a config, eager attention (needs transformers)
+    "llama": {"small": [], "large": ["--layers", "6", "--hidden", "384", "--seq-len", "256", "--batch", "4"],
+              "gpu": ["--layers", "8", "--hidden", "1024", "--heads", "16", "--seq-len", "1024", "--batch", "8"],
+              "smoke": ["--layers", "2", "--hidden", "32", "--heads", "2", "--vocab", "64", "--seq-len", "16",
+                        "--batch", "2"]},
 }
+SCRIPTS = {"llama": ROOT / "benchmarks" / "models" / "hf_llama.py"}  # the others: sample_models/<model>.py
+PAIRS = 3  # step time: median over alternating (baseline, variant) pairs, each timed next to its baseline
 KEEP = (0.7, 0.5, 0.3)  # activation-memory budgets, as fractions of the baseline's
 
 
@@ -56,9 +69,10 @@ class _Stop(BaseException):
     pass
 
 
-def run_variant(script: Path, args: list[str], transform, *, warmup: int, timed: int) -> dict:
+def run_variant(script: Path, args: list[str], transform, *, warmup: int, timed: int, memory: bool = True) -> dict:
     """Run the script in this process; apply ``transform(model, args, kwargs)`` at the first
-    forward of the root model; time ``timed`` steps after ``warmup``; profile one more."""
+    forward of the root model; time ``timed`` steps after ``warmup``; profile one more
+    (``memory``), or stop there."""
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -79,10 +93,13 @@ def run_variant(script: Path, args: list[str], transform, *, warmup: int, timed:
     def on_step(optimizer, a, k):
         state["steps"] += 1
         state["t"].append(time.perf_counter())
+        if not memory and state["steps"] >= warmup + timed:
+            raise oracle._StopScript
 
     h1 = torch.nn.modules.module.register_module_forward_pre_hook(first_forward)
     h2 = register_optimizer_step_post_hook(on_step)
-    harness.install()
+    if memory:
+        harness.install()
     saved = sys.argv[:], sys.path[0]
     sys.argv = [str(script), *args, "--steps", str(warmup + timed + 3)]
     sys.path[0] = str(script.parent)
@@ -98,7 +115,8 @@ def run_variant(script: Path, args: list[str], transform, *, warmup: int, timed:
     finally:
         if harness.in_profiled_step:
             harness.prof.stop()
-        harness.uninstall()
+        if memory:
+            harness.uninstall()
         h1.remove()
         h2.remove()
         sys.argv, sys.path[0] = saved
@@ -106,6 +124,8 @@ def run_variant(script: Path, args: list[str], transform, *, warmup: int, timed:
         return {"error": state["error"]}
     ts = state["t"]
     steps = [b - a for a, b in zip(ts[warmup - 1: warmup + timed - 1], ts[warmup: warmup + timed])]
+    if not memory:
+        return {"step_time_s": statistics.median(steps) if steps else None, "step_times_s": steps}
     mem = oracle._analyze(harness.prof, harness.wall_s)
     harness.prof = None
     import gc
@@ -145,7 +165,7 @@ def memadvise_transform(actions):
     return apply
 
 
-def alternative_transforms(keep: tuple[float, ...], *, skip_slow: bool = False):
+def alternative_transforms(keep: tuple[float, ...], *, skip_slow: bool = False, quick: bool = False):
     import alternatives as alt
 
     def simple(fn, **kw):
@@ -164,23 +184,29 @@ def alternative_transforms(keep: tuple[float, ...], *, skip_slow: bool = False):
         ("checkpoint every block", simple(alt.checkpoint_blocks, every=1)),
         ("checkpoint every 2nd block", simple(alt.checkpoint_blocks, every=2)),
         ("selective: save matmuls", simple(alt.selective_blocks)),
+        ("selective: save linear", simple(alt.selective_linear_blocks)),
     ]
     for f in keep if not skip_slow else ():
         out.append((f"torch.compile budget {f}", simple(alt.compile_with_budget, budget=f)))
-    for f in keep:
+    for f in keep if not quick else ():
         out.append((f"sac_milp {int(f * 100)}%", planned(alt.sac_milp_plan, f)))
-    for f in keep:
+    for f in keep if not quick else ():
         out.append((f"ckptplan {int(f * 100)}%", planned(alt.ckptplan_plan, f)))
     return out
 
 
-def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = False) -> list[dict]:
+def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = False, pairs: int = PAIRS,
+        compile_pairs: int | None = None, quick: bool = False) -> list[dict]:
+    """Every variant of ``model`` at ``size``: rows of measured and predicted figures.
+    ``quick``: memadvise's budget plans and the eager and compile alternatives only (no
+    Pareto-front plans, no sac_milp or ckptplan). ``compile_pairs``: timing pairs for the
+    torch.compile variants (each run compiles again), default ``pairs``."""
     from memadvise.collect.api import profile_script
     from memadvise.planning.suggest import suggest
     from memadvise.schema.actions import Action
     from memadvise.sizes import Budget
 
-    script = ROOT / "sample_models" / f"{model}.py"
+    script = SCRIPTS.get(model, ROOT / "sample_models" / f"{model}.py")
     args = SIZES[model][size]
     rows: list[dict] = []
 
@@ -205,18 +231,18 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
         if plan is None:
             rows.append({"variant": f"memadvise {int(f * 100)}%", "kind": "memadvise", "error": "no plan meets the budget"})
             continue
-        key = tuple(sorted((a["unit"], a["action"]) for a in plan["actions"]))
+        key = tuple(sorted(json.dumps(a, sort_keys=True) for a in plan["actions"]))
         seen.add(key)
         variants.append((f"memadvise {int(f * 100)}% ({plan['strategy']})", "memadvise",
                          memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
-    for plan in front["plans"]:
-        key = tuple(sorted((a["unit"], a["action"]) for a in plan["actions"]))
+    for plan in front["plans"] if not quick else ():
+        key = tuple(sorted(json.dumps(a, sort_keys=True) for a in plan["actions"]))
         if plan["pareto"] and key not in seen:
             seen.add(key)
             variants.append((f"memadvise front: {plan['strategy']}", "memadvise-front",
                              memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
     try:
-        for name, transform in alternative_transforms(KEEP, skip_slow=skip_slow):
+        for name, transform in alternative_transforms(KEEP, skip_slow=skip_slow, quick=quick):
             variants.append((name, "alternative", transform, None))
     except ImportError as exc:
         rows.append({"variant": "alternatives", "kind": "alternative", "error": f"benchmarks/alternatives.py: {exc}"})
@@ -227,6 +253,15 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
         # torch.compile compiles forward and backward in the first steps: time after them
         w = warmup + 5 if name.startswith("torch.compile") else warmup
         r = run_variant(script, args, transform, warmup=w, timed=timed)
+        # alternating pairs: the variant timed right after its own baseline, the ratio's median
+        ratios = []
+        n_pairs = compile_pairs if compile_pairs is not None and name.startswith("torch.compile") else pairs
+        for _ in range(n_pairs if "error" not in r else 0):
+            b = run_variant(script, args, None, warmup=warmup, timed=timed, memory=False)
+            v = run_variant(script, args, transform, warmup=w, timed=timed, memory=False)
+            if b.get("step_time_s") and v.get("step_time_s"):
+                ratios.append(v["step_time_s"] / b["step_time_s"])
+        r["pair_ratios"] = ratios
         measured.append((name, kind, plan, r))
     base2 = run_variant(script, args, None, warmup=warmup, timed=timed)
 
@@ -248,6 +283,10 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
         row["peak_ratio"] = r["peak_bytes"] / base["peak_bytes"]
         row["activation_ratio"] = r["activation_bytes"] / base["activation_bytes"] if base["activation_bytes"] else None
         row["time_ratio"] = r["step_time_s"] / base["step_time_s"]
+        if r.get("pair_ratios"):
+            row["time_ratio_first_last"] = row["time_ratio"]  # against the run's first and last baselines
+            row["time_ratio_pairs"] = r["pair_ratios"]
+            row["time_ratio"] = statistics.median(r["pair_ratios"])
         if r.get("info"):
             row["chosen"] = json.dumps(r["info"])[:300]
         if plan is not None:
@@ -316,22 +355,31 @@ def main() -> None:
     p.add_argument("--timed", type=int, default=5)
     p.add_argument("--results", default=str(RESULTS), help="folder for the JSON/CSV/PNG results")
     p.add_argument("--skip-slow", action="store_true", help="leave out torch.compile (minutes of compiling)")
+    p.add_argument("--pairs", type=int, default=PAIRS, help="alternating (baseline, variant) timing pairs per variant")
+    p.add_argument("--compile-pairs", type=int, default=None, help="timing pairs of the torch.compile variants")
+    p.add_argument("--quick", action="store_true", help="budget plans and eager/compile alternatives only")
     args = p.parse_args()
     results = Path(args.results)
     if args.smoke:
-        args.sizes, args.warmup, args.timed = ["smoke"], 1, 2
+        args.sizes, args.warmup, args.timed, args.pairs = ["smoke"], 1, 2, 1
     if args.one:
         model, size = args.one
-        rows = one(model, size, warmup=args.warmup, timed=args.timed, skip_slow=args.skip_slow)
+        rows = one(model, size, warmup=args.warmup, timed=args.timed, skip_slow=args.skip_slow, pairs=args.pairs,
+                   compile_pairs=args.compile_pairs, quick=args.quick)
         write_outputs(model, size, rows, results)
         return
     for model in args.models:
+        if model == "llama" and importlib.util.find_spec("transformers") is None:
+            print("llama: skipped (transformers is not installed)", file=sys.stderr, flush=True)
+            continue
         for size in args.sizes:
             print(f"{model} ({size})", file=sys.stderr, flush=True)
             subprocess.run([sys.executable, __file__, "--one", model, size, "--warmup", str(args.warmup),
-                            "--timed", str(args.timed), "--results", str(results)]
-                           + (["--skip-slow"] if args.skip_slow else []), check=True)
-    if not args.smoke:
+                            "--timed", str(args.timed), "--results", str(results), "--pairs", str(args.pairs)]
+                           + (["--skip-slow"] if args.skip_slow else []) + (["--quick"] if args.quick else [])
+                           + (["--compile-pairs", str(args.compile_pairs)] if args.compile_pairs is not None else []),
+                           check=True)
+    if not args.smoke and "gpu" not in args.sizes:
         from report_benchmarks import write_markdown
 
         write_markdown(results, ROOT / "BENCHMARKS.md")

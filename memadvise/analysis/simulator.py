@@ -17,8 +17,10 @@ Semantics (``torch.utils.checkpoint``, non-reentrant, as of PyTorch 2.4+):
   kept until the backward node that needs them releases them, everything else dies
   where it died in the original forward or when recompute stops.
 * **selective** (``create_selective_checkpoint_contexts``): as checkpoint, but outputs
-  of the policy's ops are cached in forward and handed to the recompute instead of
-  being recomputed; cached outputs past the early-stop point stay until the frame dies.
+  of the kept ops (the action's op selectors: a preset or a per-op list, each op
+  addressed as its k-th call in the unit's forward) are cached in forward and handed to
+  the recompute instead of being recomputed; cached outputs past the early-stop point
+  stay until the frame dies.
 * **offload** (``torch.autograd.graph.save_on_cpu``, CUDA only): saved tensors leave the
   device when packed and come back, as new device tensors, when unpacked; transfer
   time at the profile's PCIe bandwidth.
@@ -34,7 +36,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from memadvise.schema.actions import OFFLOAD, POLICIES, SELECTIVE, Action, display_unit
+from memadvise.analysis.units import TraceIndex, call_op_selectors, selector_mask
+from memadvise.schema.actions import OFFLOAD, SELECTIVE, Action, display_unit
 from memadvise.schema.timeline import live_bytes
 from memadvise.schema.trace import Timeline, Trace, category_dict
 from memadvise.schema.categories import N_CATEGORIES, Category, Phase
@@ -143,12 +146,16 @@ class Simulator:
         self._fwd_saves = np.nonzero(t.forward_saves)[0]
         self._valid_saves = t.sv_storage >= 0
         self._cum_dur = np.concatenate(([0.0], np.cumsum(t.op_dur_us)))
-        self._op_names = np.asarray(t.strings, dtype=object)[t.op_name] if len(t.op_name) else np.asarray([], dtype=object)
         self._baseline: SimResult | None = None
         self._region_cache: dict[int, _Region] = {}
         self._effect_cache: dict[tuple, _Effect] = {}
         self._op_clock_f = t.op_clock.astype(np.float64)
         self._fwd_saved_storages = np.unique(t.sv_storage[t.forward_saves])
+        self.index = TraceIndex(t)
+        self._selectors: dict[int, tuple[list[str], np.ndarray]] = {}
+        self._time_cache: dict[tuple, float] = {}
+        self._action_us: dict[tuple, float] = {}
+        self._selector_tables: dict[int, dict] = {}
 
     # ------------------------------------------------------------------ public
     def baseline(self) -> SimResult:
@@ -213,11 +220,9 @@ class Simulator:
         k = int(np.argmax(total)) if len(total) else 0
         by_peak = np.zeros(N_CATEGORIES, dtype=np.int64)
         if len(q):
-            qk = np.asarray([q[k]])
-            for ci in range(N_CATEGORIES):
-                m = cat_all == ci
-                if m.any():
-                    by_peak[ci] = live_bytes(qk, alloc_all[m], free_all[m], bytes_all[m])[0]
+            live = (alloc_all <= q[k]) & (free_all > q[k])  # live_bytes' rule, at one clock
+            by_peak += np.bincount(cat_all[live].astype(np.int64), weights=bytes_all[live],
+                                   minlength=N_CATEGORIES)[:N_CATEGORIES].astype(np.int64)
             by_peak[_TMP] += q_ws[k]
         activation = self._activation(free, cat)
         step_s = self.base_step_s + extra_us / 1e6
@@ -251,7 +256,62 @@ class Simulator:
     def cost_us(self, actions: Iterable[Action]) -> float:
         """Predicted extra step time of ``actions`` in microseconds, without replaying
         memory. Exactly the time term of ``simulate``: per-region costs add up."""
-        return float(sum(self._effect(r).us for r in self._regions(list(actions))))
+        actions = list(actions)
+        if len(actions) == 1:  # one action: no nesting to check (the solver's options)
+            a = actions[0]
+            key = (a.unit, a.action, a.kept())
+            us = self._action_us.get(key)
+            if us is None:
+                us = self._action_us[key] = float(sum(self._region_us(r) for r in self._regions(actions)))
+            return us
+        return float(sum(self._region_us(r) for r in self._regions(actions)))
+
+    def recomputed_ops(self, actions: Iterable[Action]) -> list[dict]:
+        """What ``actions`` recompute, grouped by op: ``{"op", "calls", "us", "freed_bytes"}``
+        per aten op, the most freed bytes first. ``us``: the op's share of the predicted
+        recompute time (the time term of ``simulate``, without the fixed costs).
+        ``freed_bytes``: bytes of its outputs that autograd saved inside the acted call
+        and that are no longer held from forward to backward (not kept, saved by nothing
+        outside the call)."""
+        t = self.trace
+        if not hasattr(self, "_fwd_save_count"):
+            self._fwd_save_count = np.bincount(t.sv_storage[self._fwd_saves], minlength=len(t.st_bytes))
+        out: dict[str, list] = {}
+        for r in self._regions(list(actions)):
+            if r.action.action == OFFLOAD or r.trigger is None:
+                continue
+            c = r.call
+            start_op, end_op = int(t.call_start_op[c]), int(t.call_end_op[c])
+            stop = r.stop_op
+            cached = self._cached_mask(r, start_op, end_op)
+            rc = np.ones(stop - start_op, dtype=bool) if cached is None else ~cached[: stop - start_op]
+            total_us = self._recompute_us(c, start_op, end_op, stop, cached)
+            durs = t.op_dur_us[start_op:stop]
+            dur_rc = float(durs[rc].sum())
+            made = self.index.made_by_ops(start_op, stop)
+            sids, counts = np.unique(t.sv_storage[r.saves], return_counts=True)
+            inside = np.zeros(len(made), dtype=np.int64)
+            if len(sids):
+                pos = np.minimum(np.searchsorted(sids, made), len(sids) - 1)
+                inside = np.where(sids[pos] == made, counts[pos], 0)
+            freed_sid = (inside > 0) & (inside == self._fwd_save_count[made]) & t.on_device[made]
+            freed_by_op = np.zeros(stop - start_op, dtype=np.int64)
+            np.add.at(freed_by_op, t.st_op[made[freed_sid]] - start_op, t.st_bytes[made[freed_sid]])
+            names, _ks = self.call_selectors(c)
+            for j in np.nonzero(rc)[0]:
+                row = out.setdefault(names[j], [0, 0.0, 0])
+                row[0] += 1
+                row[1] += total_us * float(durs[j]) / dur_rc if dur_rc > 0 else 0.0
+                row[2] += int(freed_by_op[j])
+        rows = [{"op": op, "calls": n, "us": us, "freed_bytes": fb} for op, (n, us, fb) in out.items()]
+        return sorted(rows, key=lambda x: (-x["freed_bytes"], -x["us"], x["op"]))
+
+    def call_selectors(self, c: int) -> tuple[list[str], np.ndarray]:
+        """Op names and per-op call counts (k; -1: never seen by the policy) of call ``c``."""
+        out = self._selectors.get(c)
+        if out is None:
+            out = self._selectors[c] = call_op_selectors(self.trace, c)
+        return out
 
     # ------------------------------------------------------------------ pieces
     def _regions(self, actions: Sequence[Action]) -> list[_Region]:
@@ -283,8 +343,7 @@ class Simulator:
         base = self._region_cache.get(c)
         if base is None:
             t = self.trace
-            fwd = self._fwd_saves
-            saves = fwd[(t.sv_call[fwd] >= c) & (t.sv_call[fwd] < t.call_subtree_end[c])]
+            saves = self.index.forward_saves_of(c)
             if len(saves):
                 frame_death = float(t.sv_release[saves].max())
                 unpacked = t.sv_unpack[saves]
@@ -300,11 +359,38 @@ class Simulator:
         return _Region(c, a, base.saves, base.frame_death, base.trigger, base.last_pack, base.stop_op)
 
     def _effect(self, r: _Region) -> "_Effect":
-        key = (r.call, r.action.action, r.action.policy)
+        key = (r.call, r.action.action, r.action.kept())
         e = self._effect_cache.get(key)
         if e is None:
             e = self._effect_cache[key] = self._compute_effect(r)
         return e
+
+    def _region_us(self, r: _Region) -> float:
+        key = (r.call, r.action.action, r.action.kept())
+        us = self._time_cache.get(key)
+        if us is None:
+            t = self.trace
+            start_op, end_op = int(t.call_start_op[r.call]), int(t.call_end_op[r.call])
+            us = self._time_cache[key] = self._time_us(r, self._cached_mask(r, start_op, end_op))
+        return us
+
+    def _time_us(self, r: _Region, cached_ops: np.ndarray | None) -> float:
+        """Extra step time of acting on one call: offload's transfers, or checkpoint's fixed
+        cost, selective's caching mode over the forward and the recompute, and the
+        recomputed ops' time."""
+        if r.action.action == OFFLOAD:
+            return self._offload_us(r)
+        t = self.trace
+        c = r.call
+        start_op, end_op = int(t.call_start_op[c]), int(t.call_end_op[c])
+        us = self.checkpoint_call_ms * 1000.0
+        if cached_ops is not None and cached_ops.any():
+            us += self.selective_op_us * (end_op - start_op)  # the caching mode over the forward
+        if r.trigger is None:
+            return us
+        if cached_ops is not None:
+            us += self.selective_op_us * (r.stop_op - start_op)
+        return us + self._recompute_us(c, start_op, end_op, r.stop_op, cached_ops)
 
     def _compute_effect(self, r: _Region) -> "_Effect":
         """What acting on one call changes, besides dropping its saved-tensor slots."""
@@ -320,7 +406,7 @@ class Simulator:
         hold_free: list[np.ndarray] = []
         q = np.zeros(0)
         if r.action.action == OFFLOAD:
-            us = self._offload_us(r)
+            us = self._time_us(r, None)
             for i in r.saves:
                 s = t.sv_storage[i]
                 if t.sv_unpack[i] >= 0 and t.on_device[s]:  # back on the device for its node
@@ -329,7 +415,8 @@ class Simulator:
                     nbytes.append(np.asarray([int(t.st_bytes[s])]))
                     cat.append(np.asarray([_ACT]))
             return _Effect.of(alloc, free_, nbytes, cat, hold_sids, hold_free, q, us)
-        us = self.checkpoint_call_ms * 1000.0
+        cached_ops = self._cached_mask(r, start_op, end_op)
+        us = self._time_us(r, cached_ops)
         rng_on_device = t.device_type == "cpu"
         # the frame keeps the call's inputs (and the RNG state) until its last slot is released
         if len(r.saves):
@@ -342,9 +429,6 @@ class Simulator:
             free_.append(np.asarray([death]))
             nbytes.append(np.asarray([CPU_RNG_STATE_BYTES]))
             cat.append(np.asarray([_ACT]))
-        cached_ops = self._cached_mask(r, start_op, end_op)
-        if cached_ops is not None and cached_ops.any():
-            us += self.selective_op_us * (end_op - start_op)  # the caching mode over the forward
         if r.trigger is None:
             # never unpacked: nothing is recomputed; cached outputs live with the frame
             if cached_ops is not None:
@@ -361,14 +445,19 @@ class Simulator:
         rc_mask = ~cached_ops[: stop - start_op] if cached_ops is not None else np.ones(stop - start_op, dtype=bool)
         q = v(t.op_clock[start_op:stop][rc_mask])
         q_scratch = t.op_scratch[start_op:stop][rc_mask]
-        made = np.nonzero((t.st_op >= start_op) & (t.st_op < stop))[0]
+        made = self.index.made_by_ops(start_op, stop)
         if len(made):
             # per storage: the release of its slots saved inside this call
-            rel = np.full(len(t.st_bytes), -1.0)
-            np.maximum.at(rel, t.sv_storage[r.saves], t.sv_release[r.saves].astype(np.float64))
-            saved_here = rel[made] >= 0
+            rel_made = np.full(len(made), -1.0)
+            if len(r.saves):
+                sids, inv = np.unique(t.sv_storage[r.saves], return_inverse=True)
+                rel_of = np.full(len(sids), -1.0)
+                np.maximum.at(rel_of, inv, t.sv_release[r.saves].astype(np.float64))
+                pos = np.minimum(np.searchsorted(sids, made), len(sids) - 1)
+                rel_made = np.where(sids[pos] == made, rel_of[pos], -1.0)
+            saved_here = rel_made >= 0
             nat_rc = np.where(t.st_nat[made] < r.last_pack, v(t.st_nat[made].astype(np.float64)), v(float(r.last_pack)))
-            rc_free = np.where(saved_here, rel[made], nat_rc)
+            rc_free = np.where(saved_here, rel_made, nat_rc)
             is_cached = cached_ops[t.st_op[made] - start_op] if cached_ops is not None else np.zeros(len(made), dtype=bool)
             # cached outputs: the forward tensor itself lives on into the recompute
             if is_cached.any():
@@ -381,32 +470,28 @@ class Simulator:
             cat.append(np.where(saved_here[nm], _ACT, _TMP).astype(np.int8))
         if cached_ops is not None:
             self._hold_cached(r, cached_ops, start_op, hold_sids, hold_free, recompute_free=stop)
-            us += self.selective_op_us * (stop - start_op)
         if rng_on_device:  # fork_rng stashes the state again during recompute
             alloc.append(np.asarray([v(start)]))
             free_.append(np.asarray([v(float(r.last_pack))]))
             nbytes.append(np.asarray([CPU_RNG_STATE_BYTES]))
             cat.append(np.asarray([_TMP]))
-        us += self._recompute_us(c, start_op, end_op, stop, cached_ops)
         return _Effect.of(alloc, free_, nbytes, cat, hold_sids, hold_free, q, us, q_scratch)
 
     def _cached_mask(self, r: _Region, start_op: int, end_op: int) -> np.ndarray | None:
         if r.action.action != SELECTIVE:
             return None
-        keep = POLICIES[r.action.policy or ""]
-        names = self._op_names[start_op:end_op]
-        return np.fromiter((n in keep for n in names), dtype=bool, count=len(names))
+        names, ks = self.call_selectors(r.call)
+        return selector_mask(names, ks, r.action.kept(), self._selector_tables.setdefault(r.call, {}))
 
     def _hold_cached(self, r: _Region, cached: np.ndarray, start_op: int, hold_sids: list, hold_free: list,
                      recompute_free: int | None) -> None:
         """Cached outputs past the early stop (or never consumed) live until the frame dies."""
-        t = self.trace
         idx = np.nonzero(cached)[0] + start_op
         if recompute_free is not None:
             idx = idx[idx >= recompute_free]
         if not len(idx):
             return
-        made = np.nonzero(np.isin(t.st_op, idx))[0]
+        made = self.index.made_by(idx)
         hold_sids.append(made)
         hold_free.append(np.full(len(made), r.frame_death))
 

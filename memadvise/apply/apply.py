@@ -10,7 +10,11 @@ from pathlib import Path
 
 from memadvise._errors import InputFileError, PlanRefused, UsageError
 from memadvise.apply.patch import (
+    BEGIN_MARK,
+    RUNTIME_MODES,
     PatchResult,
+    definitions_block,
+    definitions_line,
     display_path,
     find_insertion,
     make_patch_multi,
@@ -19,6 +23,7 @@ from memadvise.apply.patch import (
     read_script,
     sha256_text,
 )
+from memadvise.apply.source_edits import FLAGS, PRIMARY, Span, apply_spans, constructor_spans, zero_grad_spans
 from memadvise.schema.io import atomic_write_text
 from memadvise.schema.plan import PlanFile
 
@@ -33,15 +38,6 @@ class PreparedPatch:
 
 MODEL_CHANGES = ("autocast", "channels_last", "compile")
 OPTIMIZER_CHANGES = ("optimizer", "set_to_none")
-
-
-def _runtime_change(change: dict, device_type: str) -> tuple:
-    kind, value = next(iter(change.items()))
-    if kind == "autocast":
-        return ("autocast", value, device_type)
-    if kind == "optimizer":
-        return ("optimizer", value)
-    return (kind,)
 
 
 def select_traffic(plan_file: PlanFile, names: list[str]) -> list[dict]:
@@ -98,8 +94,42 @@ def combined_prediction(plan_file: PlanFile, plan: dict | None, traffic: list[di
         return pred
 
 
-def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traffic: list[str] = ()) -> PreparedPatch:
-    """Validate the plan against the current script and build the patch (nothing written)."""
+def check_selectors(plan_file: PlanFile, plan: dict, *, force: bool = False) -> None:
+    """Refuse per-op keep lists that name an op a unit never calls, or a call index beyond
+    the calls the profile saw: the patched run would keep something else, or nothing."""
+    from memadvise.analysis.units import UnitTree
+    from memadvise.schema.actions import SELECTIVE, Action, display_unit
+    from memadvise.schema.profile import read_profile
+
+    custom = [a for a in (Action.from_json(x) for x in plan["actions"]) if a.action == SELECTIVE and a.keep]
+    if not custom:
+        return
+    profile_path = (plan_file.doc.get("profile") or {}).get("path")
+    try:
+        profile = read_profile(profile_path)
+    except (InputFileError, TypeError):
+        if force:
+            return
+        raise PlanRefused(f"plan #{plan['rank']} keeps ops by call index, and its profile {profile_path!r} is needed "
+                          "to check them; profile again, or pass --force to apply unchecked") from None
+    tree = UnitTree(profile)
+    for a in custom:
+        u = tree.by_name.get(a.unit)
+        if u is None:
+            raise InputFileError(f"plan #{plan['rank']} keeps ops of unit {display_unit(a.unit)}, which is not in its profile")
+        problem = tree.keep_problem(u, a.keep)
+        if problem:
+            raise InputFileError(f"plan #{plan['rank']}: {problem}")
+
+
+def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traffic: list[str] = (),
+            runtime: str = "inline") -> PreparedPatch:
+    """Validate the plan against the current script and build the patch (nothing written).
+
+    runtime: "inline" (the runtime's source goes into the script, which then needs only
+    PyTorch) or "import" (the script imports ``memadvise.apply.runtime``)."""
+    if runtime not in RUNTIME_MODES:
+        raise UsageError(f"--runtime must be one of {', '.join(RUNTIME_MODES)} (got {runtime!r})")
     script = Path(plan_file.script["path"])
     source = read_script(script)
     if sha256_text(source) != plan_file.script["sha256"] and not force:
@@ -107,6 +137,9 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
             f"{script.name} changed since it was profiled (its hash differs from the plan's); "
             "profile it again, or pass --force to apply anyway"
         )
+    if BEGIN_MARK in source:  # before any line lookup: the plan's lines moved
+        raise PlanRefused(f"{script} already contains a memadvise plan; revert it first "
+                          "(git apply -R, or the .orig backup)")
     model = plan_file.doc.get("model") or {}
     expression = model.get("expression")
     if not expression:
@@ -116,6 +149,8 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         )
     if plan is not None and not plan["actions"]:
         raise PlanRefused(f"plan #{plan['rank']} ({plan['strategy']}) has no actions; nothing to apply")
+    if plan is not None:
+        check_selectors(plan_file, plan, force=force)
     entries = select_traffic(plan_file, list(traffic))
     if plan is None and not entries:
         raise UsageError("nothing to apply: give --rank, --strategy or --traffic")
@@ -128,37 +163,94 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         "traffic": [t["strategy"] for t in entries],
         "predicted": predicted,
     }
-    inserts = []
     line, indent = find_insertion(source, expression, model.get("function"), model.get("frame_line"))
-    model_block = ""
+    blocks: dict[tuple[int, int], str] = {}
+    needs: list[str] = []  # what the patch uses of memadvise.apply.runtime
     if plan is not None:
         restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan["actions"]}
-        model_block = plan_block(dict(plan, predicted=predicted), expression=expression, baseline=plan_file.baseline,
-                                 plan_path=plan_file.path, restore=restore)
+        blocks[(line, indent)] = plan_block(
+            dict(plan, predicted=predicted), expression=expression, baseline=plan_file.baseline,
+            plan_path=plan_file.path, restore=restore, runtime_mode=runtime, indent=indent,
+            hugging_face=str(model.get("module", "")).startswith("transformers"))
+        needs += ["MemadviseForward", "memadvise_apply"]
+    spans: list[Span] = []
     model_changes = [t for t in entries if next(iter(t["change"])) in MODEL_CHANGES]
-    opt_changes = [t for t in entries if next(iter(t["change"])) in OPTIMIZER_CHANGES]
-    sites = []
     if model_changes:
-        sites.append((line, indent, model_changes, expression))
+        block, names = model_tune_block(model_changes, expression, device_type, runtime, indent)
+        blocks[(line, indent)] = blocks.get((line, indent), "") + block
+        needs += names
+    opt_changes = [t for t in entries if next(iter(t["change"])) in OPTIMIZER_CHANGES]
     if opt_changes:
         opt = plan_file.doc.get("optimizer") or {}
         if not opt.get("expression"):
             raise PlanRefused("the profile found no variable holding the optimizer; apply optimizer changes by hand")
         oline, oindent = find_insertion(source, opt["expression"], opt.get("function"), opt.get("frame_line"))
-        sites.append((oline, oindent, opt_changes, opt["expression"]))
-    first = min((s[0] for s in sites), default=None)
-    blocks: dict[tuple[int, int], str] = {}
-    if model_block:
-        blocks[(line, indent)] = model_block
-    for site_line, site_indent, changes, target in sorted(sites, key=lambda s: s[0]):
-        notes = [f"{t['strategy']}: {t['caveat']}" for t in changes]
-        block = tune_block([_runtime_change(t["change"], device_type) for t in changes], target=target,
-                           names=[t["strategy"] for t in changes], notes=notes, define=site_line == first)
-        key = (site_line, site_indent)
-        blocks[key] = blocks.get(key, "") + block
+        block, names, opt_spans = optimizer_tune_block(source, opt_changes, opt, oline, runtime, oindent)
+        blocks[(oline, oindent)] = blocks.get((oline, oindent), "") + block
+        needs += names
+        spans += opt_spans
     inserts = [(k[0], k[1], b) for k, b in blocks.items()]
-    patch = make_patch_multi(script, source, inserts, display_path(script))
+    if runtime == "inline" and needs:
+        # module level, after the imports: pickle finds the runtime's classes by name
+        inserts.append((definitions_line(source), 0, definitions_block(needs)))
+    patch = make_patch_multi(script, source, inserts, display_path(script), replacements=apply_spans(source, spans))
+    patch.insert_line = min(k[0] for k in blocks)  # the plan's site, not the runtime's
     return PreparedPatch(script=script, source=source, patch=patch, plan=applied)
+
+
+def model_tune_block(changes: list[dict], expression: str, device_type: str, runtime: str,
+                     indent: int) -> tuple[str, list[str]]:
+    """Traffic changes of the model, as the statements a person would write after it is
+    built, and the runtime names they use."""
+    statements, names = [], []
+    for t in changes:
+        kind, value = next(iter(t["change"].items()))
+        if kind == "autocast":
+            statements.append(f"{expression}.forward = MemadviseAutocast({expression}, {device_type!r}, {value!r})")
+            names.append("MemadviseAutocast")
+        elif kind == "channels_last":
+            statements += ["import torch", f"{expression}.to(memory_format=torch.channels_last)"]
+        elif kind == "compile":
+            statements.append(f"{expression}.compile()")
+    notes = [f"{t['strategy']}: {t['caveat']}" for t in changes]
+    return tune_block([t["strategy"] for t in changes], notes, statements, names, runtime, indent), names
+
+
+def optimizer_tune_block(source: str, changes: list[dict], opt: dict, line: int, runtime: str,
+                         indent: int) -> tuple[str, list[str], list[Span]]:
+    """Traffic changes of the optimizer: edits of its constructor and zero_grad calls where
+    the script has them (the block then only says what changed), else statements after it
+    is built, said so in the block."""
+    target = opt["expression"]
+    statements, names, notes, spans = [], [], [], []
+    for t in changes:
+        kind, value = next(iter(t["change"].items()))
+        if kind == "optimizer":
+            cls = opt.get("class") or "the optimizer"
+            found = constructor_spans(source, target, line, cls, value) if opt.get("class") else None
+            flags = ", ".join(f"{k}={v}" for k, v in FLAGS[value].items() if k == PRIMARY[value])
+            if found is not None:
+                spans += found
+                notes.append(f"{t['strategy']}: the {cls}(...) call above now passes {flags}.")
+            else:
+                notes.append(f"{t['strategy']}: {target} is not built by a {cls}(...) call here that can "
+                             f"be edited, so it is built again by its constructor with {flags}, "
+                             "before its first step.")
+                statements.append(f"{target} = memadvise_rebuild_optimizer({target}, {flags})")
+                names.append("memadvise_rebuild_optimizer")
+        elif kind == "set_to_none":
+            found, calls = zero_grad_spans(source, target, opt.get("function"))
+            if calls:
+                spans += found
+                notes.append(f"{t['strategy']}: {target}.zero_grad(...) ({calls} call{'s' * (calls > 1)}) "
+                             "now passes set_to_none=True (a call without arguments already does).")
+            else:
+                notes.append(f"{t['strategy']}: no {target}.zero_grad(...) call here to edit, so "
+                             f"{target}.zero_grad is replaced by one passing set_to_none=True.")
+                statements += ["import functools",
+                               f"{target}.zero_grad = functools.partial({target}.zero_grad, set_to_none=True)"]
+        notes.append(f"    note: {t['caveat']}")
+    return tune_block([t["strategy"] for t in changes], notes, statements, names, runtime, indent), names, spans
 
 
 def write_patch_file(prepared: PreparedPatch, path: str | os.PathLike) -> Path:

@@ -6,16 +6,30 @@ import os
 from typing import Any, Sequence
 
 from memadvise._errors import InputFileError, UsageError
-from memadvise.schema.actions import POLICIES, Action
+from memadvise.schema.actions import SELECTIVE, Action, Selector
 from memadvise.apply.runtime import memadvise_apply
+
+
+def runtime_keep(keep: tuple[Selector, ...]) -> list:
+    """Selectors as ``memadvise_apply`` takes them: an op name for every call of the op,
+    an ``(op, k)`` pair for its k-th call."""
+    return [op if k is None else (op, k) for op, k in keep]
+
+
+def plan_name(action: Action) -> str | None:
+    """The preset ``_memadvise_plan`` names after "selective:" (or "custom")."""
+    label = action.label()
+    return label.split(":", 1)[1] if ":" in label else None
 
 
 def runtime_actions(actions: Sequence[Action], restore: dict[str, bool] | None = None) -> list[tuple]:
     """Plan actions as the tuples ``memadvise_apply`` takes (names already validated)."""
     out = []
     for a in actions:
-        save_ops = sorted(POLICIES[a.policy]) if a.policy else None
-        out.append((a.unit, a.action, save_ops, bool((restore or {}).get(a.unit, False))))
+        keep = runtime_keep(a.kept()) if a.action == SELECTIVE else None
+        item = (a.unit, a.action, keep, bool((restore or {}).get(a.unit, False)))
+        name = plan_name(a)
+        out.append(item + ((name,) if name else ()))
     return out
 
 
@@ -59,10 +73,7 @@ def apply_plan(model: Any, plan: Any, *, rank: int | None = None, strategy: str 
             module = model.get_submodule(a.unit)
         except AttributeError:
             raise InputFileError(f"the model has no submodule {a.unit!r}; was the plan made for another model?") from None
-        if getattr(module, "_memadvise_action", None) is not None:
+        if getattr(module, "_memadvise_plan", None) is not None:
             raise UsageError(f"{a.unit or 'the model'} already has a plan applied")
         restore[a.unit] = restore.get(a.unit, False) or _updates_buffers(module)
-    memadvise_apply(model, runtime_actions(actions, restore))
-    for a in actions:
-        model.get_submodule(a.unit)._memadvise_action = a.action
-    return model
+    return memadvise_apply(model, runtime_actions(actions, restore))

@@ -13,6 +13,13 @@ from dataclasses import dataclass
 from memadvise.analysis.units import UnitTree
 from memadvise.schema.actions import CHECKPOINT, DEFAULT_POLICY, OFFLOAD, SELECTIVE, Action
 
+# The selective candidates: (strategy name, preset, what it keeps)
+SELECTIVE_CANDIDATES = (
+    ("selective", DEFAULT_POLICY, "keep matmul/conv/attention outputs"),
+    ("selective-linear", "save-linear", "keep linear layers' outputs, recompute attention scores (Megatron-LM)"),
+    ("selective-torchtitan", "save-torchtitan", "keep torchtitan's save list (mm, attention kernels, max)"),
+)
+
 
 @dataclass
 class Candidate:
@@ -51,7 +58,7 @@ def candidates(tree: UnitTree, *, device_type: str) -> tuple[list[Candidate], li
         reason = "no repeated blocks found (children of a ModuleList/Sequential of one type)"
         if skipped:
             reason = "no block can be checkpointed: " + "; ".join(skipped[:3])
-        for name in ("full", "every-2", "sqrt", "selective"):
+        for name in ("full", "every-2", "sqrt", *(c[0] for c in SELECTIVE_CANDIDATES)):
             unavailable.append(Unavailable(name, reason))
     else:
         label = tree.units[blocks[0]].type
@@ -69,13 +76,14 @@ def candidates(tree: UnitTree, *, device_type: str) -> tuple[list[Candidate], li
             out.append(Candidate("sqrt", _act(tree, chosen), f"checkpoint all but {keep} ≈ √{n} evenly spaced {label} blocks"))
         else:
             unavailable.append(Unavailable("sqrt", f"√{n} rounds to {keep}: same as full checkpointing"))
-        sel = [b for b in blocks if tree.selective_problem(b, DEFAULT_POLICY) is None]
-        if sel:
-            out.append(Candidate("selective", _act(tree, sel, SELECTIVE, DEFAULT_POLICY),
-                                 f"selective recompute in every {label} block: keep matmul/conv/attention outputs"))
-        else:
-            problem = tree.selective_problem(blocks[0], DEFAULT_POLICY)
-            unavailable.append(Unavailable("selective", f"{tree.units[blocks[0]].name}: {problem}"))
+        for name, preset, what in SELECTIVE_CANDIDATES:
+            sel = [b for b in blocks if tree.selective_problem(b, preset) is None]
+            if sel:
+                out.append(Candidate(name, _act(tree, sel, SELECTIVE, preset),
+                                     f"selective recompute in every {label} block: {what}"))
+            else:
+                problem = tree.selective_problem(blocks[0], preset)
+                unavailable.append(Unavailable(name, f"{tree.units[blocks[0]].name}: {problem}"))
         if device_type == "cuda":
             out.append(Candidate("offload", _act(tree, blocks, OFFLOAD), f"offload saved tensors of every {label} block to host memory"))
     if device_type != "cuda":

@@ -149,6 +149,8 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
             "pareto": bool(on_front),
             "meets_budget": (metric_of(r) <= budget_bytes) if budget_bytes is not None else None,
             "warnings": _warnings(tree, actions),
+            # what the plan recomputes, by op: µs of predicted recompute time, bytes freed
+            "recompute": [dict(row, us=round(row["us"], 3)) for row in sim.recomputed_ops(actions)],
         })
 
     # rank: with a budget, plans that meet it by step time, then the rest by peak;

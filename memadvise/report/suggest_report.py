@@ -28,10 +28,23 @@ def _with_change(value: int, change: float) -> str:
     return f"{format_bytes(value)} {change * 100:+.0f}%"
 
 
+def _kind(a: dict) -> str:
+    """``checkpoint``, ``selective save-linear``, ``selective (keeps addmm:0,1 mm)``."""
+    if a["action"] != "selective":
+        return a["action"]
+    if a.get("policy"):
+        return f"selective {a['policy']}"
+    calls: dict[str, list[str]] = {}
+    for op, k in a.get("keep") or []:
+        calls.setdefault(op, []).append("" if k is None else str(k))
+    kept = " ".join(op if "" in ks else f"{op}:{','.join(ks)}" for op, ks in calls.items())
+    return f"selective (keeps {kept or 'nothing'})"
+
+
 def describe_actions(plan: dict, width: int = 78) -> list[str]:
     by: dict[str, list[str]] = {}
     for a in plan["actions"]:
-        by.setdefault(a["action"], []).append(display_unit(a["unit"]))
+        by.setdefault(_kind(a), []).append(display_unit(a["unit"]))
     lines = []
     for kind, names in by.items():
         text = f"  {kind}: " + ", ".join(names)
@@ -68,6 +81,7 @@ def render_suggest(console: Console, doc: dict, *, top: int, plan_path: str) -> 
         table.add_row(*row, style=style)
     console.print(table)
     console.print("[dim]* on the Pareto front of (peak, step time); time = predicted step-time overhead[/dim]")
+    _render_recompute(console, doc["plans"][:top])
     _render_traffic(console, doc)
     for u in doc.get("unavailable", []):
         console.print(f"[dim]not applicable: {u['strategy']}: {u['reason']}[/dim]")
@@ -94,6 +108,30 @@ def render_suggest(console: Console, doc: dict, *, top: int, plan_path: str) -> 
             f"[red]no plan meets the budget {format_bytes(budget['bytes'])}[/red]: the lowest predicted "
             f"{'activation memory' if activation else 'peak'} is {format_bytes(lowest)}; the closest plans are listed first"
         )
+
+
+RECOMPUTE_OPS_SHOWN = 3  # op kinds per plan in the recompute lines, the most bytes freed first
+
+
+def recompute_line(plan: dict, n: int = RECOMPUTE_OPS_SHOWN) -> str:
+    """``gelu ×12 105 µs −32.0 KiB, _softmax ×12 ...``: what a plan recomputes, the ops
+    that free most first (calls, predicted µs, saved bytes freed)."""
+    rows = plan.get("recompute") or []
+    parts = [f"{r['op']} ×{r['calls']} {r['us']:.0f} µs" + (f" −{format_bytes(r['freed_bytes'])}" if r["freed_bytes"] else "")
+             for r in rows[:n]]
+    more = len(rows) - n
+    if more > 0:
+        parts.append(f"+{more} ops {sum(r['us'] for r in rows[n:]):.0f} µs")
+    return ", ".join(parts) if parts else "nothing (offload, or nothing unpacked)"
+
+
+def _render_recompute(console: Console, plans: list[dict]) -> None:
+    rows = [p for p in plans if p.get("recompute") is not None]
+    if not rows:
+        return
+    console.print("recomputed in backward, by op (calls, predicted time, − saved bytes freed):")
+    for plan in rows:
+        console.print(f"  #{plan['rank']} {plan['strategy']}: {recompute_line(plan)}", overflow="fold")
 
 
 def _render_traffic(console: Console, doc: dict) -> None:

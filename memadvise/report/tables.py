@@ -85,7 +85,8 @@ ACTION_COLUMNS = {
     "strategy": "its strategy",
     "unit": "module path the action applies to ('(root)' for the model)",
     "action": "checkpoint, selective or offload",
-    "policy": "selective recompute's preset (save-matmul, ...); empty otherwise",
+    "policy": "selective recompute's preset (save-matmul, save-linear, ...); empty otherwise",
+    "keep": "selective recompute's kept ops when no preset: 'op' (every call) or 'op:k' (its k-th call), space-separated",
     "restore_buffers": "buffers (BatchNorm statistics) restored around the recompute",
 }
 TRAFFIC_COLUMNS = {
@@ -218,6 +219,7 @@ class PlanTables:
         """One row per action of every plan."""
         rows = [{"rank": int(p["rank"]), "strategy": p["strategy"], "unit": display_unit(a["unit"]),
                  "action": a["action"], "policy": a.get("policy") or "",
+                 "keep": " ".join(op if k is None else f"{op}:{k}" for op, k in a.get("keep") or []),
                  "restore_buffers": bool(a.get("restore_buffers", False))}
                 for p in self.plan_file.plans for a in p["actions"]]
         return pd.DataFrame(rows, columns=list(ACTION_COLUMNS))

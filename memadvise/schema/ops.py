@@ -24,6 +24,18 @@ CONVOLUTION_OPS = frozenset({"convolution", "_convolution", "mkldnn_convolution"
 # convolution and fused attention kernel; the selective policy of memadvise 0.1.
 SAVE_MATMUL_OPS = LINEAR_OPS | {"bmm", "baddbmm"} | CONVOLUTION_OPS | ATTENTION_OPS
 
+# torchtitan's op-level selective AC save list (torchtitan/distributed/activation_checkpoint.py,
+# ``_save_list`` of 2024-25): every ``mm`` (its linear layers run as ``mm`` on flattened
+# inputs), the fused attention kernels, ``max`` (the absolute maximum low-precision
+# training derives its scales from) and the reduce-scatter of tensor parallelism.
+# torchtitan's own policy also recomputes every second ``mm`` (it keeps the 1st, 3rd, ...
+# call); that rule is no fixed set of op names, so this preset keeps every call, and a
+# per-unit keep list of ("mm", 0), ("mm", 2), ... states torchtitan's exact choice.
+TORCHTITAN_SAVE_OPS = frozenset({
+    "mm", "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_cudnn_attention", "max", "reduce_scatter_tensor",
+})
+
 # Ops the traffic model times at the device's matrix-multiply rate (FLOP-bound kernels).
 MATMUL_KERNEL_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "linear", "matmul", "addbmm"})
 

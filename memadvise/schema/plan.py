@@ -1,7 +1,13 @@
 """The plan file: ranked recompute plans with their predictions (``memadvise suggest``).
 
 Plan files get shared and committed, so they are untrusted input: plain JSON, validated
-on read (unit names are module paths, actions and policies come from closed sets).
+on read (unit names are module paths, actions and presets come from closed sets, op
+selectors are op names and call indices).
+
+Schema version 2 added op selectors: a selective action keeps either a preset
+(``"policy": "save-linear"``, ``"keep": null``) or listed ops (``"policy": null``,
+``"keep": [["addmm", 0], ["mm", null]]``). Version 1 files (selective actions name a
+preset, no ``keep``) are still read: they mean the same in version 2.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from memadvise.schema.actions import Action
 from memadvise.schema.io import atomic_write_json, check_header, read_json
 
 FORMAT = "memadvise-plan"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: selective actions name a preset only
 DEFAULT_PATH = Path(".memadvise") / "plan.json"
 
 
@@ -44,8 +51,9 @@ class PlanFile:
 
 
 def validate_plan(doc: Any, path: str | os.PathLike) -> None:
-    check_header(doc, path=path, fmt=FORMAT, version=SCHEMA_VERSION, what="plan",
-                 hint="re-create it with `memadvise suggest`")
+    version = doc.get("schema_version") if isinstance(doc, dict) else None
+    check_header(doc, path=path, fmt=FORMAT, version=version if version in READABLE_VERSIONS else SCHEMA_VERSION,
+                 what="plan", hint="re-create it with `memadvise suggest`")
     try:
         baseline = doc["baseline"]
         for key in ("peak_bytes", "activation_bytes", "step_time_s"):
@@ -61,6 +69,8 @@ def validate_plan(doc: Any, path: str | os.PathLike) -> None:
                 raise TypeError("plan")
             int(plan["rank"])
             for a in plan["actions"]:
+                if version == 1 and isinstance(a, dict) and a.get("keep") is not None:
+                    raise InputFileError("a version-1 plan action lists ops to keep (version 2 does)")
                 Action.from_json(a)
                 if not isinstance(a.get("restore_buffers", False), bool):
                     raise InputFileError("a plan action's restore_buffers is not true/false")

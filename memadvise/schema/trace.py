@@ -126,20 +126,14 @@ class Trace:
     @cached_property
     def backward_segments(self) -> list[tuple[int, int]]:
         """(boundary clock, end clock) of each forward→backward transition."""
-        out = []
-        ph = self.op_phase
-        n = len(ph)
-        i = 0
-        while i < n:
-            if ph[i] == Phase.BACKWARD and (i == 0 or ph[i - 1] != Phase.BACKWARD):
-                j = i
-                while j < n and ph[j] == Phase.BACKWARD:
-                    j += 1
-                end = int(self.op_clock[j]) if j < n else self.end_clock
-                out.append((int(self.op_clock[i]), end))
-                i = j
-            else:
-                i += 1
+        is_b = self.op_phase == Phase.BACKWARD
+        n = len(is_b)
+        if not n:
+            return []
+        first = np.nonzero(is_b & ~np.concatenate(([False], is_b[:-1])))[0]
+        after = np.nonzero(is_b & ~np.concatenate((is_b[1:], [False])))[0] + 1  # first op past each run
+        clocks = self.op_clock
+        out = [(int(clocks[i]), int(clocks[j]) if j < n else self.end_clock) for i, j in zip(first, after)]
         return out
 
     @cached_property

@@ -44,7 +44,7 @@ def in_ws(workspace, monkeypatch):
 
 def test_suggest_json_has_the_documented_shape(in_ws):
     doc = json.loads((in_ws / ".memadvise" / "plan.json").read_text())
-    assert doc["format"] == "memadvise-plan" and doc["schema_version"] == 1
+    assert doc["format"] == "memadvise-plan" and doc["schema_version"] == 2
     assert set(doc["baseline"]) >= {"peak_bytes", "activation_bytes", "step_time_s"}
     ranks = [p["rank"] for p in doc["plans"]]
     assert ranks == list(range(1, len(ranks) + 1))
@@ -118,6 +118,7 @@ def test_patch_applies_with_git_and_patch_and_reverts(in_ws):
     assert patched != original and "torch.utils.checkpoint" in patched
     subprocess.run(["git", "apply", "-R", "plan.patch"], cwd=in_ws, check=True)
     assert (in_ws / "train.py").read_text() == original
+    assert (in_ws / "train.py").read_bytes() == original.encode()  # byte for byte
     subprocess.run(["patch", "-p1", "-s", "-i", "plan.patch"], cwd=in_ws, check=True)
     assert (in_ws / "train.py").read_text() == patched
 
@@ -127,8 +128,42 @@ def test_piped_output_carries_the_whole_diff(in_ws):
     r = cli("apply", "--rank", "1", "--patch", "plan.patch")
     assert r.exit_code == 0, r.output
     diff = (in_ws / "plan.patch").read_text()
-    assert max(map(len, diff.splitlines())) > 100  # the generated helper has long lines
+    assert max(map(len, diff.splitlines())) > 80  # wider than a narrow console
     assert r.output.startswith(diff)
+
+
+def test_every_patch_line_fits_100_columns_and_names_op_sets_once(in_ws):
+    """A reviewer reads the patch in one screen: for every plan, inlined or imported."""
+    plans = json.loads((in_ws / ".memadvise" / "plan.json").read_text())["plans"]
+    for plan in plans:
+        for runtime in ("inline", "import"):
+            r = cli("apply", "--rank", str(plan["rank"]), "--runtime", runtime, "--patch", "plan.patch")
+            assert r.exit_code == 0, r.output
+            added = [line[1:] for line in (in_ws / "plan.patch").read_text().splitlines()
+                     if line.startswith("+") and not line.startswith("+++")]
+            too_long = [line for line in added if len(line) > 100]
+            assert not too_long, (plan["strategy"], runtime, too_long)
+            defined = [line.split("=")[0].strip() for line in added if line.lstrip().startswith("MEMADVISE_")]
+            assert len(defined) == len(set(defined))  # each kept-op set is written once
+            assert sum("'addmm'" in line for line in added) <= len(defined)
+            for action in plan["actions"]:  # every unit named whole in the header
+                assert any(line.strip().startswith("#") and action["unit"] in line for line in added)
+            has_import = "from memadvise.apply.runtime import memadvise_apply" in "\n".join(added)
+            assert has_import == (runtime == "import")
+            assert ("class MemadviseForward" in "\n".join(added)) == (runtime == "inline")
+
+
+def test_runtime_import_patch_runs_and_reverts(in_ws):
+    r = cli("apply", "--rank", "1", "--runtime", "import", "--patch", "plan.patch")
+    assert r.exit_code == 0, r.output
+    original = (in_ws / "train.py").read_bytes()
+    subprocess.run(["git", "apply", "plan.patch"], cwd=in_ws, check=True)
+    code = ("import sys, runpy; sys.argv = ['train.py', '--steps', '2', "
+            + ", ".join(repr(a) for a in SMALL["gpt"][:-2]) + "]; runpy.run_path('train.py', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=in_ws, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    subprocess.run(["git", "apply", "-R", "plan.patch"], cwd=in_ws, check=True)
+    assert (in_ws / "train.py").read_bytes() == original
 
 
 def test_patched_script_runs_without_memadvise(in_ws, tmp_path):
@@ -238,6 +273,24 @@ def test_plan_with_unknown_action_or_policy_is_refused(in_ws, field, value, mess
     (in_ws / "evil.json").write_text(json.dumps(doc))
     r = cli("apply", "--plan", "evil.json", "--rank", "1")
     assert r.exit_code == 2 and message in one_line_error(r.stderr)
+
+
+@pytest.mark.parametrize("keep, policy, message", [
+    ([["not_an_op_here", 0]], None, "never calls op 'not_an_op_here'"),
+    ([["addmm", 999]], None, "keeps call 999"),
+    (None, "save-nothing-known", "selective policy"),
+    ([["addmm", -1]], None, "not a call index"),
+])
+def test_plan_with_bad_op_selectors_is_refused(in_ws, keep, policy, message):
+    doc = json.loads((in_ws / ".memadvise" / "plan.json").read_text())
+    plan = next(p for p in doc["plans"] if p["strategy"] == "full")
+    for action in plan["actions"]:
+        action.update(action="selective", policy=policy, keep=keep)
+    (in_ws / "bad.json").write_text(json.dumps(doc))
+    r = cli("apply", "--plan", "bad.json", "--strategy", "full", "--patch", "bad.patch")
+    assert r.exit_code == 2, r.output
+    assert message in one_line_error(r.stderr)
+    assert not (in_ws / "bad.patch").exists()
 
 
 def test_verify_reports_predicted_vs_measured(in_ws):

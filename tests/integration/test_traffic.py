@@ -77,12 +77,15 @@ def test_fused_optimizer_plan_is_applied_and_runs(ws):
     r = cli("apply", "--plan", ws / "plan.json", "--traffic", "optimizer-fused", "--patch", ws / "fused.patch")
     assert r.exit_code == 0, r.output
     diff = (ws / "fused.patch").read_text()
-    assert "memadvise_tune(None, opt, [('optimizer', 'fused')])" in diff
+    # the constructor call itself takes the flag (its checks run), and the header says so
+    constructor = "opt = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=False, fused=True)"
+    assert f"\n+{constructor}\n" in diff
+    assert "the AdamW(...) call above now passes fused=True" in diff
     script, backup = ws / "train.py", ws / "train.py.orig"
     r = cli("apply", "--plan", ws / "plan.json", "--traffic", "optimizer-fused", "--write")
     try:
         assert r.exit_code == 0, r.output
-        assert "memadvise_tune(None, opt, [('optimizer', 'fused')])" in script.read_text()
+        assert constructor in script.read_text()
         run = subprocess.run([sys.executable, str(script), "3"], capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-2000:]
     finally:

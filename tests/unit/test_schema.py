@@ -71,7 +71,7 @@ def test_malformed_replay_times_are_refused(tmp_path, replay):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.update(schema_version=2), "newer"),
+    (lambda d: d.update(schema_version=3), "newer"),
     (lambda d: d.update(format="memadvise-profile"), "not a memadvise plan"),
     (lambda d: d["plans"][0].update(rank="x"), "corrupt"),
     (lambda d: d["plans"][0]["actions"].append({"unit": "a b", "action": "checkpoint"}), "module path"),

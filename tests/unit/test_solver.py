@@ -53,7 +53,7 @@ def test_solver_matches_brute_force(n, inner, boundary, fwd, frac):
     base = sim.baseline().peak_bytes
     budget = int(base - frac * 0.8 * (base - 0.2 * base))
     expected = brute_force(sim, tree, units, budget, ("checkpoint", "selective"))
-    sol = solve(sim, tree, budget, device_type="cpu", units=units)
+    sol = solve(sim, tree, budget, device_type="cpu", units=units, per_op=False)
     if expected is None:
         assert sol is None
     else:
