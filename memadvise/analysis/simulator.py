@@ -156,6 +156,7 @@ class Simulator:
         self._time_cache: dict[tuple, float] = {}
         self._action_us: dict[tuple, float] = {}
         self._selector_tables: dict[int, dict] = {}
+        self._fwd_save_count: np.ndarray | None = None  # forward saves per storage (recomputed_ops)
 
     # ------------------------------------------------------------------ public
     def baseline(self) -> SimResult:
@@ -274,7 +275,7 @@ class Simulator:
         and that are no longer held from forward to backward (not kept, saved by nothing
         outside the call)."""
         t = self.trace
-        if not hasattr(self, "_fwd_save_count"):
+        if self._fwd_save_count is None:
             self._fwd_save_count = np.bincount(t.sv_storage[self._fwd_saves], minlength=len(t.st_bytes))
         out: dict[str, list] = {}
         for r in self._regions(list(actions)):
