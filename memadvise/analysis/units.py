@@ -9,7 +9,7 @@ import numpy as np
 
 from memadvise.schema.trace import Trace
 from memadvise.schema.actions import PRESETS, Selector, display_unit, preset_keep
-from memadvise.schema.ops import SAC_IGNORED_OPS, SAVE_MATMUL_OPS, VIEW_OPS
+from memadvise.schema.ops import SAC_IGNORED_OPS, VIEW_OPS
 from memadvise.schema.categories import Category, Phase
 from memadvise.schema.profile import Profile
 
@@ -339,7 +339,3 @@ class UnitTree:
     def summary(self, u: int) -> dict:
         return self.units[u].record
 
-
-def uses_matmul(trace: Trace, call: int) -> bool:
-    lo, hi = int(trace.call_start_op[call]), int(trace.call_end_op[call])
-    return any(trace.op_name_str(i) in SAVE_MATMUL_OPS for i in range(lo, hi))
