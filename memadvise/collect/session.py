@@ -95,8 +95,10 @@ class ProfileSession:
         timing_steps: int = 3,
         timeout: float | None = None,
         progress: Any = None,
+        allocator: Any = "auto",
     ) -> None:
         self.script = Path(script)
+        self.allocator = allocator  # AllocatorStats, None, or "auto" (the device's own)
         self.args = list(args)
         self.warmup = warmup
         self.steps = steps
@@ -172,7 +174,7 @@ class ProfileSession:
             self.plain_timer.start()
         if self.done >= self.warmup + self.timing_steps:
             if rec is None:
-                rec = self.recorder = Recorder(self.device, timing=_timing_kind(self.device))
+                rec = self.recorder = Recorder(self.device, timing=_timing_kind(self.device), allocator=self.allocator)
                 if optimizer is not None:
                     rec.optimizer_end(optimizer)  # registers existing optimizer state
                     rec.optimizer_phase = False
@@ -217,7 +219,7 @@ class ProfileSession:
         sys.path.insert(0, str(script.resolve().parent))
         if self.warmup + self.timing_steps == 0:
             self.device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-            self.recorder = Recorder(self.device, timing=_timing_kind(self.device))
+            self.recorder = Recorder(self.device, timing=_timing_kind(self.device), allocator=self.allocator)
             self.recorder.start()
             self.recorder.begin_step(0)
         alarm = None

@@ -112,6 +112,8 @@ def _category_table(profile: Profile) -> Table:
     table.add_column("share", justify="right")
     for name in CATEGORY_NAMES:
         value = by.get(name, 0)
+        if name == "untracked" and not value:  # no allocator was read (CPU): nothing to say
+            continue
         table.add_row(name.replace("_", " "), format_bytes(value), f"{value / peak:.1%}")
     table.add_row("[bold]total[/bold]", f"[bold]{format_bytes(peak)}[/bold]", "")
     return table
