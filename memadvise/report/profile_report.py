@@ -8,6 +8,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from memadvise.analysis.traffic import nvml_window
+from memadvise.report.traffic_report import nvml_line
 from memadvise.schema.trace import Trace
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
 from memadvise.schema.profile import Profile
@@ -176,6 +178,9 @@ def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
     console.print(_sparkline(profile))
     nv = profile.doc.get("nvml") or {}
     nvml = "NVML: " + ("available" if nv.get("available") else f"unavailable ({nv.get('reason', 'no GPU')})")
+    window = nvml_window(nv) if nv.get("available") else None
+    if window:
+        console.print(nvml_line(window))
     device = env["device"]
     console.print(
         f"environment: torch {env['torch']}, python {env['python']}, {device['type']} ({device.get('name')}), "
