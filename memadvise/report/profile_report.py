@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from memadvise.analysis.traffic import nvml_window
+from memadvise.report.names import MIN_UNIT_WIDTH, cut_right, fit_width, short_names
 from memadvise.report.traffic_report import nvml_line
 from memadvise.schema.trace import Trace
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
@@ -121,14 +122,26 @@ def _category_table(profile: Profile) -> Table:
     return table
 
 
-def _units_table(profile: Profile, top: int) -> Table:
+def _units_table(profile: Profile, top: int, width: int = 80) -> Table:
+    """The units table, ``width`` columns wide at most: long unit names are cut on the left
+    (``…layers.7.self_attn``, unique), then long type names on the right."""
+    header = ("unit", "type", "activations", "share", "fwd ms", "bwd ms", "notes")
+    rows = [[u["unit"], u["type"], format_bytes(u["activation_bytes"]), f"{u['share']:.1%}",
+             f"{u['fwd_time_ms']:.2f}", f"{u['bwd_time_ms']:.2f}", " ".join(u["flags"])]
+            for u in top_units(profile, top)]
+    need = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    unit_room = fit_width(width, need[1:], len(header))
+    if unit_room < need[0]:
+        unit_room = max(unit_room, MIN_UNIT_WIDTH)
+        type_room = max(fit_width(width, [unit_room] + need[2:], len(header)), len("type"))
+        shown = short_names([r[0] for r in rows], unit_room)
+        for r in rows:
+            r[0], r[1] = shown[r[0]], cut_right(r[1], type_room)
     table = Table(title="top units by activation memory", title_justify="left", show_edge=False)
-    for col, justify in (("unit", "left"), ("type", "left"), ("activations", "right"), ("share", "right"),
-                         ("fwd ms", "right"), ("bwd ms", "right"), ("notes", "left")):
-        table.add_column(col, justify=justify)
-    for u in top_units(profile, top):
-        table.add_row(u["unit"], u["type"], format_bytes(u["activation_bytes"]), f"{u['share']:.1%}",
-                      f"{u['fwd_time_ms']:.2f}", f"{u['bwd_time_ms']:.2f}", " ".join(u["flags"]))
+    for col in header:
+        table.add_column(col, justify="left" if col in ("unit", "type", "notes") else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(*(escape(c) for c in r))
     return table
 
 
@@ -173,7 +186,7 @@ def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
         console.print(f"{dist['world_size']} ranks ({dist.get('backend')}): {per}; this profile is rank "
                       f"{dist.get('worst_rank', dist.get('rank'))}'s, the highest")
     console.print(_category_table(profile))
-    console.print(_units_table(profile, top))
+    console.print(_units_table(profile, top, console.width))
     console.print("timeline ([cyan]forward[/cyan] [magenta]backward[/magenta] [yellow]optimizer[/yellow]):")
     console.print(_sparkline(profile))
     nv = profile.doc.get("nvml") or {}

@@ -5,7 +5,10 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from memadvise.report.names import MIN_UNIT_WIDTH, fit_width, short_names
 from memadvise.sizes import format_bytes
+
+OPS_MIN_WIDTH = 20  # the op-chain column wraps; below this it is a column of fragments
 
 
 def percent_or_words(value) -> str:
@@ -53,8 +56,12 @@ def render_traffic(console: Console, doc: dict) -> None:
     for col, justify in (("unit", "left"), ("phase", "left"), ("×", "right"), ("ops", "left"), ("moved", "right"),
                          ("time", "right"), ("at bandwidth", "right")):
         table.add_column(col, justify=justify, no_wrap=col != "ops")
-    for c in doc["chains"]:
+    # unit names cut on the left to leave the op list OPS_MIN_WIDTH columns at least
+    units = [c["unit"] or "(outside modules)" for c in doc["chains"]]
+    others = [len("backward"), 3, OPS_MIN_WIDTH, len("at bandwidth"), len("at bandwidth"), len("at bandwidth")]
+    shown = short_names(units, max(MIN_UNIT_WIDTH, fit_width(console.width, others, 7) + 2))
+    for c, unit in zip(doc["chains"], units):
         ops = ", ".join(c["ops"][:4]) + (" …" if len(c["ops"]) > 4 else "")
-        table.add_row(c["unit"] or "(outside modules)", c["phase"], str(c["count"]), ops, format_bytes(c["bytes"]),
+        table.add_row(shown[unit], c["phase"], str(c["count"]), ops, format_bytes(c["bytes"]),
                       f"{c['time_s'] * 1000:.2f} ms", f"{c['time_at_bandwidth_s'] * 1000:.2f} ms")
     console.print(table)
