@@ -79,3 +79,28 @@ def test_fake_counts_scratch_only_inside_its_op():
     assert fake.op_end() == (1210, 1210)
     fake.op_begin("relu")
     assert fake.op_end() == (1210, 1217)
+
+
+def test_cuda_stats_are_read_from_one_nested_dict(monkeypatch):
+    """The CUDA source reads torch's C counters once per op (no GPU needed: faked)."""
+    state = {"current": 100, "peak": 100, "reserved_peak": 2048, "resets": 0, "reads": 0}
+
+    def stats(index):
+        assert index == 3
+        state["reads"] += 1
+        return {"allocated_bytes": {"all": {"current": state["current"], "peak": state["peak"]}},
+                "reserved_bytes": {"all": {"peak": state["reserved_peak"]}}}
+
+    def reset(index):
+        state["resets"] += 1
+        state["peak"] = state["current"]
+
+    monkeypatch.setattr(torch._C, "_cuda_memoryStats", stats, raising=False)
+    monkeypatch.setattr(torch._C, "_cuda_resetPeakMemoryStats", reset, raising=False)
+    cuda = CudaAllocatorStats(torch.device("cuda", 3))
+    cuda.op_begin("mm")
+    state.update(current=612, peak=4708, reserved_peak=8192)  # the op: 512 B out, 4 KiB scratch
+    assert cuda.op_end() == (612, 4708)
+    assert state == {**state, "resets": 1, "reads": 1} and cuda.reserved_max == 8192
+    cuda.reset_window()
+    assert cuda.reserved_max == 0
