@@ -76,6 +76,8 @@ def check_model(name: str, script: Path, args: list[str], out: Path, timeout: fl
     profile = json.loads((d / "profile.json").read_text())
     s = profile["summary"]
     rep = next(st for st in profile["steps"] if st["index"] == s["representative_step"])
+    env = profile.get("environment") or {}
+    row["device_name"] = f"{(env.get('device') or {}).get('name')}, torch {env.get('torch_build')}"
     row.update(profile_peak=s["peak_bytes"], activation_bytes=s["activation_bytes"],
                profile_step_allocator_max=(rep.get("allocator") or {}).get("max_allocated_bytes"),
                untracked_at_peak=s["by_category_at_peak"].get("untracked"), notes=profile.get("notes", []),
@@ -136,7 +138,9 @@ def _pct(x) -> str:
 
 
 def table(rows: list[dict], device: str) -> str:
-    lines = [f"memadvise cuda check on {device} (allocator = {rows[0].get('instrument') or '-'}; separate processes)", ""]
+    names = sorted({r["device_name"] for r in rows if r.get("device_name")})
+    lines = [f"memadvise cuda check on {device} ({'; '.join(names) or '-'}); measured = "
+             f"{rows[0].get('instrument') or '-'}, in separate processes without memadvise's recorder", ""]
     for r in rows:
         lines.append(f"{r['model']}: {r['script']} {' '.join(r['args'])}")
         if "error" in r and "allocator_baseline" not in r:
