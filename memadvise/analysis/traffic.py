@@ -11,6 +11,8 @@ below the ridge point (compute rate / bandwidth).
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -405,5 +407,7 @@ def nvml_window(nvml: dict) -> dict | None:
     for key, words in NVML_WINDOWS:
         agg = nvml.get(key)
         if agg and agg.get("n_samples"):
-            return {**agg, "window": words}
+            # profiles made before NaN readings were dropped may hold some: never passed on
+            return {**{k: v for k, v in agg.items() if not (isinstance(v, float) and not math.isfinite(v))},
+                    "window": words}
     return None

@@ -101,9 +101,21 @@ def show_document(profile: Profile, *, top: int = 12) -> dict:
     doc["environment"] = profile.environment
     doc["model"] = profile.doc.get("model")
     doc["optimizer"] = profile.doc.get("optimizer")
-    doc["nvml"] = profile.doc.get("nvml")
+    doc["nvml"] = _finite(profile.doc.get("nvml"))
     doc["settings"] = profile.doc.get("settings")
     return doc
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite float replaced by None (what older profiles'
+    NVML readings may hold), so that no NaN reaches an output."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _category_table(profile: Profile) -> Table:

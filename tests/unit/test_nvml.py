@@ -213,3 +213,22 @@ def test_reports_say_not_available_in_words():
                                              "dram_bw_util_pct_max": 30.0}}))
     assert old == ("NVML over the whole run, idle time included (9 samples): memory controller busy 6% of the "
                    "time, DRAM bandwidth (GPM) 23% (max 30%)")
+
+
+def test_an_older_profiles_nan_reaches_no_output():
+    """Profiles made before NaN readings were dropped: show --json and the traffic view
+    pass on None / "not available", never NaN."""
+    from conftest import ROOT
+
+    from memadvise.analysis.traffic import nvml_window
+    from memadvise.report.profile_report import show_document
+    from memadvise.schema.profile import Profile
+
+    doc = json.loads((ROOT / "tests" / "data" / "profile_gpt.json").read_text())
+    doc["nvml"] = {"available": True, "overall": {"n_samples": 3, "mem_util_pct_mean": 6.0,
+                                                  "dram_bw_util_pct_mean": float("nan")}}
+    profile = Profile(doc=doc, path=None)
+    json.dumps(show_document(profile)["nvml"], allow_nan=False)
+    window = nvml_window(doc["nvml"])
+    json.dumps(window, allow_nan=False)
+    assert "dram_bw_util_pct_mean" not in window
