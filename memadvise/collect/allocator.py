@@ -9,7 +9,9 @@ before and after each op:
 
 * ``peak - allocated_after``: the op's transient scratch above its outputs;
 * ``allocated_after - tensor bytes live``: what no tensor explains (the profile's
-  ``untracked`` category: workspaces, blocks held by C++).
+  ``untracked`` category: workspaces, blocks held by C++);
+* ``allocated_after - allocated_before``: the blocks the op's new tensors got, which
+  can exceed the rounded request when the allocator hands out a cached block whole.
 
 ``AllocatorStats`` is the interface; ``CudaAllocatorStats`` reads the CUDA caching
 allocator, ``FakeAllocatorStats`` stands in for it in tests on CPU (it injects chosen
@@ -27,6 +29,9 @@ import torch
 # The CUDA caching allocator rounds every request up to a multiple of 512 bytes
 # (kMinBlockSize in c10/cuda/CUDACachingAllocator.cpp); zero-byte requests take no block.
 CUDA_BLOCK_BYTES = 512
+# A cached block is split only when more than 1 MiB would remain (kSmallSize, large pool),
+# so an allocation may get up to 1 MiB more than it asked for, counted as allocated
+MAX_BLOCK_SLACK_BYTES = 1 << 20
 
 
 class AllocatorStats:
@@ -59,9 +64,11 @@ class AllocatorStats:
     def bind(self, live_tensor_bytes: Callable[[], int]) -> None:
         """The recorder's running count of tensor bytes on the device (used by fakes)."""
 
-    def op_begin(self, name: str) -> None:
-        """Called just before the op ``name`` runs."""
+    def op_begin(self, name: str) -> int:
+        """Called just before the op ``name`` runs; returns the bytes allocated then."""
+        before = self.allocated()
         self.reset_peak()
+        return before
 
     def op_end(self) -> tuple[int, int]:
         """(bytes allocated after the op, peak bytes during it), just after it returned."""
@@ -92,6 +99,11 @@ class CudaAllocatorStats(AllocatorStats):
 
     def allocated(self) -> int:
         return self._read()[0]
+
+    def op_begin(self, name: str) -> int:
+        before = self._read()[0]
+        self.reset_peak()
+        return before
 
     def reset_peak(self) -> None:
         if self._reset is not None:
@@ -152,9 +164,10 @@ class FakeAllocatorStats(AllocatorStats):
     def peak(self) -> int:
         return max(self._peak, self.allocated())
 
-    def op_begin(self, name: str) -> None:
+    def op_begin(self, name: str) -> int:
         self.reset_peak()
         self._op = name
+        return self.allocated()
 
     def op_end(self) -> tuple[int, int]:
         name, self._op = self._op, None

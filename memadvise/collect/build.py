@@ -22,6 +22,7 @@ import torch
 
 from memadvise._version import __version__
 from memadvise.schema.timeline import FOREVER, live_by_category, live_bytes
+from memadvise.collect.allocator import MAX_BLOCK_SLACK_BYTES
 from memadvise.collect.recorder import PHASE_BACKWARD, PHASE_FORWARD, Recorder
 from memadvise.collect.session import RawRun
 from memadvise.schema.categories import N_CATEGORIES, Category
@@ -103,12 +104,38 @@ class _Arrays:
         if on_dev.any():
             self.st_bytes = self.st_bytes.copy()
             self.st_bytes[on_dev] = block(self.st_bytes[on_dev])
+        if len(rec.op_alloc_before) == n:
+            self._block_slack(np.asarray(rec.op_alloc_before, dtype=np.int64),
+                              np.asarray(rec.op_alloc_after, dtype=np.int64), on_dev)
         after = np.asarray(rec.op_alloc_after, dtype=np.int64)
         peak = np.asarray(rec.op_alloc_peak, dtype=np.int64)
         tensors = live_bytes(self.op_clock, self.st_alloc[on_dev], self.st_free_n[on_dev], self.st_bytes[on_dev])
         self.op_scratch = np.maximum(peak - after, 0)
         self.op_untracked = np.maximum(after - tensors, 0)
         self.allocator = True
+
+    def _block_slack(self, before: np.ndarray, after: np.ndarray, on_dev: np.ndarray) -> None:
+        """Where an op's allocation grew by more than its new storages' rounded bytes, by
+        at most MAX_BLOCK_SLACK_BYTES, the allocator handed out a cached block whole: the
+        excess belongs to the op's largest new storage (dies with it, in plans too). A
+        larger excess is a workspace the op kept: untracked."""
+        made = np.nonzero(on_dev & (self.st_alloc_op >= 0))[0]
+        if not len(made):
+            return
+        ops = self.st_alloc_op[made]
+        per_op = np.zeros(len(before), dtype=np.int64)
+        np.add.at(per_op, ops, self.st_bytes[made])
+        excess = (after - before) - per_op
+        fits = (per_op > 0) & (excess > 0) & (excess <= MAX_BLOCK_SLACK_BYTES)
+        if not fits.any():
+            return
+        # the largest new storage of each op (ties: the first)
+        order = np.lexsort((-made, self.st_bytes[made], ops))
+        last_of_op = np.r_[ops[order][1:] != ops[order][:-1], True]
+        largest = made[order][last_of_op]
+        largest_op = self.st_alloc_op[largest]
+        take = fits[largest_op]
+        self.st_bytes[largest[take]] += excess[largest_op[take]]
 
     def set_scratch(self, scratch: dict[int, int], n_ops: int) -> None:
         self.op_scratch = np.zeros(n_ops, dtype=np.int64)

@@ -132,6 +132,7 @@ class Recorder(TorchDispatchMode):
         self.op_out_bytes: list[int] = []
         self.op_shape: list[int] = []
         self.op_mutates: list[int] = []
+        self.op_alloc_before: list[int] = []  # allocator bytes just before each op (with an allocator)
         self.op_alloc_after: list[int] = []  # allocator bytes just after each op (with an allocator)
         self.op_alloc_peak: list[int] = []  # allocator peak during each op (with an allocator)
         self._cuda_events: list[tuple[int, Any, Any]] = []
@@ -450,7 +451,7 @@ class Recorder(TorchDispatchMode):
             return func(*args, **kwargs)
         allocator = self.allocator
         if allocator is not None:
-            allocator.op_begin(func._overloadpacket.__name__)
+            before = allocator.op_begin(func._overloadpacket.__name__)
         if self.cuda_timing:
             start_ev = torch.cuda.Event(enable_timing=True)
             end_ev = torch.cuda.Event(enable_timing=True)
@@ -474,6 +475,7 @@ class Recorder(TorchDispatchMode):
         if allocator is not None:
             if allocator.reads_recorded_tensors:  # a fake: the op's outputs are counted now
                 after, peak = allocator.op_end()
+            self.op_alloc_before.append(before)
             self.op_alloc_after.append(after)
             self.op_alloc_peak.append(peak)
             if peak > self._step_alloc_max:

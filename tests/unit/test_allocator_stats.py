@@ -82,7 +82,8 @@ def test_fake_counts_scratch_only_inside_its_op():
 
 
 def test_cuda_stats_are_read_from_one_nested_dict(monkeypatch):
-    """The CUDA source reads torch's C counters once per op (no GPU needed: faked)."""
+    """The CUDA source reads torch's C counters twice per op, before and after, and resets
+    the peak once (no GPU needed: faked)."""
     state = {"current": 100, "peak": 100, "reserved_peak": 2048, "resets": 0, "reads": 0}
 
     def stats(index):
@@ -98,9 +99,26 @@ def test_cuda_stats_are_read_from_one_nested_dict(monkeypatch):
     monkeypatch.setattr(torch._C, "_cuda_memoryStats", stats, raising=False)
     monkeypatch.setattr(torch._C, "_cuda_resetPeakMemoryStats", reset, raising=False)
     cuda = CudaAllocatorStats(torch.device("cuda", 3))
-    cuda.op_begin("mm")
+    assert cuda.op_begin("mm") == 100
     state.update(current=612, peak=4708, reserved_peak=8192)  # the op: 512 B out, 4 KiB scratch
     assert cuda.op_end() == (612, 4708)
-    assert state == {**state, "resets": 1, "reads": 1} and cuda.reserved_max == 8192
+    assert state == {**state, "resets": 1, "reads": 2} and cuda.reserved_max == 8192
     cuda.reset_window()
     assert cuda.reserved_max == 0
+
+
+def test_a_cached_block_handed_out_whole_belongs_to_the_op_s_largest_new_storage():
+    import numpy as np
+
+    from memadvise.collect.build import _Arrays
+
+    arr = _Arrays.__new__(_Arrays)
+    # op 0 makes storages 0 (1024 B) and 1 (4096 B) and grew by 4096 B more (a cached block
+    # given whole); op 1 makes storage 2 and kept a 2 MiB workspace; storage 3 is on another device
+    arr.st_alloc_op = np.asarray([0, 0, 1, 1])
+    arr.st_bytes = np.asarray([1024, 4096, 512, 512])
+    on_dev = np.asarray([True, True, True, False])
+    before = np.asarray([0, 9216])
+    after = np.asarray([9216, 9216 + 512 + 2**21])
+    arr._block_slack(before, after, on_dev)
+    assert arr.st_bytes.tolist() == [1024, 8192, 512, 512]
