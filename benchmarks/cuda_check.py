@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -50,8 +51,10 @@ STEPS = ["--steps", "12"]  # profile: 2 + 3 + 1; verify's profiles: 2 + 5 + 1; t
 def _cli(args: list, log: Path, timeout: float) -> tuple[int, dict | None, float]:
     """Run ``python -m memadvise ARGS --json``; (exit code, its JSON, seconds)."""
     t0 = time.perf_counter()
+    env = dict(os.environ)  # this checkout's memadvise, installed or not
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     proc = subprocess.run([sys.executable, "-m", "memadvise", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
     seconds = time.perf_counter() - t0
     log.write_text(f"$ memadvise {' '.join(map(str, args))}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     try:

@@ -359,6 +359,10 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         "trace": trace,
     }
     notes = allocator_notes(step_docs)
+    if rec.allocator is not None and rec.op_name and not arr.allocator:
+        notes.append(f"the {rec.allocator.name} allocator's readings around the ops are incomplete "
+                     f"({len(rec.op_alloc_after)} for {len(rec.op_name)} ops): the peak is the tensors' alone, "
+                     "without scratch inside ops or untracked bytes")
     if notes:
         doc["notes"] = notes
     return doc
