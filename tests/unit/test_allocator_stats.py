@@ -122,3 +122,15 @@ def test_a_cached_block_handed_out_whole_belongs_to_the_op_s_largest_new_storage
     after = np.asarray([9216, 9216 + 512 + 2**21])
     arr._block_slack(before, after, on_dev)
     assert arr.st_bytes.tolist() == [1024, 8192, 512, 512]
+
+
+def test_every_suggested_plan_carries_the_workspace(profiles):
+    from memadvise.planning.suggest import suggest
+
+    _plain, fake = profiles
+    doc = suggest(fake)
+    assert doc["plans"]
+    for plan in doc["plans"]:
+        predicted = plan["predicted"]
+        assert predicted["by_category_at_peak"]["untracked"] == WORKSPACE, plan["strategy"]
+        assert predicted["peak_bytes"] >= WORKSPACE + SCRATCH
