@@ -86,6 +86,8 @@ class ScalingModel:
         traces = [p.trace for p in self.profiles]
         self.bytes = fit_series(self.values, np.asarray([t["storages"]["bytes"] for t in traces]))
         self.scratch = fit_series(self.values, np.asarray([t["ops"].get("scratch", [0] * len(t["ops"]["name"])) for t in traces]))
+        self.untracked = (fit_series(self.values, np.asarray([t["ops"]["untracked"] for t in traces]))
+                          if all(t["ops"].get("untracked") for t in traces) else None)
         self.dur = fit_series(self.values, np.asarray([t["ops"]["dur_us"] for t in traces]), max_degree=1)
         self.step = fit_series(self.values, np.asarray([[p.summary["step_time_s"]] for p in self.profiles]), max_degree=1)
         self.units_act = fit_series(self.values, np.asarray([[u["activation_bytes"] for u in p.units] for p in self.profiles]))
@@ -98,6 +100,8 @@ class ScalingModel:
         trace["storages"] = dict(trace["storages"], bytes=np.rint(self.bytes.at(value)).astype(np.int64).tolist())
         ops = dict(trace["ops"])
         ops["scratch"] = np.rint(self.scratch.at(value)).astype(np.int64).tolist()
+        if self.untracked is not None:
+            ops["untracked"] = np.rint(self.untracked.at(value)).astype(np.int64).tolist()
         ops["dur_us"] = self.dur.at(value).tolist()
         trace["ops"] = ops
         doc["trace"] = trace

@@ -50,6 +50,7 @@ DEFAULT_PCIE_BYTES_PER_S = 12e9  # PCIe 4.0 x16, one direction, as measured in p
 
 _ACT = int(Category.ACTIVATION)
 _TMP = int(Category.TEMPORARY)
+_UNT = int(Category.UNTRACKED)
 
 
 class PlanError(ValueError):
@@ -116,16 +117,18 @@ class _Effect:
     q: np.ndarray
     us: float
     q_scratch: np.ndarray = None  # type: ignore[assignment]
+    q_untracked: np.ndarray = None  # type: ignore[assignment]
 
     @classmethod
-    def of(cls, alloc, free, nbytes, cat, hold_sids, hold_free, q, us, q_scratch=None) -> "_Effect":
+    def of(cls, alloc, free, nbytes, cat, hold_sids, hold_free, q, us, q_scratch=None, q_untracked=None) -> "_Effect":
         def cat_(xs, dtype):
             return np.concatenate([np.asarray(x, dtype=dtype) for x in xs]) if xs else np.zeros(0, dtype=dtype)
 
         q = np.asarray(q, dtype=np.float64)
         ws = np.zeros(len(q), dtype=np.int64) if q_scratch is None else np.asarray(q_scratch, dtype=np.int64)
+        un = np.zeros(len(q), dtype=np.int64) if q_untracked is None else np.asarray(q_untracked, dtype=np.int64)
         return cls(cat_(alloc, np.float64), cat_(free, np.float64), cat_(nbytes, np.int64), cat_(cat, np.int8),
-                   cat_(hold_sids, np.int64), cat_(hold_free, np.float64), q, float(us), ws)
+                   cat_(hold_sids, np.int64), cat_(hold_free, np.float64), q, float(us), ws, un)
 
 
 class Simulator:
@@ -202,6 +205,7 @@ class Simulator:
         query_phase = [t.op_phase, np.full(n_rc, int(Phase.BACKWARD), dtype=np.int8)]
         query_rc = [np.zeros(len(t.op_clock), dtype=bool), np.ones(n_rc, dtype=bool)]
         query_ws = [t.op_scratch] + [e.q_scratch for e in effects]
+        query_un = [t.op_untracked] + [e.q_untracked for e in effects]
         extra_us = float(sum(e.us for e in effects))
 
         # categories under the plan (same rules as the measurement)
@@ -215,10 +219,12 @@ class Simulator:
         q_phase = np.concatenate(query_phase)
         q_rc = np.concatenate(query_rc)
         q_ws = np.concatenate(query_ws)
+        q_un = np.concatenate(query_un)
         order = np.argsort(q, kind="stable")
-        q, q_phase, q_rc, q_ws = q[order], q_phase[order], q_rc[order], q_ws[order]
+        q, q_phase, q_rc, q_ws, q_un = q[order], q_phase[order], q_rc[order], q_ws[order], q_un[order]
 
-        total = live_bytes(q, alloc_all, free_all, bytes_all) + q_ws
+        # measured extras per op (allocator.py): scratch inside it, bytes no tensor holds
+        total = live_bytes(q, alloc_all, free_all, bytes_all) + q_ws + q_un
         k = int(np.argmax(total)) if len(total) else 0
         by_peak = np.zeros(N_CATEGORIES, dtype=np.int64)
         if len(q):
@@ -226,6 +232,7 @@ class Simulator:
             by_peak += np.bincount(cat_all[live].astype(np.int64), weights=bytes_all[live],
                                    minlength=N_CATEGORIES)[:N_CATEGORIES].astype(np.int64)
             by_peak[_TMP] += q_ws[k]
+            by_peak[_UNT] += q_un[k]
         activation = self._activation(free, cat)
         step_s = self.base_step_s + extra_us / 1e6
         peak_op = None
@@ -235,12 +242,9 @@ class Simulator:
         if timeline:
             from memadvise.schema.timeline import live_by_category
 
-            tl = Timeline(
-                clock=q,
-                phase=q_phase,
-                by_category=live_by_category(q, alloc_all, free_all, bytes_all, cat_all, N_CATEGORIES),
-                recompute=q_rc,
-            )
+            by_cat = live_by_category(q, alloc_all, free_all, bytes_all, cat_all, N_CATEGORIES)
+            by_cat[:, _UNT] += q_un
+            tl = Timeline(clock=q, phase=q_phase, by_category=by_cat, recompute=q_rc)
         return SimResult(
             peak_bytes=int(total[k]) if len(total) else 0,
             by_category_at_peak=category_dict(by_peak),
@@ -447,6 +451,7 @@ class Simulator:
         rc_mask = ~cached_ops[: stop - start_op] if cached_ops is not None else np.ones(stop - start_op, dtype=bool)
         q = v(t.op_clock[start_op:stop][rc_mask])
         q_scratch = t.op_scratch[start_op:stop][rc_mask]
+        q_untracked = t.op_untracked[start_op:stop][rc_mask]  # as when the op first ran
         made = self.index.made_by_ops(start_op, stop)
         if len(made):
             # per storage: the release of its slots saved inside this call
@@ -477,7 +482,7 @@ class Simulator:
             free_.append(np.asarray([v(float(r.last_pack))]))
             nbytes.append(np.asarray([CPU_RNG_STATE_BYTES]))
             cat.append(np.asarray([_TMP]))
-        return _Effect.of(alloc, free_, nbytes, cat, hold_sids, hold_free, q, us, q_scratch)
+        return _Effect.of(alloc, free_, nbytes, cat, hold_sids, hold_free, q, us, q_scratch, q_untracked)
 
     def _cached_mask(self, r: _Region, start_op: int, end_op: int) -> np.ndarray | None:
         if r.action.action != SELECTIVE:

@@ -11,6 +11,8 @@ below the ridge point (compute rate / bandwidth).
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,7 +172,7 @@ def traffic_report(profile: Profile, *, top: int = 10) -> dict:
         "bytes_moved": int(r.bytes.sum()),
         "flops": int(r.flops.sum()),
         "chains": ranked,
-        "nvml": (profile.doc.get("nvml") or {}).get("overall"),
+        "nvml": nvml_window(profile.doc.get("nvml") or {}),
         "model_step_time_s": (model := predict_step_time(profile, t))["step_time_s"],
         "roofline_step_time_s": model["roofline_step_time_s"],
     }
@@ -392,3 +394,20 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
                      f"({faults['delta_s'] * 1000:+.2f} ms; the step's allocations replayed on the heap as the run left it)")
     return TrafficPrediction(change=change, delta_s=delta, peak_bytes=int(total.max()) if len(total) else 0,
                              activation_bytes=int(act), notes=notes)
+
+
+NVML_WINDOWS = (("timed_steps", "the timed steps"), ("recorded_steps", "the recorded steps"),
+                ("overall", "the whole run, idle time included"))
+
+
+def nvml_window(nvml: dict) -> dict | None:
+    """NVML's counters over the steps: the uninstrumented timed steps where the profile has
+    them (what the step time is measured on), else the recorded steps, else (profiles made
+    before step windows) the whole run; ``window`` says which, in words."""
+    for key, words in NVML_WINDOWS:
+        agg = nvml.get(key)
+        if agg and agg.get("n_samples"):
+            # profiles made before NaN readings were dropped may hold some: never passed on
+            return {**{k: v for k, v in agg.items() if not (isinstance(v, float) and not math.isfinite(v))},
+                    "window": words}
+    return None

@@ -29,10 +29,14 @@ def profile_script(
     calibrate_overheads: bool = True,
     probe_compile: bool = False,
     vary: dict | None = None,
+    allocator: Any = "auto",
 ) -> Profile:
     """Run ``script`` with ``args`` for warmup + timing + recorded steps and return its profile.
 
     ``out``: where to write the profile (atomically); nothing is written if the run fails.
+    ``allocator``: the device allocator's statistics read around each op
+    (``collect.allocator``); "auto" reads CUDA's caching allocator on a GPU and nothing
+    on CPU; tests pass a ``FakeAllocatorStats``.
 
     Example::
 
@@ -47,7 +51,7 @@ def profile_script(
         check_writable(out)
     session = ProfileSession(
         script, list(args), warmup=warmup, steps=steps, timing_steps=timing_steps,
-        timeout=timeout, progress=progress,
+        timeout=timeout, progress=progress, allocator=allocator,
     )
     sampler = NvmlSampler.for_device_type("cuda" if _cuda_likely() else "cpu")
     gc.collect()  # what an earlier run left in reference cycles is not this script's memory
@@ -86,7 +90,7 @@ def profile_script(
 
             calibration["compile_probe"] = _probe_compile(raw.device)
         doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw), scratch=scratch)
-        doc["notes"] = estimate_notes(raw.recorder.probe, calibration)
+        doc["notes"] = doc.get("notes", []) + estimate_notes(raw.recorder.probe, calibration)
         if calibrate_overheads and raw.optimizer is not None and doc.get("optimizer"):
             from memadvise.collect.optimizer_probe import probe_optimizer
 

@@ -22,6 +22,7 @@ import torch
 
 from memadvise._version import __version__
 from memadvise.schema.timeline import FOREVER, live_by_category, live_bytes
+from memadvise.collect.allocator import MAX_BLOCK_SLACK_BYTES
 from memadvise.collect.recorder import PHASE_BACKWARD, PHASE_FORWARD, Recorder
 from memadvise.collect.session import RawRun
 from memadvise.schema.categories import N_CATEGORIES, Category
@@ -88,6 +89,53 @@ class _Arrays:
         self.sv_pack = np.asarray(rec.sv_pack_clock, dtype=np.int64)
         self.sv_phase = np.asarray(rec.sv_phase, dtype=np.int8)
         self.op_scratch = np.zeros(len(rec.op_name), dtype=np.int64)
+        self.op_untracked = np.zeros(len(rec.op_name), dtype=np.int64)
+        self.allocator = False  # per-op allocator readings applied (set_allocator)
+
+    def set_allocator(self, rec: Recorder, on_dev: np.ndarray) -> None:
+        """The device allocator's readings around each op (collect/allocator.py) become
+        the truth: storages count as the blocks the allocator gave them, each op's peak
+        above what it left allocated is its scratch, and what is allocated after the op
+        but held by no live tensor is untracked (workspaces)."""
+        n = len(rec.op_name)
+        if rec.allocator is None or len(rec.op_alloc_after) != n or n == 0:
+            return
+        block = np.vectorize(rec.allocator.block_bytes, otypes=[np.int64])
+        if on_dev.any():
+            self.st_bytes = self.st_bytes.copy()
+            self.st_bytes[on_dev] = block(self.st_bytes[on_dev])
+        if len(rec.op_alloc_before) == n:
+            self._block_slack(np.asarray(rec.op_alloc_before, dtype=np.int64),
+                              np.asarray(rec.op_alloc_after, dtype=np.int64), on_dev)
+        after = np.asarray(rec.op_alloc_after, dtype=np.int64)
+        peak = np.asarray(rec.op_alloc_peak, dtype=np.int64)
+        tensors = live_bytes(self.op_clock, self.st_alloc[on_dev], self.st_free_n[on_dev], self.st_bytes[on_dev])
+        self.op_scratch = np.maximum(peak - after, 0)
+        self.op_untracked = np.maximum(after - tensors, 0)
+        self.allocator = True
+
+    def _block_slack(self, before: np.ndarray, after: np.ndarray, on_dev: np.ndarray) -> None:
+        """Where an op's allocation grew by more than its new storages' rounded bytes, by
+        at most MAX_BLOCK_SLACK_BYTES, the allocator handed out a cached block whole: the
+        excess belongs to the op's largest new storage (dies with it, in plans too). A
+        larger excess is a workspace the op kept: untracked."""
+        made = np.nonzero(on_dev & (self.st_alloc_op >= 0))[0]
+        if not len(made):
+            return
+        ops = self.st_alloc_op[made]
+        per_op = np.zeros(len(before), dtype=np.int64)
+        np.add.at(per_op, ops, self.st_bytes[made])
+        excess = (after - before) - per_op
+        fits = (per_op > 0) & (excess > 0) & (excess <= MAX_BLOCK_SLACK_BYTES)
+        if not fits.any():
+            return
+        # the largest new storage of each op (ties: the first)
+        order = np.lexsort((-made, self.st_bytes[made], ops))
+        last_of_op = np.r_[ops[order][1:] != ops[order][:-1], True]
+        largest = made[order][last_of_op]
+        largest_op = self.st_alloc_op[largest]
+        take = fits[largest_op]
+        self.st_bytes[largest[take]] += excess[largest_op[take]]
 
     def set_scratch(self, scratch: dict[int, int], n_ops: int) -> None:
         self.op_scratch = np.zeros(n_ops, dtype=np.int64)
@@ -188,6 +236,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
     train_key = str(raw.device if raw.device.index is not None or raw.device.type == "cpu" else torch.device(raw.device.type, 0))
     train_dev = devices.index(train_key) if train_key in devices else -1
     on_dev = arr.st_device == train_dev
+    arr.set_allocator(rec, on_dev)  # replaces the probe's scratch where the allocator was read
 
     # step boundaries and backward segments
     steps = rec.steps
@@ -309,7 +358,28 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         "nvml": nvml or {"available": False, "reason": "not an NVIDIA GPU run"},
         "trace": trace,
     }
+    notes = allocator_notes(step_docs)
+    if rec.allocator is not None and rec.op_name and not arr.allocator:
+        notes.append(f"the {rec.allocator.name} allocator's readings around the ops are incomplete "
+                     f"({len(rec.op_alloc_after)} for {len(rec.op_name)} ops): the peak is the tensors' alone, "
+                     "without scratch inside ops or untracked bytes")
+    if notes:
+        doc["notes"] = notes
     return doc
+
+
+def allocator_notes(step_docs: list[dict]) -> list[str]:
+    """A sentence where the allocator's peak over a step is not the profile's peak of that
+    step (the profile's is built from readings around each op: memory that peaked between
+    two ops, outside any aten op, is not in it)."""
+    out = []
+    for s in step_docs:
+        a = (s.get("allocator") or {}).get("max_allocated_bytes")
+        if a is not None and a != s["peak_bytes"]:
+            out.append(f"step {s['index']}: the device allocator peaked at {a:,} bytes, the profile at "
+                       f"{s['peak_bytes']:,} ({(s['peak_bytes'] - a) / max(a, 1):+.2%}): memory allocated outside "
+                       "any recorded op is not in the profile's timeline")
+    return out
 
 
 def _step_local(calibration: dict, mark: Any) -> dict:
@@ -364,8 +434,9 @@ def _step_summary(rec: Recorder, arr: _Arrays, cat: np.ndarray, on_dev: np.ndarr
     if len(q) == 0:
         q = np.asarray([c0], dtype=np.int64)
     by = live_by_category(q, alloc, free, nbytes, cats, N_CATEGORIES)
-    if mark.end_op > mark.start_op:  # scratch buffers inside ops (probe.py): temporary
+    if mark.end_op > mark.start_op:  # scratch buffers inside ops (probe.py, allocator.py): temporary
         by[:, int(Category.TEMPORARY)] += arr.op_scratch[ops]
+        by[:, int(Category.UNTRACKED)] += arr.op_untracked[ops]
     total = by.sum(axis=1)
     k = int(np.argmax(total))
     op_index = mark.start_op + k if mark.end_op > mark.start_op else -1
@@ -397,6 +468,14 @@ def _step_summary(rec: Recorder, arr: _Arrays, cat: np.ndarray, on_dev: np.ndarr
             "allocated_at_start": mark.cuda_allocated_at_start,
         }
         doc["untracked_bytes"] = max(0, (mark.cuda_allocated_at_start or 0) - start_bytes)
+    if mark.allocator_max is not None and arr.allocator:
+        # the allocator's own peak over the step; the profile's peak is built from the
+        # per-op readings, so the two agree unless memory peaked between two ops
+        doc["allocator"] = {
+            "source": rec.allocator.name if rec.allocator is not None else None,
+            "max_allocated_bytes": int(mark.allocator_max),
+            "allocated_at_start_bytes": int(mark.allocator_at_start or 0),
+        }
     if mark.nvml:
         doc["nvml"] = mark.nvml
     return doc
@@ -521,9 +600,10 @@ def _trace(rec: Recorder, arr: _Arrays, cat: np.ndarray, mark: Any, train_dev: i
             "shape": rec.op_shape[o0:o1],
             "mutates": [local.get(x, -1) for x in rec.op_mutates[o0:o1]],
             "scratch": [int(x) for x in arr.op_scratch[o0:o1]],
+            **({"untracked": [int(x) for x in arr.op_untracked[o0:o1]]} if arr.allocator else {}),
         },
         "storages": {
-            "bytes": [int(rec.st_bytes[s]) for s in sel],
+            "bytes": [int(arr.st_bytes[s]) for s in sel],
             "device": [int(rec.st_device[s]) for s in sel],
             "category": [int(cat[s]) for s in sel],
             "alloc": st_alloc,

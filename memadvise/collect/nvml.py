@@ -3,13 +3,21 @@
 A background thread samples, every ``interval_s``: memory-bandwidth utilisation
 (``nvmlDeviceGetUtilizationRates().memory``, percent of time the memory controller was
 busy), memory used as NVML sees it, PCIe TX/RX throughput, and on Hopper and newer the
-GPM DRAM-bandwidth metric. Samples are attached to the recorded steps' time windows.
-Without a GPU or without NVML, every entry point is a cheap no-op and the profile says
-why the counters are missing.
+GPM DRAM-bandwidth metric (computed between two consecutive samples, so each GPM value
+covers the interval that ends at its sample).
+
+Figures are aggregated over step windows, never over the whole process (whose idle time
+would dilute them): the uninstrumented timed steps (``timed_steps``: what the step time
+is measured on), the recorded steps (``recorded_steps``, and ``steps`` one by one). A
+GPM value counts in a window when its whole interval lies inside it. A reading that is
+not a finite number (GPM reports NaN over too short an interval) is dropped, so no NaN
+reaches a profile. Without a GPU or without NVML, every entry point is a cheap no-op and
+the profile says why the counters are missing.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
@@ -33,6 +41,7 @@ class NvmlSampler:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._gpm_prev: Any = None
+        self._gpm_t0 = 0
 
     @classmethod
     def for_device_type(cls, device_type: str, index: int = 0) -> "NvmlSampler":
@@ -86,6 +95,7 @@ class NvmlSampler:
             if self.gpm_supported:
                 self._gpm_prev = nv.nvmlGpmSampleAlloc()
                 nv.nvmlGpmSampleGet(self._handle, self._gpm_prev)
+                self._gpm_t0 = time.monotonic_ns()
         except Exception:  # no GPM (older GPU, driver or pynvml): sampling goes on without it
             self.gpm_supported = False
 
@@ -124,9 +134,13 @@ class NvmlSampler:
                 metrics.sample2 = cur
                 metrics.metrics[0].metricId = GPM_DRAM_BW_UTIL
                 nv.nvmlGpmMetricsGet(metrics)
-                s["dram_bw_util_pct"] = float(metrics.metrics[0].value)
+                value = float(metrics.metrics[0].value)
+                if math.isfinite(value):  # NaN over an interval too short to measure
+                    s["dram_bw_util_pct"] = value
+                    s["gpm_t0_ns"] = self._gpm_t0
                 nv.nvmlGpmSampleFree(self._gpm_prev)
                 self._gpm_prev, cur = cur, None
+                self._gpm_t0 = s["t_ns"]
             except Exception:  # a GPM read that fails turns GPM off; the other counters go on
                 self.gpm_supported = False
                 if cur is not None:  # the sample this read allocated: NVML memory, not Python's
@@ -150,13 +164,18 @@ class NvmlSampler:
         }
         good = [s for s in self.samples if "error" not in s]
         if raw is not None:
+            recorded = []
             for mark in raw.recorder.steps:
                 t0, t1 = mark.extra.get("t_start_ns"), mark.extra.get("t_end_ns")
                 if t0 is None or t1 is None:
                     continue
-                window = [s for s in good if t0 <= s["t_ns"] <= t1]
-                out["steps"].append({"index": mark.index, **aggregate(window)})
-        out["overall"] = aggregate(good)
+                recorded.append((t0, t1))
+                out["steps"].append({"index": mark.index, **aggregate(in_windows(good, [(t0, t1)]))})
+            out["recorded_steps"] = aggregate(in_windows(good, recorded))
+            timed = list(getattr(raw, "timing_windows_ns", None) or [])
+            if timed:
+                out["timed_steps"] = aggregate(in_windows(good, timed))
+        out["overall"] = aggregate(good)  # the whole run, idle time included
         if good:
             out["used_bytes_max"] = max(s["used_bytes"] for s in good)
             reserved = [m.cuda_max_reserved for m in raw.recorder.steps if m.cuda_max_reserved] if raw else []
@@ -168,11 +187,26 @@ class NvmlSampler:
         return out
 
 
+def in_windows(samples: list[dict], windows: list[tuple[int, int]]) -> list[dict]:
+    """The samples taken inside any of ``windows`` (monotonic ns); a GPM value only where
+    the interval it covers lies inside the same window."""
+    out = []
+    for s in samples:
+        t = s["t_ns"]
+        w = next(((a, b) for a, b in windows if a <= t <= b), None)
+        if w is None:
+            continue
+        if "dram_bw_util_pct" in s and not (w[0] <= s.get("gpm_t0_ns", -1) <= t):
+            s = {k: v for k, v in s.items() if k not in ("dram_bw_util_pct", "gpm_t0_ns")}
+        out.append(s)
+    return out
+
+
 def aggregate(samples: list[dict]) -> dict:
-    """Mean/max of each counter over a window of samples."""
+    """Mean/max of each counter over a window of samples (finite readings only)."""
     out: dict[str, Any] = {"n_samples": len(samples)}
     for key in ("mem_util_pct", "gpu_util_pct", "pcie_tx_bytes_s", "pcie_rx_bytes_s", "dram_bw_util_pct", "used_bytes"):
-        values = [s[key] for s in samples if key in s]
+        values = [s[key] for s in samples if key in s and math.isfinite(s[key])]
         if values:
             out[f"{key}_mean"] = statistics.fmean(values)
             out[f"{key}_max"] = max(values)

@@ -31,6 +31,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from memadvise.collect import _torch_internals as internals
+from memadvise.collect.allocator import AllocatorStats, for_device
 from memadvise.schema.ops import RNG_OPS
 
 PHASE_FORWARD = 0
@@ -54,6 +55,8 @@ class StepMark:
     cuda_allocated_at_start: int | None = None
     optimizer_start_clock: int = -1
     optimizer_end_clock: int = -1
+    allocator_at_start: int | None = None  # bytes the device allocator held at the step's start
+    allocator_max: int | None = None  # the allocator's peak over the whole step (bytes)
     nvml: dict | None = None
     extra: dict = field(default_factory=dict)
 
@@ -95,9 +98,17 @@ class Recorder(TorchDispatchMode):
     at the step boundaries; ``columns()`` returns the raw recording.
     """
 
-    def __init__(self, device: torch.device, *, timing: str = "wall") -> None:
+    def __init__(self, device: torch.device, *, timing: str = "wall",
+                 allocator: AllocatorStats | None | str = "auto") -> None:
         super().__init__()
         self.device = device
+        # the device allocator, read around each op (None on CPU): see collect/allocator.py
+        self.allocator: AllocatorStats | None = for_device(device) if allocator == "auto" else allocator  # type: ignore[assignment]
+        self.live_device_bytes = 0  # tensor bytes live on `device`, counted only with an allocator
+        self._counted: set[int] = set()
+        self._step_alloc_max = 0
+        if self.allocator is not None:
+            self.allocator.bind(lambda: self.live_device_bytes)
         self.cuda_timing = timing == "cuda"
         self.clock = 0
         self.paused = 0
@@ -121,6 +132,9 @@ class Recorder(TorchDispatchMode):
         self.op_out_bytes: list[int] = []
         self.op_shape: list[int] = []
         self.op_mutates: list[int] = []
+        self.op_alloc_before: list[int] = []  # allocator bytes just before each op (with an allocator)
+        self.op_alloc_after: list[int] = []  # allocator bytes just after each op (with an allocator)
+        self.op_alloc_peak: list[int] = []  # allocator peak during each op (with an allocator)
         self._cuda_events: list[tuple[int, Any, Any]] = []
 
         # storages
@@ -246,6 +260,8 @@ class Recorder(TorchDispatchMode):
         if sid is not None and self.st_bytes[sid] == nbytes:
             return
         if sid is not None:  # the old allocation ends here
+            if sid in self._counted:
+                self._uncount(sid)
             c = self.tick()
             self.st_free_clock[sid] = c
             if self.st_nat_clock[sid] == -1:
@@ -269,6 +285,10 @@ class Recorder(TorchDispatchMode):
             torch.cuda.synchronize(self.device)
             mark.cuda_allocated_at_start = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+        if self.allocator is not None:
+            self.allocator.reset_window()
+            self.allocator.reset_peak()
+            mark.allocator_at_start = self._step_alloc_max = self.allocator.allocated()
         self.steps.append(mark)
 
     def end_step(self, wall_ns: int) -> StepMark:
@@ -278,6 +298,15 @@ class Recorder(TorchDispatchMode):
             mark.cuda_max_allocated = torch.cuda.max_memory_allocated(self.device)
             mark.cuda_max_reserved = torch.cuda.max_memory_reserved(self.device)
             mark.extra["reserved_now"] = torch.cuda.memory_reserved(self.device)
+        if self.allocator is not None:
+            # the peak counter restarts at every op: the step's peak is the largest of
+            # the per-op peaks and of what came after the last op
+            mark.allocator_max = max(self._step_alloc_max, self.allocator.peak())
+            if self.device.type == "cuda":
+                mark.cuda_max_allocated = mark.allocator_max
+                reserved = getattr(self.allocator, "reserved_max", None)
+                if reserved:
+                    mark.cuda_max_reserved = max(reserved, mark.extra["reserved_now"])
         mark.extra["t_end_ns"] = monotonic_ns()
         mark.end_clock = self.tick()
         mark.end_op = len(self.op_name)
@@ -341,11 +370,17 @@ class Recorder(TorchDispatchMode):
         self._st_refs.pop(key, None)
         if sid is None:
             return
+        if sid in self._counted:
+            self._uncount(sid)
         c = self.clock
         self.clock = c + 1
         self.st_free_clock[sid] = c
         if self.st_nat_clock[sid] == -1:
             self.st_nat_clock[sid] = c
+
+    def _uncount(self, sid: int) -> None:
+        self._counted.discard(sid)
+        self.live_device_bytes -= self.st_bytes[sid]
 
     def _tensor_dead(self, tkey: int, sid: int, _ref: Any = None) -> None:
         self._t_refs.pop(tkey, None)
@@ -360,6 +395,9 @@ class Recorder(TorchDispatchMode):
         sid = len(self.st_bytes)
         key = id(st)
         self._sid_of[key] = sid
+        if self.allocator is not None and device == self.device:
+            self._counted.add(sid)
+            self.live_device_bytes += nbytes
         self._st_refs[key] = weakref.ref(st, lambda r, k=key: self._storage_dead(k))
         self.st_bytes.append(nbytes)
         self.st_device.append(self._device_index(device))
@@ -411,6 +449,9 @@ class Recorder(TorchDispatchMode):
             kwargs = {}
         if self.paused:
             return func(*args, **kwargs)
+        allocator = self.allocator
+        if allocator is not None:
+            before = allocator.op_begin(func._overloadpacket.__name__)
         if self.cuda_timing:
             start_ev = torch.cuda.Event(enable_timing=True)
             end_ev = torch.cuda.Event(enable_timing=True)
@@ -423,12 +464,22 @@ class Recorder(TorchDispatchMode):
             out = func(*args, **kwargs)
             t1 = perf_counter_ns()
             dur = float(t1 - t0)
+        if allocator is not None and not allocator.reads_recorded_tensors:
+            after, peak = allocator.op_end()  # before anything else can allocate or free
         r0 = perf_counter_ns()
         self.paused += 1
         try:
             op_index = self._record(func, args, kwargs, out, dur)
         finally:
             self.paused -= 1
+        if allocator is not None:
+            if allocator.reads_recorded_tensors:  # a fake: the op's outputs are counted now
+                after, peak = allocator.op_end()
+            self.op_alloc_before.append(before)
+            self.op_alloc_after.append(after)
+            self.op_alloc_peak.append(peak)
+            if peak > self._step_alloc_max:
+                self._step_alloc_max = peak
         if self.cuda_timing:
             self._cuda_events.append((op_index, start_ev, end_ev))
         self.overhead_ns += perf_counter_ns() - r0
@@ -503,6 +554,8 @@ class Recorder(TorchDispatchMode):
                 sid = self._new_storage(st, nbytes, o.device, pre=False)
                 self.st_alloc_clock[sid] = clock
             elif self.st_bytes[sid] != nbytes:  # resized in place (out= ops): a new allocation
+                if sid in self._counted:
+                    self._uncount(sid)
                 self.st_free_clock[sid] = clock
                 if self.st_nat_clock[sid] == -1:
                     self.st_nat_clock[sid] = clock

@@ -22,7 +22,7 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from time import perf_counter_ns
+from time import monotonic_ns, perf_counter_ns
 from typing import Any
 
 import torch
@@ -80,6 +80,7 @@ class RawRun:
     plain_forward_ns: dict = field(default_factory=dict)  # id(module) → (total ns, calls) in one plain step
     plain_step_ns: int | None = None  # that step's wall time (module hooks on)
     timing_minor_faults: list[int] = field(default_factory=list)  # per timing step; empty where not measurable
+    timing_windows_ns: list[tuple[int, int]] = field(default_factory=list)  # (start, end) of each timing step, monotonic ns
     calibration: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -95,8 +96,10 @@ class ProfileSession:
         timing_steps: int = 3,
         timeout: float | None = None,
         progress: Any = None,
+        allocator: Any = "auto",
     ) -> None:
         self.script = Path(script)
+        self.allocator = allocator  # AllocatorStats, None, or "auto" (the device's own)
         self.args = list(args)
         self.warmup = warmup
         self.steps = steps
@@ -115,6 +118,8 @@ class ProfileSession:
         self.device: torch.device | None = None
         self.timing_wall_ns: list[int] = []
         self.timing_minor_faults: list[int] = []
+        self.timing_windows_ns: list[tuple[int, int]] = []
+        self._last_mono = 0
         self._last_faults = minor_faults()
         self._last = 0
         self._step_overhead_start = 0
@@ -157,6 +162,7 @@ class ProfileSession:
                 self.plain_timed_wall_ns = wall
             else:
                 self.timing_wall_ns.append(wall)
+                self.timing_windows_ns.append((self._last_mono, monotonic_ns()))
             if step_faults is not None:  # module hooks map no pages: the plain-timed step counts too
                 self.timing_minor_faults.append(step_faults)
         if self.progress is not None:
@@ -172,7 +178,7 @@ class ProfileSession:
             self.plain_timer.start()
         if self.done >= self.warmup + self.timing_steps:
             if rec is None:
-                rec = self.recorder = Recorder(self.device, timing=_timing_kind(self.device))
+                rec = self.recorder = Recorder(self.device, timing=_timing_kind(self.device), allocator=self.allocator)
                 if optimizer is not None:
                     rec.optimizer_end(optimizer)  # registers existing optimizer state
                     rec.optimizer_phase = False
@@ -180,6 +186,7 @@ class ProfileSession:
             rec.begin_step(self.done)
             self._step_overhead_start = rec.overhead_ns
         self._last = perf_counter_ns()
+        self._last_mono = monotonic_ns()
         self._last_faults = minor_faults()
 
     # ------------------------------------------------------------------ running
@@ -217,7 +224,7 @@ class ProfileSession:
         sys.path.insert(0, str(script.resolve().parent))
         if self.warmup + self.timing_steps == 0:
             self.device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-            self.recorder = Recorder(self.device, timing=_timing_kind(self.device))
+            self.recorder = Recorder(self.device, timing=_timing_kind(self.device), allocator=self.allocator)
             self.recorder.start()
             self.recorder.begin_step(0)
         alarm = None
@@ -226,6 +233,7 @@ class ProfileSession:
             old_handler = signal.signal(signal.SIGALRM, alarm.handler)
             alarm.start()
         self._last = perf_counter_ns()
+        self._last_mono = monotonic_ns()
         self._last_faults = minor_faults()
         failure: BaseException | None = None
         try:
@@ -289,6 +297,7 @@ class ProfileSession:
             plain_forward_ns=self.plain_timer.totals if self.plain_timer is not None else {},
             plain_step_ns=self.plain_timed_wall_ns,
             timing_minor_faults=self.timing_minor_faults,
+            timing_windows_ns=self.timing_windows_ns,
         )
 
 

@@ -47,6 +47,18 @@ def render_verify(console: Console, result: dict) -> None:
     table.add_row("step time", f"{result['baseline_step_time_s'] * 1000:.1f} ms", format_percent(o["predicted"]),
                   format_percent(o["measured"]), f"{o['error'] * 100:.1f} pts")
     console.print(table)
+    peak = rows["peak_bytes"]
+    if peak.get("independent_error"):
+        console.print(f"[yellow]warning:[/yellow] {peak['independent_error']}; the peaks above are memadvise's own "
+                      "readings, not an independent measurement")
+    elif peak.get("instrument"):
+        console.print(f"measured peaks: {peak['instrument']}, one steady-state step, in separate processes")
+        own = [(what, peak.get(key), peak[ref]) for what, key, ref in
+               (("patched", "memadvise", "measured"), ("original", "memadvise_baseline", "baseline_measured"))]
+        for what, mine, theirs in own:
+            if mine is not None and mine != theirs:
+                console.print(f"memadvise's own reading of the {what} run: {format_bytes(mine)} "
+                              f"({(mine - theirs) / max(theirs, 1):+.1%} against the measurement)")
     if o.get("resolved") is False:
         lo, hi = o["pairs_range"]
         console.print(f"step time: the {len(o['measured_pairs'])} original/patched pairs took both signs "

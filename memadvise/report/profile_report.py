@@ -8,6 +8,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from memadvise.analysis.traffic import nvml_window
+from memadvise.report.names import MIN_UNIT_WIDTH, cut_right, fit_width, short_names
+from memadvise.report.traffic_report import nvml_line
 from memadvise.schema.trace import Trace
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
 from memadvise.schema.profile import Profile
@@ -98,9 +101,21 @@ def show_document(profile: Profile, *, top: int = 12) -> dict:
     doc["environment"] = profile.environment
     doc["model"] = profile.doc.get("model")
     doc["optimizer"] = profile.doc.get("optimizer")
-    doc["nvml"] = profile.doc.get("nvml")
+    doc["nvml"] = _finite(profile.doc.get("nvml"))
     doc["settings"] = profile.doc.get("settings")
     return doc
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite float replaced by None (what older profiles'
+    NVML readings may hold), so that no NaN reaches an output."""
+    if isinstance(value, float) and value != value or value in (float("inf"), float("-inf")):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _category_table(profile: Profile) -> Table:
@@ -112,19 +127,33 @@ def _category_table(profile: Profile) -> Table:
     table.add_column("share", justify="right")
     for name in CATEGORY_NAMES:
         value = by.get(name, 0)
+        if name == "untracked" and not value:  # no allocator was read (CPU): nothing to say
+            continue
         table.add_row(name.replace("_", " "), format_bytes(value), f"{value / peak:.1%}")
     table.add_row("[bold]total[/bold]", f"[bold]{format_bytes(peak)}[/bold]", "")
     return table
 
 
-def _units_table(profile: Profile, top: int) -> Table:
+def _units_table(profile: Profile, top: int, width: int = 80) -> Table:
+    """The units table, ``width`` columns wide at most: long unit names are cut on the left
+    (``…layers.7.self_attn``, unique), then long type names on the right."""
+    header = ("unit", "type", "activations", "share", "fwd ms", "bwd ms", "notes")
+    rows = [[u["unit"], u["type"], format_bytes(u["activation_bytes"]), f"{u['share']:.1%}",
+             f"{u['fwd_time_ms']:.2f}", f"{u['bwd_time_ms']:.2f}", " ".join(u["flags"])]
+            for u in top_units(profile, top)]
+    need = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    unit_room = fit_width(width, need[1:], len(header))
+    if unit_room < need[0]:
+        unit_room = max(unit_room, MIN_UNIT_WIDTH)
+        type_room = max(fit_width(width, [unit_room] + need[2:], len(header)), len("type"))
+        shown = short_names([r[0] for r in rows], unit_room)
+        for r in rows:
+            r[0], r[1] = shown[r[0]], cut_right(r[1], type_room)
     table = Table(title="top units by activation memory", title_justify="left", show_edge=False)
-    for col, justify in (("unit", "left"), ("type", "left"), ("activations", "right"), ("share", "right"),
-                         ("fwd ms", "right"), ("bwd ms", "right"), ("notes", "left")):
-        table.add_column(col, justify=justify)
-    for u in top_units(profile, top):
-        table.add_row(u["unit"], u["type"], format_bytes(u["activation_bytes"]), f"{u['share']:.1%}",
-                      f"{u['fwd_time_ms']:.2f}", f"{u['bwd_time_ms']:.2f}", " ".join(u["flags"]))
+    for col in header:
+        table.add_column(col, justify="left" if col in ("unit", "type", "notes") else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(*(escape(c) for c in r))
     return table
 
 
@@ -169,11 +198,14 @@ def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
         console.print(f"{dist['world_size']} ranks ({dist.get('backend')}): {per}; this profile is rank "
                       f"{dist.get('worst_rank', dist.get('rank'))}'s, the highest")
     console.print(_category_table(profile))
-    console.print(_units_table(profile, top))
+    console.print(_units_table(profile, top, console.width))
     console.print("timeline ([cyan]forward[/cyan] [magenta]backward[/magenta] [yellow]optimizer[/yellow]):")
     console.print(_sparkline(profile))
     nv = profile.doc.get("nvml") or {}
     nvml = "NVML: " + ("available" if nv.get("available") else f"unavailable ({nv.get('reason', 'no GPU')})")
+    window = nvml_window(nv) if nv.get("available") else None
+    if window:
+        console.print(nvml_line(window))
     device = env["device"]
     console.print(
         f"environment: torch {env['torch']}, python {env['python']}, {device['type']} ({device.get('name')}), "

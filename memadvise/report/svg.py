@@ -19,6 +19,7 @@ CATEGORY_LABELS = {
     "activation": "activations",
     "temporary": "temporaries",
     "input": "input",
+    "untracked": "untracked (no tensor)",
 }
 # Tableau 10: distinct in colour-blind simulations, printable
 CATEGORY_COLORS = {
@@ -28,6 +29,7 @@ CATEGORY_COLORS = {
     "activation": "#e15759",
     "temporary": "#edc948",
     "input": "#b07aa1",
+    "untracked": "#9c755f",
 }
 PHASE_FILL = {int(Phase.FORWARD): "#eaf1fb", int(Phase.BACKWARD): "#fbecef", int(Phase.OPTIMIZER): "#fbf5e1"}
 # recompute cost per byte, cheap → expensive (viridis, reversed)

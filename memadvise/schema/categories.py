@@ -12,6 +12,7 @@ class Category(IntEnum):
     ACTIVATION = 3  # held by autograd (or checkpoint machinery) for backward
     TEMPORARY = 4  # everything else made during the step
     INPUT = 5  # the batch
+    UNTRACKED = 6  # held by the device allocator but by no tensor (library workspaces); CUDA
 
     @property
     def label(self) -> str:

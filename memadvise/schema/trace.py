@@ -60,6 +60,8 @@ class Trace:
         self.op_out_bytes = _arr(ops["out_bytes"])
         self.op_mutates = _arr(ops.get("mutates", [-1] * len(ops["name"])))
         self.op_scratch = _arr(ops.get("scratch", [0] * len(ops["name"])))
+        # allocator bytes no tensor explains, after each op (CUDA profiles; 0 elsewhere)
+        self.op_untracked = _arr(ops.get("untracked") or [0] * len(ops["name"]))
         replay = ops.get("replay_us") or [None] * len(ops["name"])  # NaN: not replayed
         self.op_replay_us = np.asarray([np.nan if v is None else v for v in replay], dtype=np.float64)
         self.backward_nodes: int | None = t.get("backward_nodes")
@@ -160,6 +162,7 @@ class Trace:
             self.op_clock, self.st_alloc[m], self.st_free[m], self.st_bytes[m], self.st_category[m], N_CATEGORIES
         )
         by[:, int(Category.TEMPORARY)] += self.op_scratch  # scratch buffers inside ops
+        by[:, int(Category.UNTRACKED)] += self.op_untracked
         return Timeline(
             clock=self.op_clock.astype(np.float64),
             phase=self.op_phase.copy(),

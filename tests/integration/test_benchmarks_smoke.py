@@ -61,3 +61,15 @@ def test_replay_context_smoke():
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "addmm 64x256x256:" in proc.stdout and "gelu [8, 64, 512]:" in proc.stdout
+
+
+def test_cuda_check_smoke(tmp_path):
+    """The GPU check's pipeline on CPU at tiny sizes (gpt only: ~2.5 min here): profile,
+    suggest, apply --verify against the independent measurement, one table."""
+    proc = subprocess.run([sys.executable, str(BENCH / "cuda_check.py"), "--device", "cpu", "--smoke", "--models", "gpt",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    row = json.loads((tmp_path / "results.json").read_text())["rows"][0]
+    assert row["instrument"] == "torch.profiler memory timeline"
+    assert abs(row["profile_error"]) <= 0.005 and abs(row["plan_error"]) <= 0.02
+    assert "baseline peak" in (tmp_path / "table.txt").read_text()

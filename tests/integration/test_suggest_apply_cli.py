@@ -298,6 +298,7 @@ def test_verify_reports_predicted_vs_measured(in_ws):
     assert r.exit_code in (0, 1), r.output
     doc = json_out(r)
     rows = doc["verify"]["rows"]
+    assert rows["peak_bytes"]["instrument"] == "torch.profiler memory timeline"  # not memadvise's recorder
     assert rows["peak_bytes"]["error"] <= 0.03
     assert rows["activation_bytes"]["error"] <= 0.03
     assert doc["verify"]["passed"] is True and r.exit_code == 0

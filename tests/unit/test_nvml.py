@@ -3,6 +3,7 @@ through pynvml's own metrics structure) and failing, init failure, and a sampler
 that stops when the script crashes."""
 
 import ctypes
+import json
 import sys
 import threading
 import time
@@ -10,7 +11,7 @@ import types
 
 import pytest
 
-from memadvise.collect.nvml import NvmlSampler
+from memadvise.collect.nvml import NvmlSampler, aggregate, in_windows
 
 
 def fake_pynvml(*, init_error=None, gpm=False):
@@ -156,3 +157,78 @@ def test_a_failing_gpm_read_turns_gpm_off_and_sampling_goes_on(install):
     assert good[0]["dram_bw_util_pct"] == 30.0 and "dram_bw_util_pct" not in good[-1]
     assert len(good) > 2 and summary["overall"]["mem_util_pct_mean"] == 40
     assert not m.live  # the sample allocated by the failed read is freed too
+
+
+def test_gpm_nan_never_reaches_the_profile(install):
+    install(gpm_pynvml([float("nan"), 30.0]))
+    with NvmlSampler(0, interval_s=0.005) as s:
+        sample_until(s, 4)
+    summary = s.summary()
+    json.dumps(summary, allow_nan=False)  # raises on a NaN anywhere
+    assert summary["overall"]["dram_bw_util_pct_mean"] == 30.0
+
+
+def _sample(t, mem, gpm=None, gpm_t0=None):
+    s = {"t_ns": t, "mem_util_pct": mem, "used_bytes": 1}
+    if gpm is not None:
+        s.update(dram_bw_util_pct=gpm, gpm_t0_ns=gpm_t0)
+    return s
+
+
+def test_counters_are_aggregated_over_the_step_windows_only():
+    """Idle time around the steps (mem 0%) does not dilute them; a GPM value counts in a
+    window only when the interval it covers lies inside it; NaN readings are dropped."""
+    samples = [_sample(0, 0.0), _sample(10, 50.0, gpm=20.0, gpm_t0=5), _sample(20, 70.0, gpm=40.0, gpm_t0=10),
+               _sample(30, float("nan")), _sample(40, 0.0, gpm=99.0, gpm_t0=20),
+               _sample(110, 90.0, gpm=10.0, gpm_t0=100), _sample(200, 0.0)]
+    agg = aggregate(in_windows(samples, [(8, 35), (100, 120)]))
+    assert agg["n_samples"] == 4
+    assert agg["mem_util_pct_mean"] == (50 + 70 + 90) / 3
+    assert agg["dram_bw_util_pct_mean"] == (40 + 10) / 2  # t0=5 lies before the first window
+
+
+def test_summary_has_timed_and_recorded_windows(install):
+    install(fake_pynvml())
+    with NvmlSampler(0, interval_s=0.005) as s:
+        sample_until(s, 6)
+    t = [x["t_ns"] for x in s.samples]
+    mark = types.SimpleNamespace(index=5, extra={"t_start_ns": t[3], "t_end_ns": t[5]}, cuda_max_reserved=None)
+    raw = types.SimpleNamespace(recorder=types.SimpleNamespace(steps=[mark]), timing_windows_ns=[(t[0], t[1])])
+    summary = s.summary(raw)
+    assert summary["timed_steps"]["n_samples"] == 2 and summary["recorded_steps"]["n_samples"] == 3
+    assert summary["steps"][0]["index"] == 5 and summary["steps"][0]["n_samples"] == 3
+
+
+def test_reports_say_not_available_in_words():
+    from memadvise.analysis.traffic import nvml_window
+    from memadvise.report.traffic_report import nvml_line
+
+    nv = {"available": True, "overall": {"n_samples": 9, "mem_util_pct_mean": 6.0},
+          "timed_steps": {"n_samples": 4, "mem_util_pct_mean": 41.0, "dram_bw_util_pct_mean": float("nan")}}
+    line = nvml_line(nvml_window(nv))
+    assert line == ("NVML over the timed steps (4 samples): memory controller busy 41% of the time, "
+                    "DRAM bandwidth (GPM) not available")
+    assert "nan" not in line.lower()
+    old = nvml_line(nvml_window({"overall": {"n_samples": 9, "mem_util_pct_mean": 6.0, "dram_bw_util_pct_mean": 22.9,
+                                             "dram_bw_util_pct_max": 30.0}}))
+    assert old == ("NVML over the whole run, idle time included (9 samples): memory controller busy 6% of the "
+                   "time, DRAM bandwidth (GPM) 23% (max 30%)")
+
+
+def test_an_older_profiles_nan_reaches_no_output():
+    """Profiles made before NaN readings were dropped: show --json and the traffic view
+    pass on None / "not available", never NaN."""
+    from conftest import ROOT
+
+    from memadvise.analysis.traffic import nvml_window
+    from memadvise.report.profile_report import show_document
+    from memadvise.schema.profile import Profile
+
+    doc = json.loads((ROOT / "tests" / "data" / "profile_gpt.json").read_text())
+    doc["nvml"] = {"available": True, "overall": {"n_samples": 3, "mem_util_pct_mean": 6.0,
+                                                  "dram_bw_util_pct_mean": float("nan")}}
+    profile = Profile(doc=doc, path=None)
+    json.dumps(show_document(profile)["nvml"], allow_nan=False)
+    window = nvml_window(doc["nvml"])
+    json.dumps(window, allow_nan=False)
+    assert "dram_bw_util_pct_mean" not in window

@@ -39,7 +39,8 @@ def test_the_category_table_at_the_peak_sums_to_the_profiles_peak_exactly(gpt):
     summary = json.loads(GPT.read_text())["summary"]
     at_peak = gpt.categories_at_peak()
     assert int(at_peak.sum()) == summary["peak_bytes"] == 584_828
-    assert at_peak.to_dict() == summary["by_category_at_peak"]
+    # profiles recorded before the untracked category (CUDA allocator readings) lack it
+    assert at_peak.to_dict() == {"untracked": 0, **summary["by_category_at_peak"]}
     cats = gpt.categories
     assert list(cats.columns) == list(CATEGORY_COLUMNS) and len(cats) == len(gpt.ops)
     assert int(cats["peak"].sum()) == 1 and int(cats["total"].max()) == summary["peak_bytes"]

@@ -8,6 +8,15 @@ import pytest
 import memadvise.apply.verify as verify_mod
 
 
+@pytest.fixture(autouse=True)
+def _no_independent_run(monkeypatch):
+    """These tests are about timing: the independent peak measurement (a subprocess per
+    script, tests/unit/test_verify_independent.py) is said to be unavailable."""
+    def unavailable(script, *a, **k):
+        raise verify_mod.ScriptError("not measured in this test")
+    monkeypatch.setattr(verify_mod, "_independent_subprocess", unavailable)
+
+
 def fake_inputs(tmp_path):
     script = tmp_path / "train.py"
     script.write_text("print('original')\n")
