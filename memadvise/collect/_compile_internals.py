@@ -256,14 +256,8 @@ def partition(graph: JointGraph, budget: float) -> dict:
         storages[key] = max(storages.get(key, 0), storage_bytes)
         saved.append([n.name, nbytes, str(val.dtype).replace("torch.", ""), list(map(int, val.shape))])
     saved.sort(key=lambda s: -s[1])
-    fw_names = {n.name for n in fw.graph.nodes if n.op == "call_function"}
-    recomputed: dict[str, int] = {}
-    for n in bw.graph.nodes:
-        if n.op == "call_function" and n.name in fw_names:
-            name = _op_name(n)
-            if name in ("getitem",):
-                continue
-            recomputed[name] = recomputed.get(name, 0) + 1
+    recomputed, flops = _recomputed(fw, bw)
+    lifetimes, work = _lifetimes(fw, bw, saved_nodes)
     return {
         "saved": saved[:MAX_SAVED_LISTED],
         "saved_count": len(saved),
@@ -271,4 +265,121 @@ def partition(graph: JointGraph, budget: float) -> dict:
         "saved_input_count": inputs,
         "recomputed": dict(sorted(recomputed.items())),
         "recomputed_count": int(sum(recomputed.values())),
+        "recomputed_flops": int(flops),
+        "saved_lifetimes": lifetimes,
+        "backward_work": work,
+        "forward_nodes": sum(1 for n in fw.graph.nodes if n.op == "call_function"),
+        "backward_nodes": sum(1 for n in bw.graph.nodes if n.op == "call_function"),
     }
+
+
+# ops Inductor does not fuse (library kernels: their inputs and outputs are buffers)
+EXTERN_OPS = {"mm", "addmm", "bmm", "baddbmm", "convolution", "convolution_backward",
+              "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+              "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu",
+              "_scaled_dot_product_flash_attention_backward", "_scaled_dot_product_efficient_attention_backward",
+              "_scaled_dot_product_flash_attention_for_cpu_backward", "_scaled_dot_product_cudnn_attention_backward",
+              "embedding_dense_backward", "_embedding_bag", "index_put", "scatter_add", "sort", "topk"}
+# reductions: Inductor writes their results to buffers
+REDUCTION_OPS = {"sum", "mean", "amax", "amin", "max", "min", "var_mean", "var", "prod", "any", "all",
+                 "argmax", "argmin", "_log_softmax", "_softmax", "native_layer_norm", "native_batch_norm"}
+MATMUL_FLOP_OPS = {"mm", "addmm", "bmm", "baddbmm", "convolution"}
+
+
+def _recomputed(fw: Any, bw: Any) -> tuple[dict[str, int], int]:
+    """{aten op: count} of the ops both graphs run (recomputed in backward), and the
+    matmul/convolution FLOPs among them (2 per multiply-add)."""
+    fw_names = {n.name for n in fw.graph.nodes if n.op == "call_function"}
+    recomputed: dict[str, int] = {}
+    flops = 0
+    for n in bw.graph.nodes:
+        if n.op != "call_function" or n.name not in fw_names:
+            continue
+        name = _op_name(n)
+        if name == "getitem":
+            continue
+        recomputed[name] = recomputed.get(name, 0) + 1
+        if name in MATMUL_FLOP_OPS:
+            flops += _matmul_flops(n, name)
+    return dict(sorted(recomputed.items())), flops
+
+
+def _matmul_flops(node: Any, name: str) -> int:
+    out = node.meta.get("val")
+    if not isinstance(out, torch.Tensor):
+        return 0
+    try:
+        if name == "convolution":
+            weight = node.args[1].meta["val"]
+            k = 1
+            for d in weight.shape[1:]:
+                k *= int(d)
+        else:
+            a = node.args[1] if name in ("addmm", "baddbmm") else node.args[0]
+            k = int(a.meta["val"].shape[-1])
+        return 2 * int(out.numel()) * k
+    except Exception:  # a symbolic or unusual shape: priced at nothing, rather than guessed
+        return 0
+
+
+def _storage_key(node: Any) -> Any:
+    from torch._inductor.fx_utils import get_node_storage
+
+    return get_node_storage(node)
+
+
+def _lifetimes(fw: Any, bw: Any, saved_nodes: list) -> tuple[list[list], list[list]]:
+    """Where, in the forward graph and in the backward graph (as fractions of each graph's
+    ops), each saved storage is made and last read; and the backward graph's own buffers
+    (``[made, last read, bytes]``): outputs of library kernels and reductions, inputs of
+    library kernels, values read twice or more. Pointwise values read once are assumed
+    fused into their reader (Inductor's default); views hold no bytes; the gradients the
+    graph returns are left out (the profile already has them, at the same moment)."""
+    fw_ops = [n for n in fw.graph.nodes if n.op == "call_function"]
+    fw_pos = {n.name: (i + 1) / max(1, len(fw_ops)) for i, n in enumerate(fw_ops)}
+    bw_nodes = list(bw.graph.nodes)
+    bw_ops = [n for n in bw_nodes if n.op == "call_function"]
+    n_bw = max(1, len(bw_ops))
+    last_use: dict[Any, int] = {}  # storage → last backward op that reads it
+    for i, n in enumerate(bw_ops):
+        for a in n.all_input_nodes:
+            key = _storage_key(a)
+            if key is not None:
+                last_use[key] = i
+    output = next(n for n in reversed(bw_nodes) if n.op == "output")
+    returned = {_storage_key(a) for a in output.all_input_nodes}
+    placeholders = {_storage_key(n) for n in bw_nodes if n.op == "placeholder"}
+    lifetimes: dict[Any, list] = {}
+    by_name = {n.name: n for n in bw_nodes if n.op == "placeholder"}
+    for node in saved_nodes:
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor) or _is_view_of_input(node):
+            continue
+        ph = by_name.get(node.name)
+        key = _storage_key(ph) if ph is not None else None
+        nbytes = int(val.untyped_storage().nbytes()) if torch._C._has_storage(val) else 0
+        last = last_use.get(key, -1) if key is not None else -1
+        entry = lifetimes.get(key if key is not None else id(node))
+        made = fw_pos.get(node.name, 1.0)
+        if entry is None:
+            lifetimes[key if key is not None else id(node)] = [round(made, 5), round((last + 1) / n_bw, 5), nbytes]
+        else:
+            entry[0] = min(entry[0], round(made, 5))
+            entry[2] = max(entry[2], nbytes)
+    extern_inputs: set = set()
+    for n in bw_ops:
+        if _op_name(n) in EXTERN_OPS:
+            extern_inputs.update(_storage_key(a) for a in n.all_input_nodes)
+    work: dict[Any, list] = {}
+    for i, n in enumerate(bw_ops):
+        val = n.meta.get("val")
+        key = _storage_key(n)
+        if not isinstance(val, torch.Tensor) or key is None or key in placeholders or key in returned or key in work:
+            continue
+        users = [u for u in n.users if u.op == "call_function"]
+        name = _op_name(n)
+        if not (name in EXTERN_OPS or name in REDUCTION_OPS or key in extern_inputs or len(users) >= 2):
+            continue
+        nbytes = int(val.untyped_storage().nbytes()) if torch._C._has_storage(val) else 0
+        work[key] = [round((i + 1) / n_bw, 5), round((last_use.get(key, i) + 1) / n_bw, 5), nbytes]
+    return sorted(lifetimes.values()), sorted(work.values())

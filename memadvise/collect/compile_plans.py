@@ -15,7 +15,13 @@ Shape of the section (optional; absent when the flag is off)::
      "compiled_modules": ["", "blocks.0", ...],   # module paths inside a compiled graph
      "budgets": [{"budget": 0.5, "saved_bytes": ..., "saved_count": ...,
                   "saved": [[name, bytes, dtype, shape], ...], "recomputed": {op: n},
-                  "recomputed_count": n}, ...]}
+                  "recomputed_count": n, "recomputed_flops": n,
+                  "graphs": [{"forward_nodes": n, "backward_nodes": n,
+                              "saved_lifetimes": [[made, last read, bytes], ...],
+                              "backward_work": [[made, last read, bytes], ...]}]}, ...]}
+
+``made``/``last read`` are fractions of the forward graph's ops (made) and of the backward
+graph's ops (last read, and both for the backward graph's own buffers).
 
 or ``{"available": false, "reason": "<one sentence>"}``.
 """
@@ -132,6 +138,10 @@ def compile_plans(module: torch.nn.Module | None, batch: BatchCapture | None,
                 "saved": saved[: ci.MAX_SAVED_LISTED],
                 "recomputed": dict(sorted(recomputed.items())),
                 "recomputed_count": int(sum(recomputed.values())),
+                "recomputed_flops": int(sum(p["recomputed_flops"] for p in parts)),
+                # per graph, in dynamo's order: for the memory replay (analysis.compile_plans)
+                "graphs": [{k: p[k] for k in ("forward_nodes", "backward_nodes", "saved_lifetimes", "backward_work")}
+                           for p in parts],
             })
     except ci.CompileCaptureError as exc:
         return {"available": False, "reason": str(exc)}

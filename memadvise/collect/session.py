@@ -82,6 +82,7 @@ class RawRun:
     timing_minor_faults: list[int] = field(default_factory=list)  # per timing step; empty where not measurable
     calibration: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    batch: Any = None  # compile_plans.BatchCapture: the root model's arguments, on the host (--compile-plans)
 
 
 class ProfileSession:
@@ -95,6 +96,7 @@ class ProfileSession:
         timing_steps: int = 3,
         timeout: float | None = None,
         progress: Any = None,
+        capture_batch: bool = False,
     ) -> None:
         self.script = Path(script)
         self.args = list(args)
@@ -120,6 +122,11 @@ class ProfileSession:
         self._step_overhead_start = 0
         self._finished = False
         self._hooks: list[Any] = []
+        self.batch: Any = None
+        if capture_batch:
+            from memadvise.collect.compile_plans import BatchCapture
+
+            self.batch = BatchCapture()
 
     # ------------------------------------------------------------------ boundaries
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -148,6 +155,11 @@ class ProfileSession:
                 self.optimizer_variable = find_variable(self.script, optimizer)
         if self.device is None:
             self.device = _training_device(optimizer, self.root)
+        if self.batch is not None and self.root is not None:
+            if self.done < self.warmup + self.timing_steps:  # the next step is not recorded
+                self.batch.arm(self.root.module)
+            else:
+                self.batch.disarm()
         if rec is not None and rec._active:
             mark = rec.end_step(wall)
             mark.overhead_ns = rec.overhead_ns - self._step_overhead_start
@@ -254,6 +266,8 @@ class ProfileSession:
             _ACTIVE = None
             for h in self._hooks:
                 h.remove()
+            if self.batch is not None:
+                self.batch.disarm()
             if self.recorder is not None:
                 self.recorder.stop()
             if self.plain_timer is not None:
@@ -289,6 +303,7 @@ class ProfileSession:
             plain_forward_ns=self.plain_timer.totals if self.plain_timer is not None else {},
             plain_step_ns=self.plain_timed_wall_ns,
             timing_minor_faults=self.timing_minor_faults,
+            batch=self.batch,
         )
 
 
