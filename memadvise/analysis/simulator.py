@@ -125,6 +125,19 @@ class _Effect:
                    cat_(hold_sids, np.int64), cat_(hold_free, np.float64), q, float(us), ws)
 
 
+@dataclass
+class Replacement:
+    """A change that is not a set of unit actions (a compiled region, built by
+    ``analysis.compile_plans``): forward saves dropped (their storages die naturally),
+    storages that do not exist under the change (``erase``), storages and time added
+    (``effect``), and bytes held for backward that the added storages stand for."""
+
+    saves: np.ndarray
+    erase: np.ndarray
+    effect: "_Effect"
+    activation_bytes: int
+
+
 class Simulator:
     """Predict the step of ``profile`` under sets of actions. Cheap to call repeatedly."""
 
@@ -156,11 +169,12 @@ class Simulator:
             self._baseline = self.simulate(())
         return self._baseline
 
-    def simulate(self, actions: Iterable[Action], *, timeline: bool = False) -> SimResult:
+    def simulate(self, actions: Iterable[Action], *, timeline: bool = False,
+                 replace: Replacement | None = None) -> SimResult:
         t = self.trace
         actions = list(actions)
         regions = self._regions(actions)
-        effects = [self._effect(r) for r in regions]
+        effects = [self._effect(r) for r in regions] + ([replace.effect] if replace is not None else [])
         n_st = len(t.st_bytes)
         free = t.st_free.astype(np.float64)
         held = np.zeros(n_st, dtype=bool)  # held for backward in this plan (activation)
@@ -169,6 +183,8 @@ class Simulator:
             dropped = np.zeros(len(t.sv_storage), dtype=bool)
             for r in regions:
                 dropped[r.saves] = True
+            if replace is not None:
+                dropped[replace.saves] = True
             # storages whose saves were dropped now die at their natural death, unless a
             # save that was kept still holds them
             kept = self._valid_saves & ~dropped
@@ -185,6 +201,8 @@ class Simulator:
                 free[e.hold_sids] = np.maximum(free[e.hold_sids], e.hold_free)
                 held[e.hold_sids] = True
 
+        if replace is not None and len(replace.erase):
+            free[replace.erase] = t.st_alloc[replace.erase]  # live on [alloc, alloc): never
         extra_alloc = [e.alloc for e in effects]
         extra_free = [e.free for e in effects]
         extra_bytes = [e.nbytes for e in effects]
@@ -219,7 +237,7 @@ class Simulator:
                 if m.any():
                     by_peak[ci] = live_bytes(qk, alloc_all[m], free_all[m], bytes_all[m])[0]
             by_peak[_TMP] += q_ws[k]
-        activation = self._activation(free, cat)
+        activation = self._activation(free, cat) + (replace.activation_bytes if replace is not None else 0)
         step_s = self.base_step_s + extra_us / 1e6
         peak_op = None
         if len(q) and not q_rc[k]:

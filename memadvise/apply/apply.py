@@ -114,7 +114,7 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
             "the profile found no variable holding the model in the script, so there is nowhere to put the patch; "
             "call memadvise.apply_plan(model, PLAN_FILE) where your code builds the model"
         )
-    if plan is not None and not plan["actions"]:
+    if plan is not None and not plan["actions"] and not plan.get("compile"):
         raise PlanRefused(f"plan #{plan['rank']} ({plan['strategy']}) has no actions; nothing to apply")
     entries = select_traffic(plan_file, list(traffic))
     if plan is None and not entries:
@@ -131,7 +131,14 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
     inserts = []
     line, indent = find_insertion(source, expression, model.get("function"), model.get("frame_line"))
     model_block = ""
-    if plan is not None:
+    if plan is not None and plan.get("compile"):
+        if any(next(iter(t["change"])) == "compile" for t in entries):
+            raise UsageError("a compile-budget plan compiles the model already: drop --traffic compile")
+        from memadvise.apply.compile_patch import compile_block
+
+        model_block = compile_block(dict(plan, predicted=predicted), expression=expression,
+                                    baseline=plan_file.baseline, plan_path=plan_file.path)
+    elif plan is not None:
         restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan["actions"]}
         model_block = plan_block(dict(plan, predicted=predicted), expression=expression, baseline=plan_file.baseline,
                                  plan_path=plan_file.path, restore=restore)
