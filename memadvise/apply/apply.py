@@ -69,6 +69,8 @@ def combined_prediction(plan_file: PlanFile, plan: dict | None, traffic: list[di
         return pred
     profile_path = (plan_file.doc.get("profile") or {}).get("path")
     try:
+        if plan is not None and plan.get("compile"):
+            raise ValueError("a compile plan is replayed by analysis.compile_plans, not by its actions")
         from memadvise.analysis.simulator import Simulator
         from memadvise.analysis.traffic import predict_traffic
         from memadvise.schema.actions import Action
@@ -128,6 +130,8 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         "traffic": [t["strategy"] for t in entries],
         "predicted": predicted,
     }
+    if plan is not None and plan.get("compile"):
+        applied["compile"] = plan["compile"]
     inserts = []
     line, indent = find_insertion(source, expression, model.get("function"), model.get("frame_line"))
     model_block = ""
