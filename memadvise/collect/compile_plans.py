@@ -114,8 +114,8 @@ def compile_plans(module: torch.nn.Module | None, batch: BatchCapture | None,
         return {"available": False, "reason": "no root model was found, so there is nothing to compile"}
     if batch is None or batch.args is None:
         reason = (batch.error if batch is not None and batch.error else
-                  "the model's batch was not captured (--compile-plans copies it in the step after the first; "
-                  "give --warmup 1 or more)")
+                  "the model's batch was not captured (--compile-plans copies it in an unrecorded step after "
+                  "the first: give --warmup and --timing-steps that add up to 2 or more)")
         return {"available": False, "reason": reason}
     start = time.perf_counter()
     try:
