@@ -142,11 +142,15 @@ def capture(module: torch.nn.Module, args: tuple, kwargs: dict) -> Capture:
             state = {k: v.detach().clone() for k, v in module.state_dict(keep_vars=True).items()
                      if isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter)}
             try:
+                from torch._dynamo.utils import counters
+
+                counters.clear()
                 compiled_module = torch.compile(module, backend=backend)
                 with torch.enable_grad():
                     out = compiled_module(*args, **kwargs)
                 del out
-                breaks = _graph_breaks(module, args, kwargs)
+                if sum(counters["graph_break"].values()) or compiled[0] > 1:  # explain traces again: only then
+                    breaks = _graph_breaks(module, args, kwargs)
             finally:
                 with torch.no_grad():  # buffers the extra forward updated (BatchNorm statistics)
                     current = module.state_dict(keep_vars=True)
