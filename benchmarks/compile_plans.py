@@ -27,9 +27,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", choices=["gpt", "mlp", "resnet"])
     p.add_argument("--budgets", type=float, nargs="+", default=[0.7, 0.5, 0.3])
-    p.add_argument("args", nargs=argparse.REMAINDER)
-    a = p.parse_args()
-    args = [x for x in a.args if x != "--"]
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    a = p.parse_args(argv[:cut])
+    args = argv[cut + 1:]  # the sample script's own arguments
     from oracle import measure_script
 
     from memadvise.apply.apply import prepare
