@@ -103,15 +103,7 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
                      "error": abs(pred["overhead"] - measured_overhead), "measured_pairs": ratios, **spread},
     }
     peak_error = rows["peak_bytes"]["error"] or 0.0
-    notes = []
-    if prepared.plan.get("compile"):
-        # the recorder's module hooks run inside the compiled forward: dynamo breaks the
-        # graph at each of them, so the patched run is measured as eager code
-        notes.append("a compile plan: memadvise's recorder hooks every module, which breaks torch.compile's graph "
-                     "at each module, so the patched run's memory is measured eager-like, not as compiled; "
-                     "measure the patched script with torch.profiler or torch.cuda.max_memory_allocated")
     return {
-        "notes": notes,
         "plan": {"rank": prepared.plan["rank"], "strategy": prepared.plan["strategy"]},
         "rows": rows,
         "baseline_step_time_s": base["step_time_s"],

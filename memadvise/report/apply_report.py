@@ -57,8 +57,6 @@ def render_verify(console: Console, result: dict) -> None:
         console.print(f"step time: {'one run' if n <= 1 else f'{n} runs'} each, too few to tell a change from "
                       "this machine's noise; --verify-repeats 5 alternates five pairs")
     peak_err = rows["peak_bytes"]["error"] or 0.0
-    for note in result.get("notes") or []:
-        console.print(f"note: {note}")
     if result["passed"]:
         console.print(f"[green]verified[/green]: peak within {peak_err:.1%} of the prediction (tolerance {result['tolerance']:.0%})")
     else:
