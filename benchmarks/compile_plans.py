@@ -1,6 +1,7 @@
 """compile(budget) plans: predicted peak of each budget against an independent measurement.
 
     python benchmarks/compile_plans.py gpt --budgets 0.7 0.5 0.3 -- --n-layer 2 --width 64 ...
+    python benchmarks/compile_plans.py tests/scripts/hf_llama.py -- --layers 2
 
 Profiles the sample model with ``--compile-plans``, runs ``suggest``, writes the patched
 script of each ``compile-budget-B`` plan (the budget + ``model.compile()``), and measures
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("model", choices=["gpt", "mlp", "resnet"])
+    p.add_argument("model", help="a sample model (gpt, mlp, resnet) or the path of a training script")
     p.add_argument("--budgets", type=float, nargs="+", default=[0.7, 0.5, 0.3])
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
@@ -37,8 +38,12 @@ def main() -> None:
     from memadvise.schema.plan import read_plan
 
     work = Path(tempfile.mkdtemp(prefix="memadvise-compile-bench-"))
+    source = ROOT / "sample_models" / f"{a.model}.py"
+    if not source.exists():
+        source = Path(a.model)
+    a.model = source.stem
     script = work / f"{a.model}.py"
-    script.write_text((ROOT / "sample_models" / f"{a.model}.py").read_text())
+    script.write_text(source.read_text())
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "memadvise", "profile", str(script), "--compile-plans", "--out",
                     str(work / "profile.json"), "--", *args], check=True, capture_output=True)
