@@ -71,12 +71,22 @@ class BatchCapture:
 
 
 class _HostTensor:
-    """A tensor argument copied to host memory, with the device it goes back to."""
+    """A tensor argument copied to host memory as raw bytes in a numpy array, outside
+    PyTorch's allocator (whose every byte the recorder counts on CPU), with what brings
+    it back: dtype, shape, device."""
 
     def __init__(self, tensor: torch.Tensor) -> None:
-        self.data = tensor.detach().to("cpu", copy=True)
-        self.device = tensor.device
+        t = tensor.detach()
+        host = t.to("cpu").contiguous()
+        self.data = host.view(-1).view(torch.uint8).numpy().copy() if host.numel() else None
+        del host
+        self.dtype, self.shape, self.device = t.dtype, tuple(t.shape), t.device
         self.requires_grad = tensor.requires_grad
+
+    def tensor(self) -> torch.Tensor:
+        if self.data is None:
+            return torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        return torch.from_numpy(self.data.copy()).view(self.dtype).view(self.shape).to(self.device)
 
 
 def _to_host(value: Any) -> Any:
@@ -93,7 +103,7 @@ def _to_host(value: Any) -> Any:
 
 def _to_device(value: Any) -> Any:
     if isinstance(value, _HostTensor):
-        t = value.data.to(value.device)
+        t = value.tensor()
         return t.requires_grad_(True) if value.requires_grad and t.is_floating_point() else t
     if isinstance(value, tuple):
         return tuple(_to_device(v) for v in value)
