@@ -131,6 +131,19 @@ class _Effect:
                    cat_(hold_sids, np.int64), cat_(hold_free, np.float64), q, float(us), ws, un)
 
 
+@dataclass
+class Replacement:
+    """A change that is not a set of unit actions (a compiled region, built by
+    ``analysis.compile_plans``): forward saves dropped (their storages die naturally),
+    storages that do not exist under the change (``erase``), storages and time added
+    (``effect``), and bytes held for backward that the added storages stand for."""
+
+    saves: np.ndarray
+    erase: np.ndarray
+    effect: "_Effect"
+    activation_bytes: int
+
+
 class Simulator:
     """Predict the step of ``profile`` under sets of actions. Cheap to call repeatedly."""
 
@@ -167,11 +180,12 @@ class Simulator:
             self._baseline = self.simulate(())
         return self._baseline
 
-    def simulate(self, actions: Iterable[Action], *, timeline: bool = False) -> SimResult:
+    def simulate(self, actions: Iterable[Action], *, timeline: bool = False,
+                 replace: Replacement | None = None) -> SimResult:
         t = self.trace
         actions = list(actions)
         regions = self._regions(actions)
-        effects = [self._effect(r) for r in regions]
+        effects = [self._effect(r) for r in regions] + ([replace.effect] if replace is not None else [])
         n_st = len(t.st_bytes)
         free = t.st_free.astype(np.float64)
         held = np.zeros(n_st, dtype=bool)  # held for backward in this plan (activation)
@@ -179,6 +193,8 @@ class Simulator:
         if effects:
             dropped = np.zeros(len(t.sv_storage), dtype=bool)
             dropped[np.concatenate([r.saves for r in regions])] = True
+            if replace is not None:
+                dropped[replace.saves] = True
             # storages whose saves were dropped now die at their natural death, unless a
             # save that was kept still holds them
             kept = self._valid_saves & ~dropped
@@ -196,6 +212,8 @@ class Simulator:
                 np.maximum.at(free, hold_sids, np.concatenate([e.hold_free for e in effects]))
                 held[hold_sids] = True
 
+        if replace is not None and len(replace.erase):
+            free[replace.erase] = t.st_alloc[replace.erase]  # live on [alloc, alloc): never
         extra_alloc = [e.alloc for e in effects]
         extra_free = [e.free for e in effects]
         extra_bytes = [e.nbytes for e in effects]
@@ -233,7 +251,7 @@ class Simulator:
                                    minlength=N_CATEGORIES)[:N_CATEGORIES].astype(np.int64)
             by_peak[_TMP] += q_ws[k]
             by_peak[_UNT] += q_un[k]
-        activation = self._activation(free, cat)
+        activation = self._activation(free, cat) + (replace.activation_bytes if replace is not None else 0)
         step_s = self.base_step_s + extra_us / 1e6
         peak_op = None
         if len(q) and not q_rc[k]:

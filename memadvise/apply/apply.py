@@ -65,6 +65,8 @@ def combined_prediction(plan_file: PlanFile, plan: dict | None, traffic: list[di
         return pred
     profile_path = (plan_file.doc.get("profile") or {}).get("path")
     try:
+        if plan is not None and plan.get("compile"):
+            raise ValueError("a compile plan is replayed by analysis.compile_plans, not by its actions")
         from memadvise.analysis.simulator import Simulator
         from memadvise.analysis.traffic import predict_traffic
         from memadvise.schema.actions import Action
@@ -147,7 +149,7 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
             "the profile found no variable holding the model in the script, so there is nowhere to put the patch; "
             "call memadvise.apply_plan(model, PLAN_FILE) where your code builds the model"
         )
-    if plan is not None and not plan["actions"]:
+    if plan is not None and not plan["actions"] and not plan.get("compile"):
         raise PlanRefused(f"plan #{plan['rank']} ({plan['strategy']}) has no actions; nothing to apply")
     if plan is not None:
         check_selectors(plan_file, plan, force=force)
@@ -163,10 +165,19 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         "traffic": [t["strategy"] for t in entries],
         "predicted": predicted,
     }
+    if plan is not None and plan.get("compile"):
+        applied["compile"] = plan["compile"]
     line, indent = find_insertion(source, expression, model.get("function"), model.get("frame_line"))
     blocks: dict[tuple[int, int], str] = {}
     needs: list[str] = []  # what the patch uses of memadvise.apply.runtime
-    if plan is not None:
+    if plan is not None and plan.get("compile"):
+        if any(next(iter(t["change"])) == "compile" for t in entries):
+            raise UsageError("a compile-budget plan compiles the model already: drop --traffic compile")
+        from memadvise.apply.compile_patch import compile_block
+
+        blocks[(line, indent)] = compile_block(dict(plan, predicted=predicted), expression=expression,
+                                               baseline=plan_file.baseline, plan_path=plan_file.path)
+    elif plan is not None:
         restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan["actions"]}
         blocks[(line, indent)] = plan_block(
             dict(plan, predicted=predicted), expression=expression, baseline=plan_file.baseline,

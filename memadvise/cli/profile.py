@@ -28,6 +28,7 @@ def profile_command(
     vary_env: Optional[str] = typer.Option(None, "--vary-env", help="With --vary: pass the value in this environment variable instead."),
     nproc_per_node: int = typer.Option(1, "--nproc-per-node", help="Launch N processes with torch.distributed.run; rank 0 merges their profiles."),
     probe_compile: bool = typer.Option(False, "--probe-compile", help="Also measure torch.compile's fixed cost and its random numbers on this device, for the compile plan (compiles: ~15 s the first time)."),
+    compile_plans: bool = typer.Option(False, "--compile-plans", help="Also read torch.compile's partition at activation memory budgets 1.0 ... 0.1, for compile(budget) plans (traces the model once: seconds to a minute)."),
 ) -> None:
     from memadvise.collect.api import profile_script, profile_varied
     from memadvise.report.profile_report import profile_summary, render_profile_done
@@ -78,6 +79,7 @@ def profile_command(
         profile = profile_script(
             script, script_args or [], warmup=warmup, steps=steps, timing_steps=timing_steps,
             timeout=timeout, out=out, progress=progress, probe_compile=probe_compile,
+            compile_plans=compile_plans,
         )
     if as_json:
         print_json(profile_summary(profile))

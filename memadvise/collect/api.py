@@ -30,6 +30,7 @@ def profile_script(
     probe_compile: bool = False,
     vary: dict | None = None,
     allocator: Any = "auto",
+    compile_plans: bool = False,
 ) -> Profile:
     """Run ``script`` with ``args`` for warmup + timing + recorded steps and return its profile.
 
@@ -37,6 +38,8 @@ def profile_script(
     ``allocator``: the device allocator's statistics read around each op
     (``collect.allocator``); "auto" reads CUDA's caching allocator on a GPU and nothing
     on CPU; tests pass a ``FakeAllocatorStats``.
+    ``compile_plans``: also read torch.compile's partition at a ladder of activation
+    memory budgets (the profile's ``compile_plans``; see ``collect.compile_plans``).
 
     Example::
 
@@ -51,7 +54,7 @@ def profile_script(
         check_writable(out)
     session = ProfileSession(
         script, list(args), warmup=warmup, steps=steps, timing_steps=timing_steps,
-        timeout=timeout, progress=progress, allocator=allocator,
+        timeout=timeout, progress=progress, allocator=allocator, capture_batch=compile_plans,
     )
     sampler = NvmlSampler.for_device_type("cuda" if _cuda_likely() else "cpu")
     gc.collect()  # what an earlier run left in reference cycles is not this script's memory
@@ -91,6 +94,13 @@ def profile_script(
             calibration["compile_probe"] = _probe_compile(raw.device)
         doc = build_profile(raw, calibration=calibration, nvml=sampler.summary(raw), scratch=scratch)
         doc["notes"] = doc.get("notes", []) + estimate_notes(raw.recorder.probe, calibration)
+        if compile_plans:
+            from memadvise.collect.compile_plans import compile_plans as _compile_plans
+
+            doc["compile_plans"] = _compile_plans(raw.root.module if raw.root is not None else None, raw.batch)
+            raw.batch = None
+            if not doc["compile_plans"]["available"]:
+                doc["notes"].append(f"compile plans are unavailable: {doc['compile_plans']['reason']}")
         if calibrate_overheads and raw.optimizer is not None and doc.get("optimizer"):
             from memadvise.collect.optimizer_probe import probe_optimizer
 

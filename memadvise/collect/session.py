@@ -83,6 +83,7 @@ class RawRun:
     timing_windows_ns: list[tuple[int, int]] = field(default_factory=list)  # (start, end) of each timing step, monotonic ns
     calibration: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    batch: Any = None  # compile_plans.BatchCapture: the root model's arguments, on the host (--compile-plans)
 
 
 class ProfileSession:
@@ -97,6 +98,7 @@ class ProfileSession:
         timeout: float | None = None,
         progress: Any = None,
         allocator: Any = "auto",
+        capture_batch: bool = False,
     ) -> None:
         self.script = Path(script)
         self.allocator = allocator  # AllocatorStats, None, or "auto" (the device's own)
@@ -125,6 +127,11 @@ class ProfileSession:
         self._step_overhead_start = 0
         self._finished = False
         self._hooks: list[Any] = []
+        self.batch: Any = None
+        if capture_batch:
+            from memadvise.collect.compile_plans import BatchCapture
+
+            self.batch = BatchCapture()
 
     # ------------------------------------------------------------------ boundaries
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -153,6 +160,11 @@ class ProfileSession:
                 self.optimizer_variable = find_variable(self.script, optimizer)
         if self.device is None:
             self.device = _training_device(optimizer, self.root)
+        if self.batch is not None and self.root is not None:
+            if self.done < self.warmup + self.timing_steps:  # the next step is not recorded
+                self.batch.arm(self.root.module)
+            else:
+                self.batch.disarm()
         if rec is not None and rec._active:
             mark = rec.end_step(wall)
             mark.overhead_ns = rec.overhead_ns - self._step_overhead_start
@@ -262,6 +274,8 @@ class ProfileSession:
             _ACTIVE = None
             for h in self._hooks:
                 h.remove()
+            if self.batch is not None:
+                self.batch.disarm()
             if self.recorder is not None:
                 self.recorder.stop()
             if self.plain_timer is not None:
@@ -298,6 +312,7 @@ class ProfileSession:
             plain_step_ns=self.plain_timed_wall_ns,
             timing_minor_faults=self.timing_minor_faults,
             timing_windows_ns=self.timing_windows_ns,
+            batch=self.batch,
         )
 
 

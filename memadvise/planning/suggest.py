@@ -122,6 +122,13 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
             desc = f"cheapest plan with predicted {what} ≤ {format_bytes(target)} ({sol.method} search, {sol.evaluated} simulations)"
             evaluated.append((name, desc, sol.actions, sol.result))
 
+    from memadvise.planning.compile_budget import compile_candidates
+
+    compiled, compile_notes, compile_unavailable = compile_candidates(profile, sim)
+    for c in compiled:
+        evaluated.append((c.name, c.description, [], c.plan.result))
+    compile_of = {c.name: c for c in compiled}
+
     base_doc = {
         "peak_bytes": base.peak_bytes,
         "activation_bytes": base.activation_bytes,
@@ -152,6 +159,9 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
             # what the plan recomputes, by op: µs of predicted recompute time, bytes freed
             "recompute": [dict(row, us=round(row["us"], 3)) for row in sim.recomputed_ops(actions)],
         })
+        if strategy in compile_of:
+            plans[-1]["compile"] = compile_of[strategy].doc()
+            plans[-1]["warnings"] = compile_of[strategy].warnings
 
     # rank: with a budget, plans that meet it by step time, then the rest by peak;
     # without, the recommendation first, then the front by peak, then the rest by peak
@@ -210,7 +220,7 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
     rec_tuple = None
     if recommended is not None:
         match = next(((n, a, r) for n, _d, a, r in evaluated if n == recommended["strategy"]), None)
-        rec_tuple = match
+        rec_tuple = match if recommended["strategy"] not in compile_of else None
     from memadvise.planning.traffic_plans import traffic_section
 
     traffic = traffic_section(profile, sim, allow_precision=allow_precision, recommended=rec_tuple)
@@ -235,8 +245,8 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         "plans": ordered,
         "traffic": traffic,
         "optimizer": profile.doc.get("optimizer"),
-        "unavailable": [{"strategy": u.strategy, "reason": u.reason} for u in unavailable],
-        "notes": notes,
+        "unavailable": [{"strategy": u.strategy, "reason": u.reason} for u in unavailable] + compile_unavailable,
+        "notes": notes + compile_notes,
         "suggest_time_s": round(time.perf_counter() - t0, 4),
     }
     return doc

@@ -178,8 +178,18 @@ def timeline_data(sim: Simulator, plan: dict | None, max_points: int = MAX_POINT
     pred_tl = None
     if plan is not None:
         actions = [Action.from_json(a) for a in plan["actions"]]
+        replace = None
+        if plan.get("compile"):  # a compile-budget plan: the compiled region swapped in
+            from memadvise.analysis.compile_plans import replacement
+
+            row = next((r for r in (sim.profile.doc.get("compile_plans") or {}).get("budgets", [])
+                        if float(r["budget"]) == float(plan["compile"]["budget"])), None)
+            if row is None:
+                raise InputFileError(f"plan #{plan['rank']} is a compile plan and the profile has no partition "
+                                     f"at budget {plan['compile']['budget']:g}")
+            replace = replacement(sim.profile, sim, row)
         try:
-            pred_tl = sim.simulate(actions, timeline=True).timeline
+            pred_tl = sim.simulate(actions, timeline=True, replace=replace).timeline
         except PlanError as exc:
             raise InputFileError(f"plan #{plan['rank']} does not fit this profile: {exc}") from None
         pos = op_positions(base_tl, pred_tl)

@@ -22,6 +22,17 @@ PAGE_BYTES = 4096  # what one minor fault maps, on the usual Linux page size
 
 def profile_summary(profile: Profile) -> dict:
     s = profile.summary
+    out = _summary(profile, s)
+    doc = profile.doc.get("compile_plans")
+    if doc is not None:  # only with --compile-plans: other summaries are unchanged
+        out["compile_plans"] = ({"available": True, "graphs": doc.get("graphs"),
+                                 "graph_breaks": len(doc.get("graph_breaks") or []),
+                                 "saved_bytes": {f"{r['budget']:g}": r["saved_bytes"] for r in doc["budgets"]}}
+                                if doc.get("available") else {"available": False, "reason": doc.get("reason")})
+    return out
+
+
+def _summary(profile: Profile, s: dict) -> dict:
     return {
         "profile": str(profile.path) if profile.path else None,
         "script": profile.script["path"],
@@ -197,6 +208,9 @@ def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
         per = ", ".join(f"rank {r['rank']} {format_bytes(r['peak_bytes'])}" for r in dist["ranks"])
         console.print(f"{dist['world_size']} ranks ({dist.get('backend')}): {per}; this profile is rank "
                       f"{dist.get('worst_rank', dist.get('rank'))}'s, the highest")
+    line = compile_plans_line(profile)
+    if line:
+        console.print(line)
     console.print(_category_table(profile))
     console.print(_units_table(profile, top, console.width))
     console.print("timeline ([cyan]forward[/cyan] [magenta]backward[/magenta] [yellow]optimizer[/yellow]):")
@@ -213,6 +227,21 @@ def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
     )
 
 
+def compile_plans_line(profile: Profile) -> str | None:
+    """One line on the partition ladder (``--compile-plans``); None where not measured or
+    unavailable (the profile's notes then say why)."""
+    doc = profile.doc.get("compile_plans") or {}
+    rows = doc.get("budgets") or []
+    if not doc.get("available") or not rows:
+        return None
+    hi = max(rows, key=lambda r: r["budget"])
+    lo = min(rows, key=lambda r: r["budget"])
+    breaks = len(doc.get("graph_breaks") or [])
+    return (f"compile plans: torch.compile saves {format_bytes(hi['saved_bytes'])} at budget {hi['budget']:g} to "
+            f"{format_bytes(lo['saved_bytes'])} at {lo['budget']:g} ({len(rows)} budgets, {doc.get('graphs', 1)} "
+            f"graph(s), {breaks} graph break(s))")
+
+
 def render_profile_done(console: Console, profile: Profile) -> None:
     s = profile.summary
     by = s["by_category_at_peak"]
@@ -223,5 +252,8 @@ def render_profile_done(console: Console, profile: Profile) -> None:
     )
     for note in profile.notes:
         console.print(f"[yellow]warning:[/yellow] {escape(note)}")
+    line = compile_plans_line(profile)
+    if line:
+        console.print(line)
     console.print(f"profile written to {profile.path}")
     console.print(f"next: [bold]memadvise suggest --profile {profile.path}[/bold]")

@@ -96,6 +96,11 @@ def validate_profile(doc: Any, path: str | os.PathLike) -> None:
         if any(not (0 <= u < n_units) for u in trace["calls"]["unit"]):
             raise InputFileError(f"profile {str(path)!r} is corrupt (a module call names no unit)")
         int(doc["summary"]["peak_bytes"])
+        plans = doc.get("compile_plans")  # optional: torch.compile's partition per budget (--compile-plans)
+        if plans is not None and not (isinstance(plans, dict) and isinstance(plans.get("available"), bool) and (
+                isinstance(plans.get("reason"), str) if not plans["available"] else
+                all(isinstance(b["budget"], (int, float)) and int(b["saved_bytes"]) >= 0 for b in plans["budgets"]))):
+            raise InputFileError(f"profile {str(path)!r} is corrupt (compile_plans is malformed); re-create it")
         notes = doc.get("notes", [])  # optional: measurements that failed, one sentence each
         if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
             raise InputFileError(f"profile {str(path)!r} is corrupt (notes is not a list of sentences); re-create it")
