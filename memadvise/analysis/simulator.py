@@ -192,7 +192,8 @@ class Simulator:
 
         if effects:
             dropped = np.zeros(len(t.sv_storage), dtype=bool)
-            dropped[np.concatenate([r.saves for r in regions])] = True
+            if regions:
+                dropped[np.concatenate([r.saves for r in regions])] = True
             if replace is not None:
                 dropped[replace.saves] = True
             # storages whose saves were dropped now die at their natural death, unless a
