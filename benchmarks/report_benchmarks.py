@@ -68,9 +68,11 @@ def write_markdown(results: Path, out: Path) -> None:
         "Produced by `python benchmarks/compare.py` (one process per model and size, 2-core CPU,",
         "no GPU). Peak and activation memory are measured independently of memadvise, by",
         "PyTorch's profiler memory timeline of one steady-state step (`tests/oracle.py`);",
-        "step time is the median of the timed steps; every ratio is against the unmodified",
-        "script measured in the same process (first and last run, averaged). Prediction",
-        "error is |predicted − measured| / measured. Raw numbers: `benchmarks/results/*.csv`.",
+        "step time: the median, over alternating (baseline, variant) pairs run in the same",
+        "process (`--pairs`, default 3), of the variant's median step over the baseline's timed",
+        "right before it (`time_ratio_first_last` in the CSV: against the first and last baseline",
+        "runs, averaged). Prediction error is |predicted − measured| / measured. Raw numbers:",
+        "`benchmarks/results/*.csv`.",
         "",
     ]
     for path in sorted(results.glob("*.json")):

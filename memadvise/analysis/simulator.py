@@ -156,6 +156,7 @@ class Simulator:
         self._time_cache: dict[tuple, float] = {}
         self._action_us: dict[tuple, float] = {}
         self._selector_tables: dict[int, dict] = {}
+        self._fwd_save_count: np.ndarray | None = None  # forward saves per storage (recomputed_ops)
 
     # ------------------------------------------------------------------ public
     def baseline(self) -> SimResult:
@@ -174,8 +175,7 @@ class Simulator:
 
         if effects:
             dropped = np.zeros(len(t.sv_storage), dtype=bool)
-            for r in regions:
-                dropped[r.saves] = True
+            dropped[np.concatenate([r.saves for r in regions])] = True
             # storages whose saves were dropped now die at their natural death, unless a
             # save that was kept still holds them
             kept = self._valid_saves & ~dropped
@@ -187,18 +187,20 @@ class Simulator:
                 free[aff] = np.maximum(t.st_nat[aff].astype(np.float64), kept_release[aff])
         else:
             held[self._fwd_saved_storages] = True
-        for e in effects:
-            if len(e.hold_sids):
-                free[e.hold_sids] = np.maximum(free[e.hold_sids], e.hold_free)
-                held[e.hold_sids] = True
+        if effects:
+            hold_sids = np.concatenate([e.hold_sids for e in effects])
+            if len(hold_sids):
+                np.maximum.at(free, hold_sids, np.concatenate([e.hold_free for e in effects]))
+                held[hold_sids] = True
 
         extra_alloc = [e.alloc for e in effects]
         extra_free = [e.free for e in effects]
         extra_bytes = [e.nbytes for e in effects]
         extra_cat = [e.cat for e in effects]
         query = [self._op_clock_f] + [e.q for e in effects]
-        query_phase = [t.op_phase] + [np.full(len(e.q), int(Phase.BACKWARD), dtype=np.int8) for e in effects]
-        query_rc = [np.zeros(len(t.op_clock), dtype=bool)] + [np.ones(len(e.q), dtype=bool) for e in effects]
+        n_rc = sum(len(e.q) for e in effects)  # recompute ops: in backward
+        query_phase = [t.op_phase, np.full(n_rc, int(Phase.BACKWARD), dtype=np.int8)]
+        query_rc = [np.zeros(len(t.op_clock), dtype=bool), np.ones(n_rc, dtype=bool)]
         query_ws = [t.op_scratch] + [e.q_scratch for e in effects]
         extra_us = float(sum(e.us for e in effects))
 
@@ -207,8 +209,8 @@ class Simulator:
         on = t.on_device
         alloc_all = np.concatenate([t.st_alloc[on].astype(np.float64)] + extra_alloc)
         free_all = np.concatenate([free[on]] + extra_free)
-        bytes_all = np.concatenate([t.st_bytes[on]] + [np.asarray(b, dtype=np.int64) for b in extra_bytes])
-        cat_all = np.concatenate([cat[on]] + [np.asarray(c, dtype=np.int8) for c in extra_cat])
+        bytes_all = np.concatenate([t.st_bytes[on]] + extra_bytes)
+        cat_all = np.concatenate([cat[on]] + extra_cat)
         q = np.concatenate(query)
         q_phase = np.concatenate(query_phase)
         q_rc = np.concatenate(query_rc)
@@ -274,7 +276,7 @@ class Simulator:
         and that are no longer held from forward to backward (not kept, saved by nothing
         outside the call)."""
         t = self.trace
-        if not hasattr(self, "_fwd_save_count"):
+        if self._fwd_save_count is None:
             self._fwd_save_count = np.bincount(t.sv_storage[self._fwd_saves], minlength=len(t.st_bytes))
         out: dict[str, list] = {}
         for r in self._regions(list(actions)):

@@ -9,7 +9,7 @@ import numpy as np
 
 from memadvise.schema.trace import Trace
 from memadvise.schema.actions import PRESETS, Selector, display_unit, preset_keep
-from memadvise.schema.ops import SAC_IGNORED_OPS, SAVE_MATMUL_OPS, VIEW_OPS
+from memadvise.schema.ops import SAC_IGNORED_OPS, VIEW_OPS
 from memadvise.schema.categories import Category, Phase
 from memadvise.schema.profile import Profile
 
@@ -187,6 +187,9 @@ class UnitTree:
                 self.units[unit.parent].children.append(unit.index)
         self.by_name = by_name
         self._ancestors: dict[int, list[int]] = {}
+        self._call_ops: dict[int, list[CallOps]] = {}
+        self._keepable: dict[int, list[Selector]] = {}
+        self._index: TraceIndex | None = None
 
     # ------------------------------------------------------------------ structure
     def ancestors(self, u: int) -> list[int]:
@@ -279,13 +282,13 @@ class UnitTree:
 
     def call_ops(self, u: int) -> list[CallOps]:
         """The ops of each forward call of unit ``u`` (cached)."""
-        cache = self.__dict__.setdefault("_call_ops", {})
-        out = cache.get(u)
+        out = self._call_ops.get(u)
         if out is None:
             scale = float(self.profile.trace.get("time_scale", 1.0))
-            index = self.__dict__.get("_index") or self.__dict__.setdefault("_index", TraceIndex(self.trace))
-            out = cache[u] = [call_ops(self.trace, c, time_scale=scale, index=index)
-                              for c in self.trace.calls_of_unit.get(u, [])]
+            if self._index is None:
+                self._index = TraceIndex(self.trace)
+            out = self._call_ops[u] = [call_ops(self.trace, c, time_scale=scale, index=self._index)
+                                       for c in self.trace.calls_of_unit.get(u, [])]
         return out
 
     def selective_problem(self, u: int, keep: str | tuple[Selector, ...]) -> str | None:
@@ -325,18 +328,14 @@ class UnitTree:
         """Selectors worth deciding on in unit ``u``: ops of its first call that make bytes
         on the device and are not views (keeping a view holds nothing, recomputing it
         costs nothing)."""
-        cache = self.__dict__.setdefault("_keepable", {})
-        if u not in cache:
+        if u not in self._keepable:
             calls = self.call_ops(u)
             ops = calls[0] if calls else None
-            cache[u] = [] if ops is None else [(n, k) for n, k, b in zip(ops.name, ops.k.tolist(), ops.out_bytes.tolist())
-                                               if k >= 0 and b > 0 and n not in VIEW_OPS]
-        return cache[u]
+            self._keepable[u] = [] if ops is None else [
+                (n, k) for n, k, b in zip(ops.name, ops.k.tolist(), ops.out_bytes.tolist())
+                if k >= 0 and b > 0 and n not in VIEW_OPS]
+        return self._keepable[u]
 
     def summary(self, u: int) -> dict:
         return self.units[u].record
 
-
-def uses_matmul(trace: Trace, call: int) -> bool:
-    lo, hi = int(trace.call_start_op[call]), int(trace.call_end_op[call])
-    return any(trace.op_name_str(i) in SAVE_MATMUL_OPS for i in range(lo, hi))

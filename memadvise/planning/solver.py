@@ -256,7 +256,7 @@ def _heuristic(sim: Simulator, tree: UnitTree, fits, options: dict[int, list[Opt
         if fits(result):
             cost = sim.cost_us(actions)
             if best is None or cost < best.cost_us:
-                best = Solution(sorted(actions), result, cost, "heuristic", evaluated)
+                best = Solution(list(actions), result, cost, "heuristic", evaluated)  # sorted at the end
         return result
 
     def greedy(flat: list[Option]) -> None:
@@ -389,4 +389,5 @@ def _heuristic(sim: Simulator, tree: UnitTree, fits, options: dict[int, list[Opt
                 current = trial
                 break
     best.evaluated = evaluated
+    best.actions = sorted(best.actions)
     return best

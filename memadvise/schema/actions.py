@@ -149,6 +149,8 @@ class Action:
                                      "but keeps other ops")
             object.__setattr__(self, "policy", preset)
             object.__setattr__(self, "keep", None if preset is not None else keep)
+        object.__setattr__(self, "_sort_key", (self.unit, self.action, self.policy or "",
+                                               tuple(_selector_key(s) for s in self.keep or ())))
 
     def kept(self) -> tuple[Selector, ...]:
         """The selectors this action keeps (empty for checkpoint and offload)."""
@@ -162,13 +164,10 @@ class Action:
             return self.action
         return f"{SELECTIVE}:{self.policy or 'custom'}"
 
-    def _key(self) -> tuple:
-        return (self.unit, self.action, self.policy or "", tuple(_selector_key(s) for s in self.keep or ()))
-
     def __lt__(self, other: "Action") -> bool:
         if not isinstance(other, Action):
             return NotImplemented
-        return self._key() < other._key()
+        return self._sort_key < other._sort_key  # type: ignore[attr-defined]
 
     def to_json(self) -> dict:
         keep = None if self.keep is None else [[op, k] for op, k in self.keep]
