@@ -25,7 +25,7 @@ from memadvise._errors import InputFileError, PlanRefused
 from memadvise.schema.actions import CHECKPOINT, OFFLOAD, SELECTIVE, Action, display_unit, valid_unit_name
 from memadvise.source import find_insertion  # noqa: F401  (re-exported)
 from memadvise.apply import runtime
-from memadvise.apply.runtime_apply import runtime_keep
+from memadvise.apply.runtime_apply import plan_name, runtime_keep
 from memadvise.sizes import format_bytes, format_percent
 
 BEGIN_MARK = "# --- memadvise plan: begin"
@@ -110,8 +110,6 @@ def plan_block(plan: dict, *, expression: str, baseline: dict, plan_path: str, r
                runtime_mode: str = "inline", hugging_face: bool = False, indent: int = 0) -> str:
     """The code inserted at the model's site (without its ``indent``); the runtime is in
     ``definitions_block`` or imported."""
-    from memadvise.apply.runtime_apply import plan_name
-
     actions = [Action.from_json(a) for a in plan["actions"]]
     pred = plan["predicted"]
     width = WIDTH - indent

@@ -282,3 +282,28 @@ def test_keep_accepts_json_pairs():
     """Plan files write [op, k] lists, k null for every call."""
     keep = MemadviseForward(nn.Linear(1, 1), "selective", [["addmm", None], ["mm", 2], "tanh"]).keep
     assert keep == {"addmm", ("mm", 2), "tanh"}
+
+
+def test_inlined_runtime_pickles_from_the_scripts_module():
+    """A patched script defines the runtime at module level: torch.save(model) there
+    pickles MemadviseForward by that module's name, as it does the script's own classes."""
+    import types
+
+    from memadvise.apply.patch import runtime_source
+
+    script = types.ModuleType("memadvise_patched_script")
+    sys.modules[script.__name__] = script
+    try:
+        exec(compile(runtime_source(["MemadviseForward", "memadvise_apply"]), "<patch>", "exec"), script.__dict__)
+        torch.manual_seed(0)
+        ref, units, make_inputs = gpt()
+        model = copy.deepcopy(ref)
+        script.memadvise_apply(model, [(units[0], "checkpoint", None, False), (units[1], "selective", ["addmm"], False)])
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        buffer.seek(0)
+        loaded = torch.load(buffer, weights_only=False)
+        assert type(loaded.get_submodule(units[0]).forward).__module__ == script.__name__
+        assert_same(step(ref, make_inputs), step(loaded, make_inputs))
+    finally:
+        del sys.modules[script.__name__]

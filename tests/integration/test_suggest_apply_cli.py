@@ -236,6 +236,7 @@ def test_non_utf8_script_is_refused(in_ws):
     (["--strategy", "nope"], "no plan with strategy 'nope'"),
     (["--rank", "1", "--strategy", "full"], "not both"),
     (["--plan", "missing.json"], "does not exist"),
+    (["--rank", "1", "--runtime", "vendored"], "--runtime must be one of inline, import"),
 ])
 def test_apply_bad_selection(in_ws, args, message):
     r = cli("apply", *args)

@@ -56,6 +56,7 @@ def test_patch_parses_fits_and_reverts_byte_for_byte(tmp_path, monkeypatch, name
     prepared = prepare(pf, pf.plans[0], traffic=["optimizer-fused", "set-to-none"], runtime=runtime)
     new = prepared.patch.new_source
     compile(new, str(script), "exec")
+    assert ("\nclass MemadviseForward:" in new) == (runtime == "inline")  # module level: pickle finds it
     added = [line[1:] for line in prepared.patch.diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
     assert max(len(line) for line in added) <= 100
     assert f"opt = torch.optim.{optimizer_class}(model.parameters()" in new and "fused=True" in new
