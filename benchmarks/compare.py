@@ -1,7 +1,8 @@
 """memadvise against the alternatives, side by side, one process per model and size.
 
 For each sample model and size, in ONE process: profile with memadvise, suggest (plans at
-activation budgets of 70/50/30% and the Pareto front), then run the unmodified script and
+activation budgets of 70/50/30%, at the predicted peak of each eager alternative memadvise
+also predicts — full, every-2, selective, selective-linear — and the Pareto front), then run the unmodified script and
 every variant — memadvise's plans and what a user would otherwise pick (checkpoint every
 block, every second block, selective "save matmuls" and "save linear", torch.compile with
 an activation memory budget, PyTorch's own sac_milp planner, the ckptplan package) —
@@ -63,6 +64,8 @@ SIZES = {
 SCRIPTS = {"llama": ROOT / "benchmarks" / "models" / "hf_llama.py"}  # the others: sample_models/<model>.py
 PAIRS = 3  # step time: median over alternating (baseline, variant) pairs, each timed next to its baseline
 KEEP = (0.7, 0.5, 0.3)  # activation-memory budgets, as fractions of the baseline's
+# memadvise's strategies that are also eager alternatives: memadvise's plan at each one's peak
+MATCHED = ("full", "every-2", "selective", "selective-linear")
 
 
 class _Stop(BaseException):
@@ -234,6 +237,24 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
         key = tuple(sorted(json.dumps(a, sort_keys=True) for a in plan["actions"]))
         seen.add(key)
         variants.append((f"memadvise {int(f * 100)}% ({plan['strategy']})", "memadvise",
+                         memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
+    # at each eager alternative's own predicted peak (memadvise predicts these strategies
+    # too): memadvise's cheapest plan there, to be compared at equal measured peak
+    for strategy in MATCHED:
+        alt_plan = next((p for p in front["plans"] if p["strategy"] == strategy), None)
+        if alt_plan is None:
+            continue
+        peak = alt_plan["predicted"]["peak_bytes"]
+        doc = suggest(profile, budget=Budget(bytes=peak, text=f"{strategy}'s peak"))
+        rec = doc["recommendation"]
+        plan = next((p for p in doc["plans"] if rec and p["rank"] == rec["rank"]), None)
+        if plan is None:
+            continue
+        key = tuple(sorted(json.dumps(a, sort_keys=True) for a in plan["actions"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        variants.append((f"memadvise at {strategy}'s peak ({plan['strategy']})", "memadvise",
                          memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
     for plan in front["plans"] if not quick else ():
         key = tuple(sorted(json.dumps(a, sort_keys=True) for a in plan["actions"]))

@@ -36,13 +36,14 @@ class CallOps:
     saved: np.ndarray
     dur_us: np.ndarray
     mutated: np.ndarray  # bool: an output of the op is modified in place later in the call
+    _lookup: dict = field(default_factory=dict, repr=False, compare=False)  # selector_mask's tables
 
     def selectors(self) -> list[Selector]:
         return [(n, int(k)) for n, k in zip(self.name, self.k) if k >= 0]
 
     def kept_mask(self, keep) -> np.ndarray:
         """Which ops the selectors ``keep`` keep (ops the policy never sees never are)."""
-        return selector_mask(self.name, self.k, keep, self.__dict__)
+        return selector_mask(self.name, self.k, keep, self._lookup)
 
     def counts(self) -> dict[str, int]:
         """Calls of each op in this forward call."""

@@ -336,7 +336,10 @@ def _heuristic(sim: Simulator, tree: UnitTree, fits, options: dict[int, list[Opt
     has_below = {a for u in units for a in tree.ancestors(u) if a in units}
     finest = [o for o in flat if o.unit not in has_below]
     large = len(flat) > LARGE_OPTIONS
-    pools = [finest] if large else [flat, finest]  # all units; the finest ones
+    # thousands of options: the repeated blocks' own options (their per-op keep sets cover
+    # the ops of the submodules inside them), else the finest units
+    blocks = set(tree.blocks) & units
+    pools = [[o for o in flat if o.unit in blocks] or finest] if large else [flat, finest]
     for pool in pools:
         hull_greedy(pool)  # per-unit options up their hull, across units by marginal ratio
         if large:  # thousands of units: one walk, a few refinements (each simulation replays it all)

@@ -61,6 +61,25 @@ def _phase_peak(timeline, phase: Phase) -> int:
     return int(timeline.total[m].max()) if m.any() else 0
 
 
+BISECTION_STEPS = 6  # peak budgets tried for the lowest peak at ≤ 10% overhead (fewer on big profiles)
+
+
+def _lowest_peak_within(sim: Simulator, tree: UnitTree, lo: int, hi: int, max_overhead: float, *, device_type: str,
+                        seeds, units, options) -> tuple[int, solver.Solution] | None:
+    """The plan with the lowest predicted peak whose predicted overhead is ≤ ``max_overhead``
+    among the solver's cheapest plans at peak budgets bisected in [lo, hi]: (budget, plan)."""
+    best = None
+    steps = BISECTION_STEPS if len(units) <= 512 else 3
+    for _ in range(steps):
+        mid = (lo + hi) // 2
+        sol = solver.solve(sim, tree, mid, device_type=device_type, seeds=seeds, units=units, options=options)
+        if sol is not None and sol.actions and sol.result.overhead <= max_overhead:
+            best, hi = (mid, sol), mid
+        else:
+            lo = mid
+    return best
+
+
 def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str | None = None,
             budget_metric: str = "peak", allow_precision: bool = False) -> dict:
     """The plan document: baseline, ranked plans with predictions, recommendation.
@@ -121,6 +140,23 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
             what = "activation memory" if metric == "activation" else "peak"
             desc = f"cheapest plan with predicted {what} ≤ {format_bytes(target)} ({sol.method} search, {sol.evaluated} simulations)"
             evaluated.append((name, desc, sol.actions, sol.result))
+
+    # without a budget the recommendation is the lowest peak at ≤ 10% overhead: search the
+    # peak budget for it (bisection between the lowest peak found and the baseline's)
+    if budget_bytes is None and span > 0:
+        within = _lowest_peak_within(sim, tree, floor_guess, base.peak_bytes, RECOMMEND_MAX_OVERHEAD,
+                                     device_type=device_type, seeds=seeds, units=units, options=options)
+        if within is not None:
+            target, sol = within
+            key = tuple(sorted(sol.actions))
+            if key not in seen:
+                seen[key] = len(evaluated)
+                name = f"optimal-{int(round(100 * sol.result.peak_bytes / base.peak_bytes))}%"
+                if any(n == name for n, *_ in evaluated):
+                    name += "-10"
+                evaluated.append((name, f"lowest predicted peak at ≤ {RECOMMEND_MAX_OVERHEAD:.0%} overhead found "
+                                  f"(cheapest plan with peak ≤ {format_bytes(target)}, {sol.method} search)",
+                                  sol.actions, sol.result))
 
     from memadvise.planning.compile_budget import compile_candidates
 
