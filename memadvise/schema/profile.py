@@ -97,15 +97,26 @@ def validate_profile(doc: Any, path: str | os.PathLike) -> None:
             raise InputFileError(f"profile {str(path)!r} is corrupt (a module call names no unit)")
         int(doc["summary"]["peak_bytes"])
         plans = doc.get("compile_plans")  # optional: torch.compile's partition per budget (--compile-plans)
-        if plans is not None and not (isinstance(plans, dict) and isinstance(plans.get("available"), bool) and (
-                isinstance(plans.get("reason"), str) if not plans["available"] else
-                all(isinstance(b["budget"], (int, float)) and int(b["saved_bytes"]) >= 0 for b in plans["budgets"]))):
+        if plans is not None and not _compile_plans_ok(plans):
             raise InputFileError(f"profile {str(path)!r} is corrupt (compile_plans is malformed); re-create it")
         notes = doc.get("notes", [])  # optional: measurements that failed, one sentence each
         if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
             raise InputFileError(f"profile {str(path)!r} is corrupt (notes is not a list of sentences); re-create it")
     except (KeyError, TypeError, ValueError):
         raise InputFileError(f"profile {str(path)!r} is corrupt (malformed trace); re-create it") from None
+
+
+def _compile_plans_ok(plans: Any) -> bool:
+    """``compile_plans``: ``{"available": false, "reason": str}`` or ``{"available": true,
+    "budgets": [{"budget": number, "saved_bytes": int >= 0, ...}, ...]}``."""
+    try:
+        if not isinstance(plans, dict) or not isinstance(plans.get("available"), bool):
+            return False
+        if not plans["available"]:
+            return isinstance(plans.get("reason"), str)
+        return all(isinstance(b["budget"], (int, float)) and int(b["saved_bytes"]) >= 0 for b in plans["budgets"])
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def read_profile(path: str | os.PathLike = DEFAULT_PATH) -> Profile:

@@ -87,3 +87,14 @@ def test_profile_without_compile_plans_is_unchanged():
     before = copy.deepcopy(doc)
     assert predict(Profile(doc), Simulator(Profile(doc)), compile_delta_s=None) == []
     assert doc == before
+
+
+@pytest.mark.parametrize("bad", [{"available": "yes"}, {"available": False}, {"available": True, "budgets": [{}]},
+                                 {"available": True, "budgets": [{"budget": 0.5, "saved_bytes": -1}]}])
+def test_malformed_compile_plans_are_refused(bad):
+    from memadvise._errors import InputFileError
+
+    doc = chain_profile(N, A, B, S)
+    doc["compile_plans"] = bad
+    with pytest.raises(InputFileError, match="compile_plans is malformed"):
+        validate_profile(doc, "p.json")
