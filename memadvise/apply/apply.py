@@ -20,6 +20,7 @@ from memadvise.apply.patch import (
     sha256_text,
 )
 from memadvise.schema.io import atomic_write_text
+from memadvise.source import find_model_site
 from memadvise.schema.plan import PlanFile
 
 
@@ -29,6 +30,7 @@ class PreparedPatch:
     source: str
     patch: PatchResult
     plan: dict  # what was applied: rank, strategy, actions, traffic, predicted (combined)
+    where: str = ""  # where the plan goes in the script, and why there
 
 
 MODEL_CHANGES = ("autocast", "channels_last", "compile")
@@ -108,7 +110,8 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
             "profile it again, or pass --force to apply anyway"
         )
     model = plan_file.doc.get("model") or {}
-    expression = model.get("expression")
+    expression = model.get("expression") or next((f["expression"] for f in model.get("frames") or []
+                                                   if f.get("expression")), None)
     if not expression:
         raise PlanRefused(
             "the profile found no variable holding the model in the script, so there is nowhere to put the patch; "
@@ -129,12 +132,18 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         "predicted": predicted,
     }
     inserts = []
-    line, indent = find_insertion(source, expression, model.get("function"), model.get("frame_line"))
+    try:
+        site = find_model_site(source, model, [a["unit"] for a in plan["actions"]] if plan else [])
+    except PlanRefused as exc:
+        which = f"rank={plan['rank']}" if plan else "rank=1"
+        raise PlanRefused(str(exc).replace("PLAN_FILE", f'"{plan_file.path}", {which}')) from None
+    line, indent, expression = site.line, site.indent, site.expression
     model_block = ""
     if plan is not None:
-        restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan["actions"]}
-        model_block = plan_block(dict(plan, predicted=predicted), expression=expression, baseline=plan_file.baseline,
-                                 plan_path=plan_file.path, restore=restore)
+        actions = [dict(a, unit=_strip(a["unit"], site.strip_prefix)) for a in plan["actions"]]
+        restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in actions}
+        model_block = plan_block(dict(plan, actions=actions, predicted=predicted), expression=expression,
+                                 baseline=plan_file.baseline, plan_path=plan_file.path, restore=restore)
     model_changes = [t for t in entries if next(iter(t["change"])) in MODEL_CHANGES]
     opt_changes = [t for t in entries if next(iter(t["change"])) in OPTIMIZER_CHANGES]
     sites = []
@@ -158,7 +167,14 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         blocks[key] = blocks.get(key, "") + block
     inserts = [(k[0], k[1], b) for k, b in blocks.items()]
     patch = make_patch_multi(script, source, inserts, display_path(script))
-    return PreparedPatch(script=script, source=source, patch=patch, plan=applied)
+    return PreparedPatch(script=script, source=source, patch=patch, plan=applied, where=site.where)
+
+
+def _strip(unit: str, prefix: str) -> str:
+    """A unit's path from the model before the wrapper (``module.blocks.0`` → ``blocks.0``)."""
+    if not prefix:
+        return unit
+    return "" if unit == prefix else unit[len(prefix) + 1:]
 
 
 def write_patch_file(prepared: PreparedPatch, path: str | os.PathLike) -> Path:

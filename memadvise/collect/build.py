@@ -247,6 +247,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
                 "function": root_info.function,
                 "frame_line": root_info.frame_line,
                 "assign_line": _assign_line(raw.script, root_info),
+                "frames": root_info.frames,
                 "input_shapes": _root_input_shapes(rec, mark, root),
                 "param_count": int(sum(p.numel() for p in params)),
                 "param_bytes": int(sum(p.numel() * p.element_size() for p in params)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ class RootModel:
     function: str | None  # "<module>" for a global
     frame_line: int | None  # the line that frame was executing (the training loop)
     trained_params: int  # parameters of the module that the optimizer updates
+    # the script's frames on the stack at the first step, innermost first: function,
+    # first_line (of its code), line (executing), expression (its name for the model, or
+    # None), parameter (that name is one of the function's parameters), executed_lines
+    # (lines it ran before the first step; None when not traced)
+    frames: list[dict] = field(default_factory=list)
 
 
 def _trained_params(module: torch.nn.Module, param_ids: set[int] | None) -> int:
@@ -72,7 +77,12 @@ def _drop_locals_snapshot(frame: Any) -> None:
         pass
 
 
-def find_root_model(script: Path, optimizer: Any) -> RootModel | None:
+def _parameter_names(code: Any) -> set[str]:
+    n = code.co_argcount + code.co_kwonlyargcount
+    return set(code.co_varnames[:n])
+
+
+def find_root_model(script: Path, optimizer: Any, executed: dict | None = None) -> RootModel | None:
     """The module with the most trained parameters reachable from the script's frames.
 
     Ties go to the outermost module (the one that contains the others). Falls back to a
@@ -87,10 +97,12 @@ def find_root_model(script: Path, optimizer: Any) -> RootModel | None:
     found: RootModel | None = None
     frame = sys._getframe(1)
     depth = 0
+    seen_frames: list[tuple[Any, list[tuple[str, torch.nn.Module]]]] = []
     while frame is not None:
         if os.path.abspath(frame.f_code.co_filename) == script_path:
             candidates = _module_candidates(frame)
             _drop_locals_snapshot(frame)
+            seen_frames.append((frame, candidates))
             for name, module in candidates:
                 n = _trained_params(module, param_ids)
                 if n == 0:
@@ -111,6 +123,18 @@ def find_root_model(script: Path, optimizer: Any) -> RootModel | None:
         frame = frame.f_back
         depth += 1
     if found is not None:
+        for fr, candidates in seen_frames:
+            code = fr.f_code
+            name = next((n for n, m in candidates if m is found.module and "." not in n), None)
+            lines = (executed or {}).get((code.co_name, code.co_firstlineno)) if executed is not None else None
+            found.frames.append({
+                "function": code.co_name,
+                "first_line": code.co_firstlineno,
+                "line": fr.f_lineno,
+                "expression": name,
+                "parameter": name in _parameter_names(code) if name else False,
+                "executed_lines": sorted(lines) if lines is not None else None,
+            })
         return found
     import gc
 

@@ -84,6 +84,53 @@ class RawRun:
     warnings: list[str] = field(default_factory=list)
 
 
+class LineLog:
+    """The lines executed in the script's own frames until the first step boundary: which
+    branch built, moved and wrapped the model, so that ``apply`` puts the plan on the path
+    that ran (an ``if ddp:`` that did not run is skipped). A ``sys.settrace`` function that
+    traces only the script's frames; it is removed at the first boundary, so only the
+    discarded warm-up step pays for it. Not installed under another tracer (a debugger,
+    coverage): ``executed`` is then None and ``apply`` reads the script alone."""
+
+    def __init__(self, script: Path) -> None:
+        self.path = os.path.abspath(script)
+        self.lines: dict[tuple[str, int], set[int]] = {}  # (function, first line) → lines run
+        self._is_script: dict[str, bool] = {}
+        self.active = False
+
+    def start(self) -> None:
+        if sys.gettrace() is not None:
+            return
+        sys.settrace(self._call)
+        self.active = True
+
+    def stop(self) -> None:
+        if self.active:
+            sys.settrace(None)
+            self.active = False
+
+    def _call(self, frame: Any, event: str, arg: Any) -> Any:
+        name = frame.f_code.co_filename
+        mine = self._is_script.get(name)
+        if mine is None:
+            mine = self._is_script[name] = os.path.abspath(name) == self.path
+        if not mine:
+            return None
+        code = frame.f_code
+        lines = self.lines.setdefault((code.co_name, code.co_firstlineno), set())
+        lines.add(frame.f_lineno)
+
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "line":
+                lines.add(frame.f_lineno)
+            return local
+
+        return local
+
+    def executed(self) -> dict[tuple[str, int], set[int]] | None:
+        return self.lines if self.lines else None
+
+
 class ProfileSession:
     def __init__(
         self,
@@ -120,6 +167,7 @@ class ProfileSession:
         self._step_overhead_start = 0
         self._finished = False
         self._hooks: list[Any] = []
+        self.line_log = LineLog(self.script)
 
     # ------------------------------------------------------------------ boundaries
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -143,7 +191,8 @@ class ProfileSession:
         self.done += 1
         rec = self.recorder
         if self.root is None:
-            self.root = find_root_model(self.script, optimizer)
+            self.line_log.stop()
+            self.root = find_root_model(self.script, optimizer, executed=self.line_log.executed())
             if optimizer is not None:
                 self.optimizer_variable = find_variable(self.script, optimizer)
         if self.device is None:
@@ -228,6 +277,7 @@ class ProfileSession:
         self._last = perf_counter_ns()
         self._last_faults = minor_faults()
         failure: BaseException | None = None
+        self.line_log.start()
         try:
             runpy.run_path(str(script), run_name="__main__")
         except _StopScript:
@@ -248,6 +298,7 @@ class ProfileSession:
         except BaseException as exc:  # the script's own error: show it, then stop
             failure = ScriptError(_describe_script_error(exc, script))
         finally:
+            self.line_log.stop()
             if alarm is not None:
                 alarm.cancel()
                 signal.signal(signal.SIGALRM, old_handler)

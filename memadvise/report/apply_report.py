@@ -15,6 +15,7 @@ def apply_document(prepared, written: dict, verify: dict | None) -> dict:
                  "actions": prepared.plan["actions"], "predicted": prepared.plan["predicted"]},
         "script": str(prepared.script),
         "insert_after_line": prepared.patch.insert_line,
+        "where": getattr(prepared, "where", ""),
         "written": written,
         "diff": prepared.patch.diff,
         "verify": verify,
@@ -27,6 +28,8 @@ def render_patch(console: Console, prepared, written: dict) -> None:
     else:  # piped or redirected: the diff byte for byte, never cropped to a console width
         console.file.write(prepared.patch.diff if prepared.patch.diff.endswith("\n") else prepared.patch.diff + "\n")
     plan = prepared.plan
+    if getattr(prepared, "where", ""):
+        console.print(f"the plan goes {prepared.where}")
     if "patch" in written:
         console.print(f"plan #{plan['rank']} ({plan['strategy']}) written as a patch to {written['patch']}")
         console.print(f"apply it with: [bold]git apply {written['patch']}[/bold]  (or patch -p1 < {written['patch']})")
