@@ -249,6 +249,9 @@ def _site_in_scope(body: list[ast.stmt], expression: str, executed: set[int] | N
         where += f", before {_describe(wraps[0].node, source_lines)}, which changes the unit paths"
     elif anchor.kind == "wrap":
         where += ", through the wrapper (the unit paths include it)"
+    skipped = [w for w in all_wraps if w.lineno > anchor.node.lineno and not _ran(w, executed)]
+    if skipped:
+        where += f"; {_describe(skipped[0], source_lines)} did not run when profiled"
     if isinstance(node, (ast.With, ast.AsyncWith)) and node is anchor.node:
         return ModelSite(node.lineno, node.body[0].col_offset, expression, strip, where)
     return ModelSite(node.end_lineno or node.lineno, node.col_offset, expression, strip, where)

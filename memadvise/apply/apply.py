@@ -138,6 +138,7 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         which = f"rank={plan['rank']}" if plan else "rank=1"
         raise PlanRefused(str(exc).replace("PLAN_FILE", f'"{plan_file.path}", {which}')) from None
     line, indent, expression = site.line, site.indent, site.expression
+    applied["units"] = [_strip(a["unit"], site.strip_prefix) for a in (plan["actions"] if plan else [])]
     model_block = ""
     if plan is not None:
         actions = [dict(a, unit=_strip(a["unit"], site.strip_prefix)) for a in plan["actions"]]

@@ -61,6 +61,11 @@ def memadvise_apply(model, actions):
         model.config.use_cache = False  # Hugging Face: a KV cache would grow twice under recompute
     for unit, action, save_ops, restore in actions:
         wrap(model.get_submodule(unit), action, save_ops, restore)
+    import os  # `memadvise apply --verify` asks which units this run wrapped
+
+    if os.environ.get("MEMADVISE_APPLIED_OUT"):
+        with open(os.environ["MEMADVISE_APPLIED_OUT"], "a", encoding="utf-8") as out:
+            out.writelines(f"{a[0]}\n" for a in actions)
     return model
 
 
