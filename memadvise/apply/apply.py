@@ -100,9 +100,25 @@ def combined_prediction(plan_file: PlanFile, plan: dict | None, traffic: list[di
         return pred
 
 
-def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traffic: list[str] = ()) -> PreparedPatch:
+def script_of(plan_file: PlanFile, named: str | os.PathLike | None = None) -> Path:
+    """The script a plan patches: ``named`` when given; else the plan's path, which is
+    relative to the working directory it was profiled in (so a copy of the project
+    patches its own copy), and must lie inside the current working directory."""
+    if named is not None:
+        return Path(named).resolve()
+    recorded = Path(plan_file.script["path"])
+    script = recorded.resolve()
+    here = Path.cwd().resolve()
+    if recorded.is_absolute() and here not in script.parents:
+        raise PlanRefused(f"the plan's script {str(script)!r} is outside this project ({here}); "
+                          "name it to patch it anyway: --script PATH")
+    return script
+
+
+def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traffic: list[str] = (),
+            script: str | os.PathLike | None = None) -> PreparedPatch:
     """Validate the plan against the current script and build the patch (nothing written)."""
-    script = Path(plan_file.script["path"])
+    script = script_of(plan_file, script)
     source = read_script(script)
     if sha256_text(source) != plan_file.script["sha256"] and not force:
         raise PlanRefused(

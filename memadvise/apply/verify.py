@@ -84,7 +84,9 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
     if timing_steps is None:
         timing_steps = max(5, int(settings.get("timing_steps") or 0))
     args = list(plan_file.script.get("args", []))
-    cwd = plan_file.script.get("cwd") or os.getcwd()
+    # a relative script path was relative to the directory profiled in: this one, or its copy
+    relative = not os.path.isabs(str(plan_file.script.get("path") or "/"))
+    cwd = os.getcwd() if relative else (plan_file.script.get("cwd") or os.getcwd())
     if not os.path.isdir(cwd):
         cwd = os.getcwd()
     nproc = int((plan_file.doc.get("distributed") or {}).get("world_size") or 1)

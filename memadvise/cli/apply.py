@@ -17,6 +17,7 @@ def apply_command(
     rank: Optional[int] = typer.Option(None, "--rank", help="Plan to apply, by rank (default: 1)."),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Plan to apply, by strategy name."),
     traffic: Optional[List[str]] = typer.Option(None, "--traffic", help="Traffic strategy to apply too (repeatable): optimizer-fused, compile, ..."),
+    script: Optional[Path] = typer.Option(None, "--script", help="The script to patch (default: the plan's, relative to this directory)."),
     patch_path: Path = typer.Option(DEFAULT_DIR / "plan.patch", "--patch", help="Where to write the patch."),
     write: bool = typer.Option(False, "--write", help="Patch the script in place, keeping SCRIPT.orig."),
     verify: bool = typer.Option(False, "--verify", help="Profile the patched script and compare with the prediction."),
@@ -41,7 +42,7 @@ def apply_command(
     tol = parse_percent(tolerance, what="tolerance", allow_zero=True)
     plan_file = read_plan(plan_path)
     plan = None if (traffic and rank is None and strategy is None) else select_plan(plan_file, rank=rank, strategy=strategy)
-    prepared = prepare(plan_file, plan, force=force, traffic=traffic or [])
+    prepared = prepare(plan_file, plan, force=force, traffic=traffic or [], script=script)
     written: dict = {}
     if write:
         written["backup"] = str(write_in_place(prepared, force=force))

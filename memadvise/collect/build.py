@@ -275,7 +275,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         "tool": {"name": "memadvise", "version": __version__},
         "environment": environment(raw.device),
         "script": {
-            "path": str(script),
+            "path": _project_path(script),
             "args": list(raw.args),
             "sha256": _sha256(script),
             "cwd": os.getcwd(),
@@ -311,6 +311,16 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         "trace": trace,
     }
     return doc
+
+
+def _project_path(script: Path) -> str:
+    """The script's path relative to the working directory, with ``/``, when it lies under
+    it (a copy of the project then names its own script); absolute otherwise."""
+    try:
+        rel = Path(os.path.relpath(script, Path.cwd().resolve()))
+    except ValueError:  # another drive on Windows
+        return str(script)
+    return str(script) if rel.parts[:1] == ("..",) else rel.as_posix()
 
 
 def _step_local(calibration: dict, mark: Any) -> dict:

@@ -297,6 +297,7 @@ class ProfileSession:
             failure = ScriptError(f"interrupted after {self.done} of {self.total} steps")
         except BaseException as exc:  # the script's own error: show it, then stop
             failure = ScriptError(_describe_script_error(exc, script))
+            failure.details = script_traceback(exc)
         finally:
             self.line_log.stop()
             if alarm is not None:
@@ -424,18 +425,42 @@ def _training_device(optimizer: Any, root: RootModel | None) -> torch.device:
     return torch.device("cpu")
 
 
+_OUR_FILES = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.abspath(runpy.__file__))
+
+
+def _user_frames(tb: Any) -> traceback.StackSummary:
+    """The traceback's frames without memadvise's and runpy's: the script's and what it called."""
+    frames = traceback.extract_tb(tb)
+    return traceback.StackSummary.from_list(
+        [fs for fs in frames if not (fs.filename.startswith("<frozen runpy")
+                                     or os.path.abspath(fs.filename).startswith(_OUR_FILES))])
+
+
+def script_traceback(exc: BaseException) -> str:
+    """The script's exception as Python prints it, memadvise's frames left out."""
+    lines = ["the script's traceback (most recent call last; memadvise's frames left out):\n"]
+    lines += traceback.format_list(_user_frames(exc.__traceback__))
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip("\n")
+
+
 def _describe_script_error(exc: BaseException, script: Path) -> str:
-    """One line: the script's exception and where in the script it was raised."""
+    """One line: the script's exception and where it was raised: the script's line, and
+    the line that failed when that is elsewhere (in code the script exec'd, or a library)."""
     where = ""
     script_path = str(script.resolve())
-    frames = traceback.extract_tb(exc.__traceback__)
-    for fs in reversed(frames):
-        if os.path.abspath(fs.filename) == script_path:
-            where = f" ({script.name}:{fs.lineno})"
-            break
-    if not where and frames:
-        fs = frames[-1]
-        where = f" ({os.path.basename(fs.filename)}:{fs.lineno})"
+    frames = _user_frames(exc.__traceback__)
+    mine = next((fs for fs in reversed(frames) if os.path.abspath(fs.filename) == script_path), None)
+    last = frames[-1] if frames else None
+    if mine is not None:
+        where = f" ({script.name}:{mine.lineno}"
+        if last is not None and last is not mine:
+            what = (f"line {last.lineno} of the code it exec'd" if last.filename.startswith("<")
+                    else f"{os.path.basename(last.filename)}:{last.lineno}")
+            where += f", failing at {what}"
+        where += ")"
+    elif last is not None:
+        where = f" ({os.path.basename(last.filename)}:{last.lineno})"
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     sep = ": " if message else ""
     return f"the script raised {type(exc).__name__}{sep}{message}{where}"

@@ -274,3 +274,17 @@ def test_profile_counts_page_faults_per_timed_step(tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "p.json").read_text())["summary"]
     assert summary["minor_faults_per_step"] >= 0.9 * 64 * 2**20 / 4096
+
+
+def test_a_budget_the_baseline_meets_recommends_nothing(in_ws):
+    r = cli("suggest", "--budget", "100GiB", "--out", ".memadvise/plan_big.json")
+    assert r.exit_code == 0, r.output
+    assert "is at or above the baseline peak" in r.stdout and "recommendation:" not in r.stdout
+    doc = json.loads((in_ws / ".memadvise" / "plan_big.json").read_text())
+    assert doc["recommendation"] is None and doc["budget"]["met_by_baseline"] is True
+
+
+@pytest.mark.parametrize("budget, hint", [("60", "60% of the baseline peak, or 60MiB?"), ("0.6", "60%")])
+def test_a_bare_number_budget_exits_2_with_a_hint(in_ws, budget, hint):
+    r = cli("suggest", "--budget", budget, "--out", ".memadvise/bad.json")
+    assert r.exit_code == 2 and hint in one_line_error(r.stderr)
