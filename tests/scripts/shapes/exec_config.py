@@ -33,7 +33,7 @@ if compile:
     model = torch.compile(model)
 if ddp:
     model = torch.nn.parallel.DistributedDataParallel(model)
-for it in range(max_iters):
+for _it in range(max_iters):
     x = torch.randn(batch_size, width)
     loss = model(x).pow(2).mean()
     loss.backward()
