@@ -33,7 +33,7 @@ class PreparedPatch:
     where: str = ""  # where the plan goes in the script, and why there
 
 
-MODEL_CHANGES = ("autocast", "channels_last", "compile")
+MODEL_CHANGES = ("autocast", "channels_last", "compile", "free_grads")
 OPTIMIZER_CHANGES = ("optimizer", "set_to_none")
 
 
@@ -100,16 +100,18 @@ def combined_prediction(plan_file: PlanFile, plan: dict | None, traffic: list[di
         return pred
 
 
-def script_of(plan_file: PlanFile, named: str | os.PathLike | None = None) -> Path:
+def script_of(plan_file: PlanFile, named: str | os.PathLike | None = None, *,
+              project: str | os.PathLike | None = None) -> Path:
     """The script a plan patches: ``named`` when given; else the plan's path, which is
     relative to the working directory it was profiled in (so a copy of the project
-    patches its own copy), and must lie inside the current working directory."""
+    patches its own copy). With ``project`` (the command's working directory), a plan
+    path outside it is refused: ``apply`` never patches another checkout unasked."""
     if named is not None:
         return Path(named).resolve()
     recorded = Path(plan_file.script["path"])
     script = recorded.resolve()
-    here = Path.cwd().resolve()
-    if recorded.is_absolute() and here not in script.parents:
+    here = Path(project).resolve() if project is not None else None
+    if here is not None and here not in script.parents:
         raise PlanRefused(f"the plan's script {str(script)!r} is outside this project ({here}); "
                           "name it to patch it anyway: --script PATH")
     return script

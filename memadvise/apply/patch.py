@@ -129,7 +129,7 @@ def tune_block(changes: list[tuple], *, target: str, names: list[str], notes: li
     lines += [f"# {n}" for n in notes]
     if define:
         lines.append(inspect.getsource(runtime.memadvise_tune).rstrip())
-    model, opt = (target, "None") if changes and changes[0][0] in ("autocast", "channels_last", "compile") else ("None", target)
+    model, opt = (target, "None") if changes and changes[0][0] in ("autocast", "channels_last", "compile", "free_grads") else ("None", target)
     lines.append(f"memadvise_tune({model}, {opt}, {changes!r})")
     lines.append(END_MARK)
     return "\n".join(lines) + "\n"

@@ -71,7 +71,7 @@ def memadvise_apply(model, actions):
 
 def memadvise_tune(model, optimizer, changes):
     """Traffic changes: ("autocast", dtype name, device type), ("channels_last",),
-    ("compile",) on `model`; ("optimizer", "foreach" | "fused" | "for-loop"),
+    ("compile",), ("free_grads",) on `model`; ("optimizer", "foreach" | "fused" | "for-loop"),
     ("set_to_none",) on `optimizer`."""
     import torch
 
@@ -88,6 +88,13 @@ def memadvise_tune(model, optimizer, changes):
                 group["foreach"] = change[1] == "foreach"
                 if "fused" in group:
                     group["fused"] = True if change[1] == "fused" else None
+        elif kind == "free_grads":
+            def free_grads(module, args):  # the previous step's gradients, dropped as the forward starts
+                if torch.is_grad_enabled():
+                    for p in module.parameters():
+                        p.grad = None
+
+            model.register_forward_pre_hook(free_grads)
         elif kind == "set_to_none":
             optimizer.zero_grad = lambda set_to_none=True, zero_grad=optimizer.zero_grad: zero_grad(set_to_none=True)
     return model

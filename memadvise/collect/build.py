@@ -248,7 +248,8 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
                 "frame_line": root_info.frame_line,
                 "assign_line": _assign_line(raw.script, root_info),
                 "frames": root_info.frames,
-                "input_shapes": _root_input_shapes(rec, mark, root),
+                # positional tensor inputs, then keyword ones by name (HF: input_ids, labels)
+                "input_shapes": _with_keywords(_root_input_shapes(rec, mark, root), raw.root_kwarg_shapes),
                 "param_count": int(sum(p.numel() for p in params)),
                 "param_bytes": int(sum(p.numel() * p.element_size() for p in params)),
                 "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
@@ -333,6 +334,12 @@ def _step_local(calibration: dict, mark: Any) -> dict:
             out[key] = {str(i - mark.start_op): round(float(r), 4) for i, r in ratios.items()
                         if mark.start_op <= i < mark.end_op}
     return out
+
+
+def _with_keywords(shapes: list | None, keyword_shapes: list) -> list | None:
+    if not keyword_shapes:
+        return shapes
+    return (shapes or []) + keyword_shapes
 
 
 def _root_input_shapes(rec: Recorder, mark: Any, root: torch.nn.Module) -> list | None:

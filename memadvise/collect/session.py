@@ -82,6 +82,7 @@ class RawRun:
     timing_minor_faults: list[int] = field(default_factory=list)  # per timing step; empty where not measurable
     calibration: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    root_kwarg_shapes: list = field(default_factory=list)  # [dtype, shape] of the root's tensor keyword inputs
 
 
 class LineLog:
@@ -193,6 +194,8 @@ class ProfileSession:
         if self.root is None:
             self.line_log.stop()
             self.root = find_root_model(self.script, optimizer, executed=self.line_log.executed())
+            if self.root is not None:  # keyword inputs (model(input_ids=..., labels=...)), for fit
+                self._hooks.append(self.root.module.register_forward_pre_hook(self._root_kwargs, with_kwargs=True))
             if optimizer is not None:
                 self.optimizer_variable = find_variable(self.script, optimizer)
         if self.device is None:
@@ -230,6 +233,10 @@ class ProfileSession:
             self._step_overhead_start = rec.overhead_ns
         self._last = perf_counter_ns()
         self._last_faults = minor_faults()
+
+    def _root_kwargs(self, module: Any, args: Any, kwargs: Any) -> None:
+        self.root_kwarg_shapes = [[str(v.dtype).replace("torch.", ""), list(v.shape)]
+                                  for _k, v in sorted((kwargs or {}).items()) if isinstance(v, torch.Tensor)]
 
     # ------------------------------------------------------------------ running
     def run(self) -> RawRun:
@@ -341,6 +348,7 @@ class ProfileSession:
             plain_forward_ns=self.plain_timer.totals if self.plain_timer is not None else {},
             plain_step_ns=self.plain_timed_wall_ns,
             timing_minor_faults=self.timing_minor_faults,
+            root_kwarg_shapes=self.root_kwarg_shapes,
         )
 
 

@@ -218,6 +218,13 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
     from memadvise.planning.traffic_plans import traffic_section
 
     traffic = traffic_section(profile, sim, allow_precision=allow_precision, recommended=rec_tuple)
+    free = next((t for t in traffic["plans"] if t["strategy"] == "free-grads"), None)
+    if free is not None and free["predicted"]["peak_bytes"] < base.peak_bytes:
+        peak = free["predicted"]["peak_bytes"]
+        notes.append(f"the previous step's gradients are alive at the forward peak (zero_grad() after the forward): "
+                     f"dropping them before the forward lowers the peak to {format_bytes(peak)} "
+                     f"({(peak / base.peak_bytes - 1) * 100:+.1f}%) with no recompute: "
+                     "apply --traffic free-grads (or call zero_grad() before the forward)")
     doc = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,

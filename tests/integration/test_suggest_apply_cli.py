@@ -3,6 +3,7 @@ accept, in-place writes with backups, refusals, and untrusted plan files."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -288,3 +289,24 @@ def test_a_budget_the_baseline_meets_recommends_nothing(in_ws):
 def test_a_bare_number_budget_exits_2_with_a_hint(in_ws, budget, hint):
     r = cli("suggest", "--budget", budget, "--out", ".memadvise/bad.json")
     assert r.exit_code == 2 and hint in one_line_error(r.stderr)
+
+
+def test_apply_in_a_copy_of_the_project_patches_the_copy(in_ws, tmp_path, monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(in_ws, copy, ignore=shutil.ignore_patterns(".git"))
+    monkeypatch.chdir(copy)
+    r = cli("apply", "--write")
+    assert r.exit_code == 0, r.output
+    assert "memadvise plan: begin" in (copy / "train.py").read_text()
+    assert "memadvise plan: begin" not in (in_ws / "train.py").read_text()
+
+
+def test_apply_refuses_a_script_outside_the_project_unless_named(in_ws, tmp_path, monkeypatch):
+    plan = json.loads((in_ws / ".memadvise" / "plan.json").read_text())
+    plan["script"]["path"] = str(in_ws / "train.py")
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    monkeypatch.chdir(tmp_path)
+    r = cli("apply", "--plan", "plan.json", "--patch", "p.patch")
+    assert r.exit_code == 2 and "is outside this project" in one_line_error(r.stderr)
+    r = cli("apply", "--plan", "plan.json", "--patch", "p.patch", "--script", str(in_ws / "train.py"))
+    assert r.exit_code == 0, r.output
