@@ -199,7 +199,7 @@ def _ran(node: ast.stmt, executed: set[int] | None) -> bool:
 
 
 def _describe(node: ast.stmt, source_lines: list[str]) -> str:
-    text = source_lines[node.lineno - 1].strip() if node.lineno - 1 < len(source_lines) else ""
+    text = (_unparse(node) or "").split("\n")[0].strip()
     if len(text) > 60:
         text = text[:57] + "..."
     return f"`{text}` (line {node.lineno})"

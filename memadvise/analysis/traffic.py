@@ -306,7 +306,7 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         first_bwd = next((i for i in range(len(t.op_phase)) if t.op_phase[i] == Phase.BACKWARD), None)
         if first_bwd is None or first_bwd == 0:
             raise ValueError("the step has no forward before a backward")
-        window = (op_of >= 0) & (op_of < first_bwd)
+        window = (op_of >= 0) & (op_of < first_bwd) & (tl.phase == int(Phase.FORWARD))
         at_backward = grads[op_of == first_bwd - 1]
         if not window.any() or float(grads[window].max()) <= 0:
             raise ValueError("no gradients are alive during the forward")

@@ -87,6 +87,8 @@ def traffic_section(profile: Profile, sim: Simulator, *, allow_precision: bool,
             if "free_grads" not in change:  # a fix for one script shape: not worth a line elsewhere
                 unavailable.append({"strategy": _name(change), "reason": str(exc)})
             continue
+        if "free_grads" in change and pred.peak_bytes >= base.peak_bytes:
+            continue  # gradients alive in the forward, but not at its peak: nothing won
         step = sim.base_step_s + pred.delta_s
         entry = {
             "strategy": _name(change),
