@@ -127,10 +127,6 @@ def _call_name(func: ast.expr) -> str | None:
     return None
 
 
-def _mentions(node: ast.AST, expression: str) -> bool:
-    return any(_unparse(n) == expression for n in ast.walk(node) if isinstance(n, (ast.Name, ast.Attribute)))
-
-
 def _unparse(node: ast.AST) -> str | None:
     try:
         return ast.unparse(node)
@@ -141,7 +137,7 @@ def _unparse(node: ast.AST) -> str | None:
 def _classify(node: ast.stmt, expression: str) -> tuple[str, str | None] | None:
     if any(_unparse(t) == expression for t in _targets(node)):
         value = getattr(node, "value", None)
-        if isinstance(value, ast.Call) and _call_name(value.func) in PATH_WRAPPERS and _mentions(value, expression):
+        if isinstance(value, ast.Call) and _call_name(value.func) in PATH_WRAPPERS:
             return "wrap", PATH_WRAPPERS[_call_name(value.func)]
         return "build", None
     if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):

@@ -13,7 +13,7 @@ import pytest
 from memadvise.apply.apply import prepare
 from memadvise.collect.api import profile_script
 from memadvise.planning.suggest import suggest
-from memadvise.schema.plan import PlanFile
+from memadvise.schema.plan import PlanFile, write_plan
 from oracle import measure_script
 
 SHAPES = Path(__file__).resolve().parents[1] / "scripts" / "shapes"
@@ -27,6 +27,7 @@ def _plan_and_patch(tmp_path, name, args=()):
     profile = profile_script(script, list(args), warmup=1, timing_steps=1, steps=2, out=tmp_path / "profile.json",
                              calibrate_overheads=False)
     doc = suggest(profile, profile_path=str(tmp_path / "profile.json"))
+    write_plan(doc, tmp_path / "plan.json")
     plan_file = PlanFile.from_doc(doc, tmp_path / "plan.json")
     plan = next(p for p in doc["plans"] if p["rank"] == 1)  # what a user applies first
     prepared = prepare(plan_file, plan)
@@ -131,3 +132,22 @@ def test_gradients_alive_in_the_forward_are_a_cheap_win_that_holds(tmp_path, mon
     measured = measure_script(str(patched), [], warmup=2)
     pred = prepared.plan["predicted"]["peak_bytes"]
     assert abs(pred - measured["peak_bytes"]) <= TOL * measured["peak_bytes"], (pred, measured["peak_bytes"])
+
+
+def test_verify_says_a_plan_whose_code_never_ran_did_not_take_effect(tmp_path):
+    # the plan placed where issue 23's nanoGPT run had it: inside `if ddp:`, which never runs
+    from dataclasses import replace
+
+    from memadvise.apply.patch import make_patch
+    from memadvise.apply.verify import verify
+    from memadvise.schema.plan import read_plan
+
+    prepared, plan, _ = _plan_and_patch(tmp_path, "ddp_if")
+    script = prepared.script
+    wrap_line = _line_of(prepared.source, "model = DDP(model)")
+    inside = make_patch(script, prepared.source, prepared.patch.block, wrap_line, 4, script.name)
+    result = verify(read_plan(tmp_path / "plan.json"), replace(prepared, patch=inside), tolerance=0.05, timing_steps=1)
+    applied = result["applied"]
+    assert applied["wrapped"] == 0 and not applied["took_effect"] and not result["passed"]
+    assert applied["said"].startswith(f"0 of {len(plan['actions'])} units were")
+    assert "the inserted code did not run" in applied["said"]
