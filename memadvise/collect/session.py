@@ -284,7 +284,8 @@ class ProfileSession:
         self._last = perf_counter_ns()
         self._last_faults = minor_faults()
         failure: BaseException | None = None
-        self.line_log.start()
+        if self.warmup > 0:  # the tracer's cost lands on the discarded warm-up step only
+            self.line_log.start()
         try:
             runpy.run_path(str(script), run_name="__main__")
         except _StopScript:
