@@ -288,11 +288,19 @@ def find_model_site(source: str, model: dict, units: list[str] = ()) -> ModelSit
             reasons.append(f"`{expression}` is a parameter of {label}")
             continue  # applied at every call of the function: go to the caller that built it
         executed = frame.get("executed_lines")
+        wrapped_in = frame.get("wrapped_in") or ""
+        if wrapped_in:  # the frame names the model inside the wrapper the root is
+            units = [u[len(wrapped_in) + 1:] if u.startswith(wrapped_in + ".") else "" if u == wrapped_in else u
+                     for u in units]
         site = _site_in_scope(body, expression, set(executed) if executed is not None else None,
                               frame.get("line"), list(units), source_lines)
+        if isinstance(site, ModelSite) and wrapped_in:
+            site.strip_prefix = ".".join(p for p in (wrapped_in, site.strip_prefix) if p)
+            site.where += f" (the model inside the {wrapped_in!r} wrapper the training ran through)"
         if isinstance(site, ModelSite):
             if frame is not frames[0]:
-                site.where += f" in {label}, which passes it on"
+                passed = any("is a parameter of" in r for r in reasons)
+                site.where += f" in {label}" + (", which passes it on" if passed else "")
             return site
         reasons.append(f"`{expression}` in {label}: {site}")
     name = frames[0]["expression"] if frames else "model"

@@ -77,6 +77,11 @@ def _drop_locals_snapshot(frame: Any) -> None:
         pass
 
 
+# the attribute through which a wrapper holds the model: DDP and DataParallel, FSDP (1),
+# torch.compile's OptimizedModule
+_WRAPPED_AS = ("module", "_fsdp_wrapped_module", "_orig_mod")
+
+
 def _parameter_names(code: Any) -> set[str]:
     n = code.co_argcount + code.co_kwonlyargcount
     return set(code.co_varnames[:n])
@@ -123,9 +128,23 @@ def find_root_model(script: Path, optimizer: Any, executed: dict | None = None) 
         frame = frame.f_back
         depth += 1
     if found is not None:
+        # what each frame calls the model, or the model inside its wrappers (HF's Trainer
+        # wraps the script's `model` in DDP itself): the name, and the wrapper path
+        inner: list[tuple[str, torch.nn.Module]] = [("", found.module)]
+        while len(inner) < 4:
+            attr = next((a for a in _WRAPPED_AS if isinstance(getattr(inner[-1][1], a, None), torch.nn.Module)), None)
+            if attr is None:
+                break
+            path = f"{inner[-1][0]}.{attr}" if inner[-1][0] else attr
+            inner.append((path, getattr(inner[-1][1], attr)))
         for fr, candidates in seen_frames:
             code = fr.f_code
-            name = next((n for n, m in candidates if m is found.module and "." not in n), None)
+            name, prefix = None, ""
+            for path, module in inner:
+                name = next((n for n, m in candidates if m is module and "." not in n), None)
+                if name is not None:
+                    prefix = path
+                    break
             lines = (executed or {}).get((code.co_name, code.co_firstlineno)) if executed is not None else None
             found.frames.append({
                 "function": code.co_name,
@@ -133,6 +152,7 @@ def find_root_model(script: Path, optimizer: Any, executed: dict | None = None) 
                 "line": fr.f_lineno,
                 "expression": name,
                 "parameter": name in _parameter_names(code) if name else False,
+                "wrapped_in": prefix,  # the root's path to what `expression` names ("module": inside DDP)
                 "executed_lines": sorted(lines) if lines is not None else None,
             })
         return found

@@ -102,3 +102,11 @@ def test_no_site_says_why_and_names_the_line_to_add():
 def test_old_profiles_without_frames_still_place_the_plan():
     site = find_model_site(NANOGPT, {"expression": "model", "function": "<module>", "frame_line": 19})
     assert site.line == 10
+
+
+def test_a_model_a_library_wrapped_is_planned_where_the_script_built_it():
+    # HF Trainer under torchrun: the root that trained is DDP(model), built by the Trainer
+    source = "model = Net()\ntrainer = Trainer(model=model)\ntrainer.train()\n"
+    f = dict(frame(3, [1, 2, 3]), wrapped_in="module")
+    site = find_model_site(source, {"frames": [f]}, ["module.h.0", "module.h.1"])
+    assert site.line == 1 and site.strip_prefix == "module"
