@@ -15,6 +15,7 @@ then the script is stopped by an exception raised from the last step's boundary.
 from __future__ import annotations
 
 import os
+import re
 import runpy
 import signal
 import sys
@@ -464,7 +465,9 @@ def _describe_script_error(exc: BaseException, script: Path) -> str:
     if mine is not None:
         where = f" ({script.name}:{mine.lineno}"
         if last is not None and last is not mine:
-            what = (f"line {last.lineno} of the code it exec'd" if last.filename.startswith("<")
+            execd = re.search(r"exec\(\s*open\(\s*(['\"])([^'\"]+)\1", mine.line or "")
+            what = (f"{os.path.basename(execd.group(2))}:{last.lineno}, which it exec'd" if execd and last.filename == "<string>"
+                    else f"line {last.lineno} of the code it exec'd" if last.filename.startswith("<")
                     else f"{os.path.basename(last.filename)}:{last.lineno}")
             where += f", failing at {what}"
         where += ")"

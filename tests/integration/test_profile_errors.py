@@ -110,3 +110,14 @@ def test_missing_profile_for_show(tmp_path):
     result = cli("show", "--profile", tmp_path / "nope.json")
     assert result.exit_code == 2
     assert "does not exist" in one_line_error(result.stderr)
+
+
+def test_an_error_in_a_configurator_execd_by_name_names_that_file(tmp_path, monkeypatch):
+    # nanoGPT: exec(open('configurator.py').read()) at train.py:77
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configurator.py").write_text("x = 1\nraise ValueError('Unknown config key: foo')\n")
+    (tmp_path / "train.py").write_text("batch = 4\nexec(open('configurator.py').read())\n")
+    result = cli("profile", "train.py", "--out", tmp_path / "p.json")
+    assert result.exit_code == 2
+    assert ("ValueError: Unknown config key: foo (train.py:2, failing at configurator.py:2, which it exec'd)"
+            in one_line_error(result.stderr))

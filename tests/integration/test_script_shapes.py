@@ -134,7 +134,7 @@ def test_gradients_alive_in_the_forward_are_a_cheap_win_that_holds(tmp_path, mon
     assert abs(pred - measured["peak_bytes"]) <= TOL * measured["peak_bytes"], (pred, measured["peak_bytes"])
 
 
-def test_verify_says_a_plan_whose_code_never_ran_did_not_take_effect(tmp_path):
+def test_verify_tells_a_plan_whose_code_never_ran_from_one_that_did(tmp_path):
     # the plan placed where issue 23's nanoGPT run had it: inside `if ddp:`, which never runs
     from dataclasses import replace
 
@@ -151,3 +151,7 @@ def test_verify_says_a_plan_whose_code_never_ran_did_not_take_effect(tmp_path):
     assert applied["wrapped"] == 0 and not applied["took_effect"] and not result["passed"]
     assert applied["said"].startswith(f"0 of {len(plan['actions'])} units were")
     assert "the inserted code did not run" in applied["said"]
+    # the patch as `apply` places it: every unit wrapped, the peak as predicted
+    result = verify(read_plan(tmp_path / "plan.json"), prepared, tolerance=TOL, timing_steps=1)
+    assert result["applied"]["took_effect"] and result["applied"]["wrapped"] == len(plan["actions"])
+    assert result["passed"], result["rows"]["peak_bytes"]
