@@ -253,6 +253,25 @@ def _site_in_scope(body: list[ast.stmt], expression: str, executed: set[int] | N
     return ModelSite(node.end_lineno or node.lineno, node.col_offset, expression, strip, where)
 
 
+def _site_in_methods(tree: ast.Module, function: str | None, first_line: int | None, expression: str,
+                     units: list[str], source_lines: list[str]) -> ModelSite | None:
+    """``self.model`` trained in one method and built in another (``__init__`` first): the
+    site in the method that builds it, read from the script alone."""
+    for cls in ast.walk(tree):
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        methods = [n for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        if not any(m.name == function and (first_line is None or first_line in
+                                          {m.lineno} | {d.lineno for d in m.decorator_list}) for m in methods):
+            continue
+        for method in sorted(methods, key=lambda m: m.name != "__init__"):
+            site = _site_in_scope(method.body, expression, None, None, units, source_lines)
+            if isinstance(site, ModelSite):
+                site.where += f" in {cls.name}.{method.name}()"
+                return site
+    return None
+
+
 def find_model_site(source: str, model: dict, units: list[str] = ()) -> ModelSite:
     """Where to apply a plan to the model that ran, from the profile's ``model`` record.
 
@@ -284,7 +303,7 @@ def find_model_site(source: str, model: dict, units: list[str] = ()) -> ModelSit
             reasons.append(f"{label} is not in the script as profiled")
             continue
         body, params = scope
-        if expression.split(".")[0] in params:
+        if expression.split(".")[0] in params and not expression.startswith("self."):
             reasons.append(f"`{expression}` is a parameter of {label}")
             continue  # applied at every call of the function: go to the caller that built it
         executed = frame.get("executed_lines")
@@ -294,6 +313,8 @@ def find_model_site(source: str, model: dict, units: list[str] = ()) -> ModelSit
                      for u in units]
         site = _site_in_scope(body, expression, set(executed) if executed is not None else None,
                               frame.get("line"), list(units), source_lines)
+        if not isinstance(site, ModelSite) and expression.startswith("self."):
+            site = _site_in_methods(tree, function, frame.get("first_line"), expression, list(units), source_lines) or site
         if isinstance(site, ModelSite) and wrapped_in:
             site.strip_prefix = ".".join(p for p in (wrapped_in, site.strip_prefix) if p)
             site.where += f" (the model inside the {wrapped_in!r} wrapper the training ran through)"

@@ -141,7 +141,8 @@ def find_root_model(script: Path, optimizer: Any, executed: dict | None = None) 
             code = fr.f_code
             name, prefix = None, ""
             for path, module in inner:
-                name = next((n for n, m in candidates if m is module and "." not in n), None)
+                name = next((n for n, m in candidates if m is module and "." not in n),
+                            next((n for n, m in candidates if m is module and n.startswith("self.")), None))
                 if name is not None:
                     prefix = path
                     break

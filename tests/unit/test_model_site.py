@@ -110,3 +110,22 @@ def test_a_model_a_library_wrapped_is_planned_where_the_script_built_it():
     f = dict(frame(3, [1, 2, 3]), wrapped_in="module")
     site = find_model_site(source, {"frames": [f]}, ["module.h.0", "module.h.1"])
     assert site.line == 1 and site.strip_prefix == "module"
+
+
+def test_self_model_trained_in_one_method_is_planned_where_init_builds_it():
+    source = textwrap.dedent("""\
+        class Trainer:
+            def __init__(self):
+                self.model = Net()
+                self.model.to('cpu')
+                self.opt = SGD(self.model.parameters())
+            def fit(self):
+                for x in data:
+                    self.model(x).sum().backward()
+                    self.opt.step()
+        Trainer().fit()
+    """)
+    frames = [frame(9, [7, 8, 9], "fit", expression="self.model", first_line=6)]
+    site = find_model_site(source, {"frames": frames})
+    assert (site.line, site.indent, site.expression) == (4, 8, "self.model")
+    assert site.where.endswith("in Trainer.__init__()")
