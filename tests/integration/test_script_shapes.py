@@ -115,12 +115,13 @@ def test_a_parameter_with_no_caller_that_builds_it_names_the_line_to_add(tmp_pat
 
 
 def test_gradients_alive_in_the_forward_are_a_cheap_win_that_holds(tmp_path, monkeypatch):
-    # train_one_epoch.py calls zero_grad() after the forward: the previous step's gradients
+    # train_one_epoch.py --zero-grad-after-forward: the previous step's gradients
     # sit at the forward peak; dropping them as the forward starts is predicted and measured
     for f in ("train_one_epoch.py",):
         shutil.copy(SHAPES / f, tmp_path / f)
     script = tmp_path / "train_one_epoch.py"
-    profile = profile_script(script, [], warmup=1, timing_steps=1, steps=2, out=tmp_path / "profile.json",
+    args = ["--zero-grad-after-forward"]
+    profile = profile_script(script, args, warmup=1, timing_steps=1, steps=2, out=tmp_path / "profile.json",
                              calibrate_overheads=False)
     doc = suggest(profile, profile_path=str(tmp_path / "profile.json"))
     free = next(t for t in doc["traffic"]["plans"] if t["strategy"] == "free-grads")
@@ -129,7 +130,7 @@ def test_gradients_alive_in_the_forward_are_a_cheap_win_that_holds(tmp_path, mon
     prepared = prepare(PlanFile.from_doc(doc, tmp_path / "plan.json"), None, traffic=["free-grads"])
     patched = tmp_path / "patched.py"
     patched.write_text(prepared.patch.new_source)
-    measured = measure_script(str(patched), [], warmup=2)
+    measured = measure_script(str(patched), args, warmup=2)
     pred = prepared.plan["predicted"]["peak_bytes"]
     assert abs(pred - measured["peak_bytes"]) <= TOL * measured["peak_bytes"], (pred, measured["peak_bytes"])
 
