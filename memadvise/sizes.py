@@ -80,7 +80,16 @@ class Budget:
 
 
 def parse_budget(text: str) -> Budget:
-    """``"6GiB"`` → 6 GiB; ``"60%"`` → 60 % of the baseline peak."""
+    """``"6GiB"`` → 6 GiB; ``"60%"`` → 60 % of the baseline peak. A bare number is refused
+    (``60`` would be 60 bytes, ``0.6`` one byte): the message asks which was meant."""
+    bare = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*", str(text))
+    if bare:
+        value = float(bare.group(1))
+        if not math.isfinite(value) or value <= 0:
+            raise UsageError(f"budget {text!r} must be larger than zero")
+        percent = value * 100 if value <= 1 else value
+        raise UsageError(f"budget {str(text).strip()!r} has no unit: {percent:g}% of the baseline peak, or "
+                         f"{value:g}MiB? (write {value:g}B for bytes)")
     if "%" in str(text):
         fraction = parse_percent(text, what="budget")
         if fraction > 10:

@@ -300,6 +300,24 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
         window = (op_of > last_zero) & (op_of < first_bwd)
         total[window] -= grads[window]
         delta = -float(r.time_s[zero_ops].sum())
+    elif kind == "free_grads":
+        # the previous step's gradients alive before the step's first backward (zero_grad()
+        # after the forward): dropped when the forward starts instead, they leave the
+        # forward peak; the script drops them before the backward anyway
+        grads = tl.by_category[:, int(Category.GRADIENT)].astype(np.float64)
+        first_bwd = next((i for i in range(len(t.op_phase)) if t.op_phase[i] == Phase.BACKWARD), None)
+        if first_bwd is None or first_bwd == 0:
+            raise ValueError("the step has no forward before a backward")
+        window = (op_of >= 0) & (op_of < first_bwd) & (tl.phase == int(Phase.FORWARD))
+        at_backward = grads[op_of == first_bwd - 1]
+        if not window.any() or float(grads[window].max()) <= 0:
+            raise ValueError("no gradients are alive during the forward")
+        if at_backward.size and float(at_backward[-1]) > 0:
+            raise ValueError("the gradients alive in the forward are still alive when the backward starts "
+                             "(accumulated, or zeroed in place: see set-to-none)")
+        notes.append(f"the previous step's gradients ({format_bytes(float(grads[window].max()))}) are alive in "
+                     "the forward and dropped by zero_grad() before the backward: dropped before the forward")
+        total[window] -= grads[window]
     elif kind == "autocast":
         low = str(value)
         rate_low = float(cal.get(f"matmul_flops_per_s_{low}") or 0)

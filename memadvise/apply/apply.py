@@ -25,6 +25,7 @@ from memadvise.apply.patch import (
 )
 from memadvise.apply.source_edits import FLAGS, PRIMARY, Span, apply_spans, constructor_spans, zero_grad_spans
 from memadvise.schema.io import atomic_write_text
+from memadvise.source import find_model_site
 from memadvise.schema.plan import PlanFile
 
 
@@ -34,9 +35,10 @@ class PreparedPatch:
     source: str
     patch: PatchResult
     plan: dict  # what was applied: rank, strategy, actions, traffic, predicted (combined)
+    where: str = ""  # where the plan goes in the script, and why there
 
 
-MODEL_CHANGES = ("autocast", "channels_last", "compile")
+MODEL_CHANGES = ("autocast", "channels_last", "compile", "free_grads")
 OPTIMIZER_CHANGES = ("optimizer", "set_to_none")
 
 
@@ -124,15 +126,33 @@ def check_selectors(plan_file: PlanFile, plan: dict, *, force: bool = False) -> 
             raise InputFileError(f"plan #{plan['rank']}: {problem}")
 
 
+def script_of(plan_file: PlanFile, named: str | os.PathLike | None = None, *,
+              project: str | os.PathLike | None = None) -> Path:
+    """The script a plan patches: ``named`` when given; else the plan's path, which is
+    relative to the working directory it was profiled in (so a copy of the project
+    patches its own copy). With ``project`` (the command's working directory), a plan
+    path outside it is refused: ``apply`` never patches another checkout unasked."""
+    if named is not None:
+        return Path(named).resolve()
+    recorded = Path(plan_file.script["path"])
+    script = recorded.resolve()
+    here = Path(project).resolve() if project is not None else None
+    if here is not None and here not in script.parents:
+        raise PlanRefused(f"the plan's script {str(script)!r} is outside this project ({here}); "
+                          "name it to patch it anyway: --script PATH")
+    return script
+
+
 def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traffic: list[str] = (),
-            runtime: str = "inline") -> PreparedPatch:
+            runtime: str = "inline", script: str | os.PathLike | None = None) -> PreparedPatch:
     """Validate the plan against the current script and build the patch (nothing written).
 
     runtime: "inline" (the runtime's source goes into the script, which then needs only
-    PyTorch) or "import" (the script imports ``memadvise.apply.runtime``)."""
+    PyTorch) or "import" (the script imports ``memadvise.apply.runtime``). script: the
+    script to patch (default: the plan's)."""
     if runtime not in RUNTIME_MODES:
         raise UsageError(f"--runtime must be one of {', '.join(RUNTIME_MODES)} (got {runtime!r})")
-    script = Path(plan_file.script["path"])
+    script = script_of(plan_file, script)
     source = read_script(script)
     if sha256_text(source) != plan_file.script["sha256"] and not force:
         raise PlanRefused(
@@ -143,7 +163,8 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         raise PlanRefused(f"{script} already contains a memadvise plan; revert it first "
                           "(git apply -R, or the .orig backup)")
     model = plan_file.doc.get("model") or {}
-    expression = model.get("expression")
+    expression = model.get("expression") or next((f["expression"] for f in model.get("frames") or []
+                                                   if f.get("expression")), None)
     if not expression:
         raise PlanRefused(
             "the profile found no variable holding the model in the script, so there is nowhere to put the patch; "
@@ -167,7 +188,13 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
     }
     if plan is not None and plan.get("compile"):
         applied["compile"] = plan["compile"]
-    line, indent = find_insertion(source, expression, model.get("function"), model.get("frame_line"))
+    try:
+        site = find_model_site(source, model, [a["unit"] for a in plan["actions"]] if plan else [])
+    except PlanRefused as exc:
+        which = f"rank={plan['rank']}" if plan else "rank=1"
+        raise PlanRefused(str(exc).replace("PLAN_FILE", f'"{plan_file.path}", {which}')) from None
+    line, indent, expression = site.line, site.indent, site.expression
+    applied["units"] = [_strip(a["unit"], site.strip_prefix) for a in (plan["actions"] if plan else [])]
     blocks: dict[tuple[int, int], str] = {}
     needs: list[str] = []  # what the patch uses of memadvise.apply.runtime
     if plan is not None and plan.get("compile"):
@@ -178,9 +205,10 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         blocks[(line, indent)] = compile_block(dict(plan, predicted=predicted), expression=expression,
                                                baseline=plan_file.baseline, plan_path=plan_file.path)
     elif plan is not None:
-        restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan["actions"]}
+        actions = [dict(a, unit=_strip(a["unit"], site.strip_prefix)) for a in plan["actions"]]
+        restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in actions}
         blocks[(line, indent)] = plan_block(
-            dict(plan, predicted=predicted), expression=expression, baseline=plan_file.baseline,
+            dict(plan, actions=actions, predicted=predicted), expression=expression, baseline=plan_file.baseline,
             plan_path=plan_file.path, restore=restore, runtime_mode=runtime, indent=indent,
             hugging_face=str(model.get("module", "")).startswith("transformers"))
         needs += ["MemadviseForward", "memadvise_apply"]
@@ -206,7 +234,14 @@ def prepare(plan_file: PlanFile, plan: dict | None, *, force: bool = False, traf
         inserts.append((definitions_line(source), 0, definitions_block(needs)))
     patch = make_patch_multi(script, source, inserts, display_path(script), replacements=apply_spans(source, spans))
     patch.insert_line = min(k[0] for k in blocks)  # the plan's site, not the runtime's
-    return PreparedPatch(script=script, source=source, patch=patch, plan=applied)
+    return PreparedPatch(script=script, source=source, patch=patch, plan=applied, where=site.where)
+
+
+def _strip(unit: str, prefix: str) -> str:
+    """A unit's path from the model before the wrapper (``module.blocks.0`` → ``blocks.0``)."""
+    if not prefix:
+        return unit
+    return "" if unit == prefix else unit[len(prefix) + 1:]
 
 
 def model_tune_block(changes: list[dict], expression: str, device_type: str, runtime: str,
@@ -223,6 +258,9 @@ def model_tune_block(changes: list[dict], expression: str, device_type: str, run
             statements += ["import torch", f"{expression}.to(memory_format=torch.channels_last)"]
         elif kind == "compile":
             statements.append(f"{expression}.compile()")
+        elif kind == "free_grads":
+            statements.append(f"{expression}.register_forward_pre_hook(MemadviseFreeGrads())")
+            names.append("MemadviseFreeGrads")
     notes = [f"{t['strategy']}: {t['caveat']}" for t in changes]
     return tune_block([t["strategy"] for t in changes], notes, statements, names, runtime, indent), names
 

@@ -112,6 +112,11 @@ def memadvise_apply(model, actions):
             raise RuntimeError(f"{unit or 'the model'} already has a plan")
         module.forward = MemadviseForward(module, action, keep, restore)
         module._memadvise_plan = ":".join([action, *name])
+    import os  # `memadvise apply --verify` asks which units this run wrapped
+
+    if os.environ.get("MEMADVISE_APPLIED_OUT"):
+        with open(os.environ["MEMADVISE_APPLIED_OUT"], "a", encoding="utf-8") as out:
+            out.writelines(f"{a[0]}\n" for a in actions)
     return model
 
 
@@ -137,3 +142,16 @@ def memadvise_rebuild_optimizer(optimizer, **flags):
     drop = ("foreach", "fused")
     groups = [{k: v for k, v in g.items() if k not in drop} for g in optimizer.param_groups]
     return type(optimizer)(groups, **flags)
+
+
+class MemadviseFreeGrads:
+    """A forward pre-hook: the previous step's gradients are dropped as a training forward
+    starts (what a zero_grad() placed after the forward did later). An object, so that the
+    model still deep-copies and pickles."""
+
+    def __call__(self, module, args):
+        import torch
+
+        if torch.is_grad_enabled():
+            for p in module.parameters():
+                p.grad = None

@@ -28,13 +28,18 @@ class _Group(TyperGroup):
                 raise
             sub = " ".join(filter(None, ["memadvise", ctx.invoked_subcommand]))
             msg = exc.format_message().rstrip(".")
-            typer.echo(f"memadvise: error: {msg[:1].lower() + msg[1:]} (see `{sub} -h`)", err=True)
+            hint = ""
+            if type(exc).__name__ == "NoSuchOption" and ctx.invoked_subcommand in ("profile", "check"):
+                hint = "; options after SCRIPT belong to the script: put them after `--`"
+            typer.echo(f"memadvise: error: {msg[:1].lower() + msg[1:]} (see `{sub} -h`){hint}", err=True)
             ctx.exit(exc.exit_code)
         except MemadviseError as exc:
             from memadvise.collect.distributed import rank_env
 
             env = rank_env()
             where = f"rank {env[0]}: " if env is not None else ""  # under torchrun: say which rank
+            if getattr(exc, "details", None):  # the user's script's own traceback
+                typer.echo(exc.details, err=True)
             typer.echo(f"memadvise: error: {where}{exc}", err=True)
             ctx.exit(exc.exit_code)
 

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from memadvise.cli.app import app
-from memadvise.cli.common import DEFAULT_DIR, err_console, out_console, print_json
+from memadvise.cli.common import DEFAULT_DIR, err_console, out_console, print_json, stages
 
 
 @app.command("apply", help="Write a plan as a patch of the profiled script (or apply it with --write); --verify measures it.")
@@ -18,6 +18,7 @@ def apply_command(
     strategy: Optional[str] = typer.Option(None, "--strategy", help="Plan to apply, by strategy name."),
     traffic: Optional[List[str]] = typer.Option(None, "--traffic", help="Traffic strategy to apply too (repeatable): optimizer-fused, compile, ..."),
     runtime: str = typer.Option("inline", "--runtime", help="inline: the patch carries memadvise's runtime (the script needs only PyTorch); import: it imports memadvise.apply.runtime."),
+    script: Optional[Path] = typer.Option(None, "--script", help="The script to patch (default: the plan's, relative to this directory)."),
     patch_path: Path = typer.Option(DEFAULT_DIR / "plan.patch", "--patch", help="Where to write the patch."),
     write: bool = typer.Option(False, "--write", help="Patch the script in place, keeping SCRIPT.orig."),
     verify: bool = typer.Option(False, "--verify", help="Profile the patched script and compare with the prediction."),
@@ -42,7 +43,10 @@ def apply_command(
     tol = parse_percent(tolerance, what="tolerance", allow_zero=True)
     plan_file = read_plan(plan_path)
     plan = None if (traffic and rank is None and strategy is None) else select_plan(plan_file, rank=rank, strategy=strategy)
-    prepared = prepare(plan_file, plan, force=force, traffic=traffic or [], runtime=runtime)
+    from memadvise.apply.apply import script_of
+
+    target = script_of(plan_file, script, project=Path.cwd())
+    prepared = prepare(plan_file, plan, force=force, traffic=traffic or [], runtime=runtime, script=target)
     written: dict = {}
     if write:
         written["backup"] = str(write_in_place(prepared, force=force))
@@ -53,10 +57,8 @@ def apply_command(
     if verify:
         from memadvise.apply.verify import verify as run_verify
 
-        console = err_console()
-        with console.status("verifying", spinner="dots") as status:
-            result = run_verify(plan_file, prepared, tolerance=tol, repeats=verify_repeats,
-                                progress=lambda msg: status.update(f"verifying: {msg}"))
+        with stages(err_console(), "verifying") as progress:
+            result = run_verify(plan_file, prepared, tolerance=tol, repeats=verify_repeats, progress=progress)
     if verify_out is not None and result is not None:
         from memadvise.schema.io import atomic_write_json
 

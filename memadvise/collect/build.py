@@ -296,7 +296,9 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
                 "function": root_info.function,
                 "frame_line": root_info.frame_line,
                 "assign_line": _assign_line(raw.script, root_info),
-                "input_shapes": _root_input_shapes(rec, mark, root),
+                "frames": root_info.frames,
+                # positional tensor inputs, then keyword ones by name (HF: input_ids, labels)
+                "input_shapes": _with_keywords(_root_input_shapes(rec, mark, root), raw.root_kwarg_shapes),
                 "param_count": int(sum(p.numel() for p in params)),
                 "param_bytes": int(sum(p.numel() * p.element_size() for p in params)),
                 "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
@@ -323,7 +325,7 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         "tool": {"name": "memadvise", "version": __version__},
         "environment": environment(raw.device),
         "script": {
-            "path": str(script),
+            "path": _project_path(script),
             "args": list(raw.args),
             "sha256": _sha256(script),
             "cwd": os.getcwd(),
@@ -382,6 +384,16 @@ def allocator_notes(step_docs: list[dict]) -> list[str]:
     return out
 
 
+def _project_path(script: Path) -> str:
+    """The script's path relative to the working directory, with ``/``, when it lies under
+    it (a copy of the project then names its own script); absolute otherwise."""
+    try:
+        rel = Path(os.path.relpath(script, Path.cwd().resolve()))
+    except ValueError:  # another drive on Windows
+        return str(script)
+    return str(script) if rel.parts[:1] == ("..",) else rel.as_posix()
+
+
 def _step_local(calibration: dict, mark: Any) -> dict:
     """Per-op calibration keyed by recorder op index → keyed by the trace's op index."""
     out = dict(calibration)
@@ -392,6 +404,12 @@ def _step_local(calibration: dict, mark: Any) -> dict:
             out[key] = {str(i - mark.start_op): round(float(r), 4) for i, r in ratios.items()
                         if mark.start_op <= i < mark.end_op}
     return out
+
+
+def _with_keywords(shapes: list | None, keyword_shapes: list) -> list | None:
+    if not keyword_shapes:
+        return shapes
+    return (shapes or []) + keyword_shapes
 
 
 def _root_input_shapes(rec: Recorder, mark: Any, root: torch.nn.Module) -> list | None:

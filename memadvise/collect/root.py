@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,11 @@ class RootModel:
     function: str | None  # "<module>" for a global
     frame_line: int | None  # the line that frame was executing (the training loop)
     trained_params: int  # parameters of the module that the optimizer updates
+    # the script's frames on the stack at the first step, innermost first: function,
+    # first_line (of its code), line (executing), expression (its name for the model, or
+    # None), parameter (that name is one of the function's parameters), executed_lines
+    # (lines it ran before the first step; None when not traced)
+    frames: list[dict] = field(default_factory=list)
 
 
 def _trained_params(module: torch.nn.Module, param_ids: set[int] | None) -> int:
@@ -72,7 +77,17 @@ def _drop_locals_snapshot(frame: Any) -> None:
         pass
 
 
-def find_root_model(script: Path, optimizer: Any) -> RootModel | None:
+# the attribute through which a wrapper holds the model: DDP and DataParallel, FSDP (1),
+# torch.compile's OptimizedModule
+_WRAPPED_AS = ("module", "_fsdp_wrapped_module", "_orig_mod")
+
+
+def _parameter_names(code: Any) -> set[str]:
+    n = code.co_argcount + code.co_kwonlyargcount
+    return set(code.co_varnames[:n])
+
+
+def find_root_model(script: Path, optimizer: Any, executed: dict | None = None) -> RootModel | None:
     """The module with the most trained parameters reachable from the script's frames.
 
     Ties go to the outermost module (the one that contains the others). Falls back to a
@@ -87,10 +102,12 @@ def find_root_model(script: Path, optimizer: Any) -> RootModel | None:
     found: RootModel | None = None
     frame = sys._getframe(1)
     depth = 0
+    seen_frames: list[tuple[Any, list[tuple[str, torch.nn.Module]]]] = []
     while frame is not None:
         if os.path.abspath(frame.f_code.co_filename) == script_path:
             candidates = _module_candidates(frame)
             _drop_locals_snapshot(frame)
+            seen_frames.append((frame, candidates))
             for name, module in candidates:
                 n = _trained_params(module, param_ids)
                 if n == 0:
@@ -111,6 +128,34 @@ def find_root_model(script: Path, optimizer: Any) -> RootModel | None:
         frame = frame.f_back
         depth += 1
     if found is not None:
+        # what each frame calls the model, or the model inside its wrappers (HF's Trainer
+        # wraps the script's `model` in DDP itself): the name, and the wrapper path
+        inner: list[tuple[str, torch.nn.Module]] = [("", found.module)]
+        while len(inner) < 4:
+            attr = next((a for a in _WRAPPED_AS if isinstance(getattr(inner[-1][1], a, None), torch.nn.Module)), None)
+            if attr is None:
+                break
+            path = f"{inner[-1][0]}.{attr}" if inner[-1][0] else attr
+            inner.append((path, getattr(inner[-1][1], attr)))
+        for fr, candidates in seen_frames:
+            code = fr.f_code
+            name, prefix = None, ""
+            for path, module in inner:
+                name = next((n for n, m in candidates if m is module and "." not in n),
+                            next((n for n, m in candidates if m is module and n.startswith("self.")), None))
+                if name is not None:
+                    prefix = path
+                    break
+            lines = (executed or {}).get((code.co_name, code.co_firstlineno)) if executed is not None else None
+            found.frames.append({
+                "function": code.co_name,
+                "first_line": code.co_firstlineno,
+                "line": fr.f_lineno,
+                "expression": name,
+                "parameter": name in _parameter_names(code) if name else False,
+                "wrapped_in": prefix,  # the root's path to what `expression` names ("module": inside DDP)
+                "executed_lines": sorted(lines) if lines is not None else None,
+            })
         return found
     import gc
 

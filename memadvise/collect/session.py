@@ -15,6 +15,7 @@ then the script is stopped by an exception raised from the last step's boundary.
 from __future__ import annotations
 
 import os
+import re
 import runpy
 import signal
 import sys
@@ -84,6 +85,54 @@ class RawRun:
     calibration: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     batch: Any = None  # compile_plans.BatchCapture: the root model's arguments, on the host (--compile-plans)
+    root_kwarg_shapes: list = field(default_factory=list)  # [dtype, shape] of the root's tensor keyword inputs
+
+
+class LineLog:
+    """The lines executed in the script's own frames until the first step boundary: which
+    branch built, moved and wrapped the model, so that ``apply`` puts the plan on the path
+    that ran (an ``if ddp:`` that did not run is skipped). A ``sys.settrace`` function that
+    traces only the script's frames; it is removed at the first boundary, so only the
+    discarded warm-up step pays for it. Not installed under another tracer (a debugger,
+    coverage): ``executed`` is then None and ``apply`` reads the script alone."""
+
+    def __init__(self, script: Path) -> None:
+        self.path = os.path.abspath(script)
+        self.lines: dict[tuple[str, int], set[int]] = {}  # (function, first line) → lines run
+        self._is_script: dict[str, bool] = {}
+        self.active = False
+
+    def start(self) -> None:
+        if sys.gettrace() is not None:
+            return
+        sys.settrace(self._call)
+        self.active = True
+
+    def stop(self) -> None:
+        if self.active:
+            sys.settrace(None)
+            self.active = False
+
+    def _call(self, frame: Any, event: str, arg: Any) -> Any:
+        name = frame.f_code.co_filename
+        mine = self._is_script.get(name)
+        if mine is None:
+            mine = self._is_script[name] = os.path.abspath(name) == self.path
+        if not mine:
+            return None
+        code = frame.f_code
+        lines = self.lines.setdefault((code.co_name, code.co_firstlineno), set())
+        lines.add(frame.f_lineno)
+
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "line":
+                lines.add(frame.f_lineno)
+            return local
+
+        return local
+
+    def executed(self) -> dict[tuple[str, int], set[int]] | None:
+        return self.lines if self.lines else None
 
 
 class ProfileSession:
@@ -132,6 +181,7 @@ class ProfileSession:
             from memadvise.collect.compile_plans import BatchCapture
 
             self.batch = BatchCapture()
+        self.line_log = LineLog(self.script)
 
     # ------------------------------------------------------------------ boundaries
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -155,7 +205,10 @@ class ProfileSession:
         self.done += 1
         rec = self.recorder
         if self.root is None:
-            self.root = find_root_model(self.script, optimizer)
+            self.line_log.stop()
+            self.root = find_root_model(self.script, optimizer, executed=self.line_log.executed())
+            if self.root is not None:  # keyword inputs (model(input_ids=..., labels=...)), for fit
+                self._hooks.append(self.root.module.register_forward_pre_hook(self._root_kwargs, with_kwargs=True))
             if optimizer is not None:
                 self.optimizer_variable = find_variable(self.script, optimizer)
         if self.device is None:
@@ -200,6 +253,10 @@ class ProfileSession:
         self._last = perf_counter_ns()
         self._last_mono = monotonic_ns()
         self._last_faults = minor_faults()
+
+    def _root_kwargs(self, module: Any, args: Any, kwargs: Any) -> None:
+        self.root_kwarg_shapes = [[str(v.dtype).replace("torch.", ""), list(v.shape)]
+                                  for _k, v in sorted((kwargs or {}).items()) if isinstance(v, torch.Tensor)]
 
     # ------------------------------------------------------------------ running
     def run(self) -> RawRun:
@@ -248,6 +305,8 @@ class ProfileSession:
         self._last_mono = monotonic_ns()
         self._last_faults = minor_faults()
         failure: BaseException | None = None
+        if self.warmup > 0:  # the tracer's cost lands on the discarded warm-up step only
+            self.line_log.start()
         try:
             runpy.run_path(str(script), run_name="__main__")
         except _StopScript:
@@ -267,7 +326,9 @@ class ProfileSession:
             failure = ScriptError(f"interrupted after {self.done} of {self.total} steps")
         except BaseException as exc:  # the script's own error: show it, then stop
             failure = ScriptError(_describe_script_error(exc, script))
+            failure.details = script_traceback(exc)
         finally:
+            self.line_log.stop()
             if alarm is not None:
                 alarm.cancel()
                 signal.signal(signal.SIGALRM, old_handler)
@@ -313,6 +374,7 @@ class ProfileSession:
             timing_minor_faults=self.timing_minor_faults,
             timing_windows_ns=self.timing_windows_ns,
             batch=self.batch,
+            root_kwarg_shapes=self.root_kwarg_shapes,
         )
 
 
@@ -397,18 +459,44 @@ def _training_device(optimizer: Any, root: RootModel | None) -> torch.device:
     return torch.device("cpu")
 
 
+_OUR_FILES = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.abspath(runpy.__file__))
+
+
+def _user_frames(tb: Any) -> traceback.StackSummary:
+    """The traceback's frames without memadvise's and runpy's: the script's and what it called."""
+    frames = traceback.extract_tb(tb)
+    return traceback.StackSummary.from_list(
+        [fs for fs in frames if not (fs.filename.startswith("<frozen runpy")
+                                     or os.path.abspath(fs.filename).startswith(_OUR_FILES))])
+
+
+def script_traceback(exc: BaseException) -> str:
+    """The script's exception as Python prints it, memadvise's frames left out."""
+    lines = ["the script's traceback (most recent call last; memadvise's frames left out):\n"]
+    lines += traceback.format_list(_user_frames(exc.__traceback__))
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip("\n")
+
+
 def _describe_script_error(exc: BaseException, script: Path) -> str:
-    """One line: the script's exception and where in the script it was raised."""
+    """One line: the script's exception and where it was raised: the script's line, and
+    the line that failed when that is elsewhere (in code the script exec'd, or a library)."""
     where = ""
     script_path = str(script.resolve())
-    frames = traceback.extract_tb(exc.__traceback__)
-    for fs in reversed(frames):
-        if os.path.abspath(fs.filename) == script_path:
-            where = f" ({script.name}:{fs.lineno})"
-            break
-    if not where and frames:
-        fs = frames[-1]
-        where = f" ({os.path.basename(fs.filename)}:{fs.lineno})"
+    frames = _user_frames(exc.__traceback__)
+    mine = next((fs for fs in reversed(frames) if os.path.abspath(fs.filename) == script_path), None)
+    last = frames[-1] if frames else None
+    if mine is not None:
+        where = f" ({script.name}:{mine.lineno}"
+        if last is not None and last is not mine:
+            execd = re.search(r"exec\(\s*open\(\s*(['\"])([^'\"]+)\1", mine.line or "")
+            what = (f"{os.path.basename(execd.group(2))}:{last.lineno}, which it exec'd" if execd and last.filename == "<string>"
+                    else f"line {last.lineno} of the code it exec'd" if last.filename.startswith("<")
+                    else f"{os.path.basename(last.filename)}:{last.lineno}")
+            where += f", failing at {what}"
+        where += ")"
+    elif last is not None:
+        where = f" ({os.path.basename(last.filename)}:{last.lineno})"
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     sep = ": " if message else ""
     return f"the script raised {type(exc).__name__}{sep}{message}{where}"

@@ -202,11 +202,13 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
     # rank: with a budget, plans that meet it by step time, then the rest by peak;
     # without, the recommendation first, then the front by peak, then the rest by peak
     recommended = None
+    # a budget the script already meets: say so, recommend nothing (any plan only costs time)
+    met_by_baseline = budget_bytes is not None and reference <= budget_bytes
     if budget_bytes is not None:
         fits = sorted([p for p in plans if p["meets_budget"]], key=lambda p: (p["predicted"]["step_time_s"], p["predicted"]["peak_bytes"]))
         rest = sorted([p for p in plans if not p["meets_budget"]], key=lambda p: (p["predicted"]["peak_bytes"], p["predicted"]["step_time_s"]))
         ordered = fits + rest
-        recommended = fits[0] if fits else None
+        recommended = fits[0] if fits and not met_by_baseline else None
     else:
         front_plans = [p for p in plans if p["pareto"] and p["predicted"]["peak_bytes"] < base.peak_bytes]
         cheap = [p for p in front_plans if p["predicted"]["overhead"] <= RECOMMEND_MAX_OVERHEAD]
@@ -235,6 +237,10 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         peaks = ", ".join(f"rank {r['rank']} {format_bytes(r['peak_bytes'])}" for r in dist.get("ranks", []))
         notes.append(f"predicted for rank {dist.get('worst_rank', dist.get('rank'))}, the one that peaks highest of "
                      f"{dist['world_size']} ({peaks}): the rank that would run out of memory first")
+    if met_by_baseline:
+        what = "activation memory" if budget_metric == "activation" else "peak"
+        notes.append(f"the budget {format_bytes(budget_bytes)} is at or above the baseline {what} "
+                     f"({format_bytes(reference)}): the script fits as it is, so no plan is recommended")
     if base.activation_bytes == 0:
         notes.append("the step holds no activations for backward: there is nothing to recompute")
     elif budget_bytes is None and recommended is None and base.peak_phase != "optimizer":
@@ -260,6 +266,13 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
     from memadvise.planning.traffic_plans import traffic_section
 
     traffic = traffic_section(profile, sim, allow_precision=allow_precision, recommended=rec_tuple)
+    free = next((t for t in traffic["plans"] if t["strategy"] == "free-grads"), None)
+    if free is not None and free["predicted"]["peak_bytes"] < base.peak_bytes:
+        peak = free["predicted"]["peak_bytes"]
+        notes.append(f"the previous step's gradients are alive at the forward peak (zero_grad() after the forward): "
+                     f"dropping them before the forward lowers the peak to {format_bytes(peak)} "
+                     f"({(peak / base.peak_bytes - 1) * 100:+.1f}%) with no recompute: "
+                     "apply --traffic free-grads (or call zero_grad() before the forward)")
     doc = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -272,7 +285,8 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         "settings": profile.doc.get("settings", {}),
         "distributed": profile.doc.get("distributed"),
         "environment": profile.environment,
-        "budget": ({"text": budget.text, "bytes": budget_bytes, "metric": budget_metric} if budget is not None else None),
+        "budget": ({"text": budget.text, "bytes": budget_bytes, "metric": budget_metric,
+                    "met_by_baseline": met_by_baseline} if budget is not None else None),
         "baseline": base_doc,
         "lowest_peak_bytes": lowest,
         "lowest_activation_bytes": lowest_activation,

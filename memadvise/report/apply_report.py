@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -15,6 +16,7 @@ def apply_document(prepared, written: dict, verify: dict | None) -> dict:
                  "actions": prepared.plan["actions"], "predicted": prepared.plan["predicted"]},
         "script": str(prepared.script),
         "insert_after_line": prepared.patch.insert_line,
+        "where": getattr(prepared, "where", ""),
         "written": written,
         "diff": prepared.patch.diff,
         "verify": verify,
@@ -27,6 +29,8 @@ def render_patch(console: Console, prepared, written: dict) -> None:
     else:  # piped or redirected: the diff byte for byte, never cropped to a console width
         console.file.write(prepared.patch.diff if prepared.patch.diff.endswith("\n") else prepared.patch.diff + "\n")
     plan = prepared.plan
+    if getattr(prepared, "where", ""):
+        console.print(f"the plan goes {escape(prepared.where)}")
     if "patch" in written:
         console.print(f"plan #{plan['rank']} ({plan['strategy']}) written as a patch to {written['patch']}")
         console.print(f"apply it with: [bold]git apply {written['patch']}[/bold]  (or patch -p1 < {written['patch']})")
@@ -59,17 +63,13 @@ def render_verify(console: Console, result: dict) -> None:
             if mine is not None and mine != theirs:
                 console.print(f"memadvise's own reading of the {what} run: {format_bytes(mine)} "
                               f"({(mine - theirs) / max(theirs, 1):+.1%} against the measurement)")
-    if o.get("resolved") is False:
-        lo, hi = o["pairs_range"]
-        console.print(f"step time: the {len(o['measured_pairs'])} original/patched pairs took both signs "
-                      f"({format_percent(lo)} to {format_percent(hi)}): a change this machine's run-to-run noise "
-                      "hides; its sign is not measured")
-    elif o.get("resolved") is None:
-        n = len(o.get("measured_pairs") or [])
-        console.print(f"step time: {'one run' if n <= 1 else f'{n} runs'} each, too few to tell a change from "
-                      "this machine's noise; --verify-repeats 5 alternates five pairs")
+    if o.get("verdict"):
+        console.print(f"step time: {o['verdict']}", markup=False)
+    applied = result.get("applied")
     peak_err = rows["peak_bytes"]["error"] or 0.0
-    if result["passed"]:
+    if applied is not None and not applied["took_effect"]:
+        console.print(f"[red]plan not applied[/red]: {escape(applied['said'])}; the measured memory is not the plan's")
+    elif result["passed"]:
         console.print(f"[green]verified[/green]: peak within {peak_err:.1%} of the prediction (tolerance {result['tolerance']:.0%})")
     else:
         console.print(f"[red]failed[/red]: peak off by {peak_err:.1%}, more than the tolerance {result['tolerance']:.0%}")

@@ -351,8 +351,13 @@ def _verify_section(verify: dict, chosen: dict | None) -> str:
     if len(pairs) > 1:
         note += (f" Step time: the median of {len(pairs)} alternating original/patched pairs "
                  f"({esc(format_percent(min(pairs)))} to {esc(format_percent(max(pairs)))}).")
-    if over.get("resolved") is False:
+    if over.get("verdict"):
+        note += f" Step time {esc(over['verdict'])}."
+    elif over.get("resolved") is False:  # a verify file from before the verdict was written
         note += " The pairs took both signs: a step-time change within this machine's run-to-run noise."
+    applied = verify.get("applied")
+    if applied and not applied.get("took_effect", True):
+        note += f" The plan did not take effect: {esc(applied.get('said', ''))}."
     legend = "".join(f'<span class="key"><i style="background:{colors[k]}"></i>{k}</span>' for k in kinds)
     return (f'<section id="verify"><h2>Predicted against measured: plan #{plan["rank"]} {esc(plan["strategy"])}</h2>'
             f'<p class="note">The unpatched and the patched script, each profiled in its own process '

@@ -101,7 +101,7 @@ def render_suggest(console: Console, doc: dict, *, top: int, plan_path: str) -> 
             f"{format_percent(p['overhead'])}"
         )
         console.print(f"next: [bold]memadvise apply --plan {plan_path} --rank {rec['rank']}[/bold]")
-    elif budget:
+    elif budget and not budget.get("met_by_baseline"):
         activation = budget.get("metric") == "activation"
         lowest = doc["lowest_activation_bytes"] if activation else doc["lowest_peak_bytes"]
         console.print(

@@ -98,6 +98,7 @@ TRAFFIC_CHANGES = {
     "compile": (True,),
     "channels_last": (True,),
     "set_to_none": (True,),
+    "free_grads": (True,),
 }
 
 

@@ -39,6 +39,20 @@ def test_predicted_peak_at_larger_sizes(tmp_path, name, script, args, vary, targ
         assert abs(pred - m["peak_bytes"]) <= 0.03 * m["peak_bytes"], (t, pred, m["peak_bytes"])
 
 
+def test_fit_reads_the_keyword_inputs_of_a_hugging_face_model(tmp_path):
+    # hf_llama.py calls model(input_ids=ids, labels=ids): no positional tensor at all
+    args = ["--batch", "1", "--seq", "{seq}"]
+    profiles = profile_varied(SCRIPTS / "hf_llama.py", [*args, "--steps", "8"], "seq=8,16", out_dir=tmp_path,
+                              warmup=1, timing_steps=1, steps=1, calibrate_overheads=False)
+    assert [p.doc["model"]["input_shapes"] for p in profiles] == [[["int64", [1, 8]], ["int64", [1, 8]]],
+                                                                  [["int64", [1, 16]], ["int64", [1, 16]]]]
+    doc = fit(profiles, device_memory="1GiB", target="seq=32")
+    assert doc["dimension"] == "seq" and doc["target"]["value"] == 32
+    measured = measure_scripts([(SCRIPTS / "hf_llama.py", ["--batch", "1", "--seq", "32", "--steps", "4"])], warmup=2)[0]
+    pred = doc["target"]["peak_bytes_without_plan"]
+    assert abs(pred - measured["peak_bytes"]) <= 0.03 * measured["peak_bytes"], (pred, measured["peak_bytes"])
+
+
 def test_largest_batch_fits_and_one_more_does_not(tmp_path):
     args = ["--depth", "3", "--width", "64", "--batch", "{batch}"]
     profiles = profile_varied(SAMPLES / "mlp.py", [*args, "--steps", "6"], "batch=8,16", out_dir=tmp_path, warmup=1,

@@ -56,11 +56,30 @@ def test_bad_options(tmp_path, option, value):
     one_line_error(result.stderr)
 
 
-def test_subprocess_error_has_no_traceback(tmp_path):
+def test_the_scripts_error_keeps_its_traceback_without_memadvise_frames(tmp_path):
     proc = cli_subprocess("profile", SCRIPTS / "raises.py", "--out", tmp_path / "p.json")
     assert proc.returncode == 2
     assert "ValueError: bad batch at step 1" in one_line_error(proc.stderr)
+    trace = proc.stderr[:proc.stderr.index("memadvise: error:")]
+    assert "raises.py\", line 9, in <module>" in trace and 'raise ValueError("bad batch at step 1")' in trace
+    assert "memadvise" not in trace.replace("memadvise's frames left out", "") and "runpy" not in trace
     assert not (tmp_path / "p.json").exists()
+
+
+def test_an_error_in_execd_configuration_names_its_line(tmp_path):
+    (tmp_path / "config.py").write_text("x = 1\nassert batch > 10, 'batch too small'\n")
+    script = tmp_path / "train.py"
+    script.write_text("import os\nbatch = 4\nexec(open(os.path.join(os.path.dirname(__file__), 'config.py')).read())\n")
+    result = cli("profile", script, "--out", tmp_path / "p.json")
+    assert result.exit_code == 2
+    assert ("AssertionError: batch too small (train.py:3, failing at line 2 of the code it exec'd)"
+            in one_line_error(result.stderr))
+
+
+def test_a_script_option_before_the_double_dash_gets_a_hint(tmp_path):
+    result = cli("profile", SCRIPTS / "raises.py", "--device=cpu")
+    assert result.exit_code == 2
+    assert "options after SCRIPT belong to the script: put them after `--`" in one_line_error(result.stderr)
 
 
 @pytest.mark.parametrize(
@@ -91,3 +110,14 @@ def test_missing_profile_for_show(tmp_path):
     result = cli("show", "--profile", tmp_path / "nope.json")
     assert result.exit_code == 2
     assert "does not exist" in one_line_error(result.stderr)
+
+
+def test_an_error_in_a_configurator_execd_by_name_names_that_file(tmp_path, monkeypatch):
+    # nanoGPT: exec(open('configurator.py').read()) at train.py:77
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configurator.py").write_text("x = 1\nraise ValueError('Unknown config key: foo')\n")
+    (tmp_path / "train.py").write_text("batch = 4\nexec(open('configurator.py').read())\n")
+    result = cli("profile", "train.py", "--out", tmp_path / "p.json")
+    assert result.exit_code == 2
+    assert ("ValueError: Unknown config key: foo (train.py:2, failing at configurator.py:2, which it exec'd)"
+            in one_line_error(result.stderr))

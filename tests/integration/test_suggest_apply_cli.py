@@ -3,6 +3,7 @@ accept, in-place writes with backups, refusals, and untrusted plan files."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -329,3 +330,38 @@ def test_profile_counts_page_faults_per_timed_step(tmp_path):
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "p.json").read_text())["summary"]
     assert summary["minor_faults_per_step"] >= 0.9 * 64 * 2**20 / 4096
+
+
+def test_a_budget_the_baseline_meets_recommends_nothing(in_ws):
+    r = cli("suggest", "--budget", "100GiB", "--out", ".memadvise/plan_big.json")
+    assert r.exit_code == 0, r.output
+    assert "is at or above the baseline peak" in r.stdout and "recommendation:" not in r.stdout
+    doc = json.loads((in_ws / ".memadvise" / "plan_big.json").read_text())
+    assert doc["recommendation"] is None and doc["budget"]["met_by_baseline"] is True
+
+
+@pytest.mark.parametrize("budget, hint", [("60", "60% of the baseline peak, or 60MiB?"), ("0.6", "60%")])
+def test_a_bare_number_budget_exits_2_with_a_hint(in_ws, budget, hint):
+    r = cli("suggest", "--budget", budget, "--out", ".memadvise/bad.json")
+    assert r.exit_code == 2 and hint in one_line_error(r.stderr)
+
+
+def test_apply_in_a_copy_of_the_project_patches_the_copy(in_ws, tmp_path, monkeypatch):
+    copy = tmp_path / "copy"
+    shutil.copytree(in_ws, copy, ignore=shutil.ignore_patterns(".git"))
+    monkeypatch.chdir(copy)
+    r = cli("apply", "--write")
+    assert r.exit_code == 0, r.output
+    assert "memadvise plan: begin" in (copy / "train.py").read_text()
+    assert "memadvise plan: begin" not in (in_ws / "train.py").read_text()
+
+
+def test_apply_refuses_a_script_outside_the_project_unless_named(in_ws, tmp_path, monkeypatch):
+    plan = json.loads((in_ws / ".memadvise" / "plan.json").read_text())
+    plan["script"]["path"] = str(in_ws / "train.py")
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    monkeypatch.chdir(tmp_path)
+    r = cli("apply", "--plan", "plan.json", "--patch", "p.patch")
+    assert r.exit_code == 2 and "is outside this project" in one_line_error(r.stderr)
+    r = cli("apply", "--plan", "plan.json", "--patch", "p.patch", "--script", str(in_ws / "train.py"))
+    assert r.exit_code == 0, r.output

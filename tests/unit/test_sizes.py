@@ -28,6 +28,15 @@ def test_budget_percent_and_absolute():
             parse_budget(bad)
 
 
+@pytest.mark.parametrize("text, hint", [("60", "60% of the baseline peak, or 60MiB?"),
+                                        ("0.6", "60% of the baseline peak, or 0.6MiB?")])
+def test_a_bare_number_budget_is_refused_with_a_hint(text, hint):
+    with pytest.raises(UsageError) as err:
+        parse_budget(text)
+    assert f"budget {text!r} has no unit: {hint}" in str(err.value)
+    assert parse_budget(f"{text}B").resolve(1) == round(float(text))
+
+
 def test_percent():
     assert parse_percent("5%") == pytest.approx(0.05)
     assert parse_percent("2.5") == pytest.approx(0.025)
