@@ -182,6 +182,7 @@ class ProfileSession:
 
             self.batch = BatchCapture()
         self.line_log = LineLog(self.script)
+        self.root_kwarg_shapes: list = []  # set by the root's forward pre-hook
 
     # ------------------------------------------------------------------ boundaries
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:

@@ -24,7 +24,7 @@ def fake_inputs(tmp_path):
     return plan_file, prepared
 
 
-def _own(script, *a):
+def _own(script, *a, env=None):
     peak = 990 if script.name.endswith("patched.py") else 2000
     return {"step_time_s": 1.0, "peak_bytes": peak, "activation_bytes": 400}
 
