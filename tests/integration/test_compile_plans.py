@@ -87,7 +87,7 @@ def test_compile_plan_patch_is_the_budget_and_compile(gpt):
 def test_compile_plan_peaks_match_an_independent_measurement(gpt, tmp_path):
     """The predicted peak of compile-budget-B, B = 0.7/0.5/0.3, against tests/oracle.py's
     measurement (torch.profiler's memory timeline, another process) of the patched script.
-    Measured here (sample GPT tiny, CPU, 2026-12-05): errors +8.8%/+1.1%/-2.0%, and the
+    Measured here (sample GPT tiny, CPU, 2026-12-05): errors +8.7%/+1.0%/-2.1%, and the
     measured peaks are not monotonic (0.3 above 0.5), as predicted."""
     from oracle import measure_script
     from memadvise.apply.apply import prepare
