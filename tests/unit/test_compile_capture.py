@@ -1,13 +1,16 @@
 """The collection side of compile plans on the sample MLP: the batch kept outside
 PyTorch's allocator, and PyTorch's partitioner read at a ladder of budgets."""
 
+import json
+import os
+import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import SAMPLES
-from memadvise.collect.compile_plans import BatchCapture, _HostTensor, compile_plans
+from conftest import ROOT, SAMPLES
+from memadvise.collect.compile_plans import BatchCapture, _HostTensor
 
 
 @pytest.mark.parametrize("tensor", [torch.randn(3, 4), torch.randint(0, 5, (2, 3)), torch.randn(2, 3).bfloat16(),
@@ -28,18 +31,29 @@ def test_batch_capture_takes_the_next_call_only():
     assert cap._handle is None
 
 
+MLP_LADDER = """
+import json, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from mlp import MLP
+from memadvise.collect.compile_plans import BatchCapture, compile_plans
+torch.manual_seed(0)
+model = MLP(32, 3, 4)
+cap = BatchCapture()
+cap.arm(model)
+model(torch.randn(8, 32))
+print(json.dumps(compile_plans(model, cap, budgets=(1.0, 0.5, 0.0))))
+"""
+
+
 @pytest.mark.slow
 def test_mlp_partition_ladder():
-    sys.path.insert(0, str(SAMPLES))
-    from mlp import MLP
-
-    torch.manual_seed(0)
+    # in its own process: torch.compile leaves state that changes later in-process profiles
+    proc = subprocess.run([sys.executable, "-c", MLP_LADDER, str(SAMPLES)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
     depth, width, batch = 3, 32, 8
-    model = MLP(width, depth, 4)
-    cap = BatchCapture()
-    cap.arm(model)
-    model(torch.randn(batch, width))
-    doc = compile_plans(model, cap, budgets=(1.0, 0.5, 0.0))
     assert doc["available"] and doc["graphs"] == 1 and doc["graph_breaks"] == []
     saved = {r["budget"]: r["saved_bytes"] for r in doc["budgets"]}
     # eager saves each ReLU's output: depth * batch * width * 4 bytes; the compiled forward
