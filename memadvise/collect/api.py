@@ -39,7 +39,10 @@ def profile_script(
     (``collect.allocator``); "auto" reads CUDA's caching allocator on a GPU and nothing
     on CPU; tests pass a ``FakeAllocatorStats``.
     ``compile_plans``: also read torch.compile's partition at a ladder of activation
-    memory budgets (the profile's ``compile_plans``; see ``collect.compile_plans``).
+    memory budgets (the profile's ``compile_plans``; see ``collect.compile_plans``). It
+    traces the model with torch.compile after the recorded steps, so this profile is
+    unaffected; a later profile in the same process records a few more temporary bytes
+    (80 B to 5 KiB measured), so profile other scripts in a fresh process.
 
     Example::
 

@@ -15,6 +15,9 @@ _SHORT = {"checkpoint": "ckpt", "selective": "sel", "offload": "offl"}
 def _units_label(plan: dict, width: int = 16) -> str:
     """``ckpt ×4`` / ``ckpt ×2 sel ×3`` / ``ckpt (root)``: what the plan acts on."""
     acts = plan["actions"]
+    if plan.get("compile"):  # a compile-budget plan: the whole model, compiled
+        eager = len(plan["compile"].get("eager_modules") or [])
+        return "compiled model" + (f", {eager} eager" if eager else "")
     if len(acts) == 1:
         text = f"{_SHORT[acts[0]['action']]} {display_unit(acts[0]['unit'])}"
         return text if len(text) <= width else text[: width - 1] + "…"
