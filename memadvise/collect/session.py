@@ -170,6 +170,7 @@ class ProfileSession:
         self._finished = False
         self._hooks: list[Any] = []
         self.line_log = LineLog(self.script)
+        self.root_kwarg_shapes: list = []
 
     # ------------------------------------------------------------------ boundaries
     def _pre_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
