@@ -9,7 +9,6 @@ import numpy as np
 
 from memadvise.schema.trace import Trace
 from memadvise.schema.actions import POLICIES
-from memadvise.schema.ops import SAVE_MATMUL_OPS
 from memadvise.schema.categories import Category, Phase
 from memadvise.schema.profile import Profile
 
@@ -167,7 +166,3 @@ class UnitTree:
     def summary(self, u: int) -> dict:
         return self.units[u].record
 
-
-def uses_matmul(trace: Trace, call: int) -> bool:
-    lo, hi = int(trace.call_start_op[call]), int(trace.call_end_op[call])
-    return any(trace.op_name_str(i) in SAVE_MATMUL_OPS for i in range(lo, hi))

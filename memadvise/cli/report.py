@@ -22,9 +22,10 @@ def report_command(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     from memadvise._errors import UsageError
-    from memadvise.report.chart_data import ReportInputs, check_plan_matches, choose_plan, validate_verify
+    from memadvise.report.chart_data import ReportInputs, check_plan_matches, choose_plan
+    from memadvise.schema.verify import read_verify
     from memadvise.report.html import render_report, report_summary
-    from memadvise.schema.io import atomic_write_text, read_json
+    from memadvise.schema.io import atomic_write_text
     from memadvise.schema.plan import read_plan
     from memadvise.schema.profile import read_profile
     from memadvise.sizes import format_bytes
@@ -45,7 +46,7 @@ def report_command(
         raise UsageError(f"--rank and --strategy need a plan file; {default_plan} does not exist (run `memadvise suggest`)")
     if plan_file is not None:
         plan = choose_plan(plan_file, rank, strategy)
-    verify = validate_verify(read_json(verify_path, what="verify result"), str(verify_path)) if verify_path else None
+    verify = read_verify(verify_path) if verify_path else None
     inputs = ReportInputs(profile=profile, plan_file=plan_file, plan=plan, verify=verify, notes=tuple(notes))
 
     with err_console().status("report", spinner="dots") as status:

@@ -127,24 +127,6 @@ def check_plan_matches(profile: Profile, plan_file: PlanFile) -> str | None:
     return None
 
 
-def validate_verify(doc: object, path: str) -> dict:
-    """The verify result of ``memadvise apply --verify --json`` (its ``verify`` key), or
-    the result itself; refuses anything else with one sentence."""
-    result = doc.get("verify") if isinstance(doc, dict) and "verify" in doc else doc
-    try:
-        rows = result["rows"]
-        for key in ("peak_bytes", "activation_bytes"):
-            float(rows[key]["predicted"]), float(rows[key]["measured"]), float(rows[key]["baseline_measured"])
-        float(rows["overhead"]["predicted"]), float(rows["overhead"]["measured"])
-        float(result["baseline_step_time_s"]), float(result["patched_step_time_s"])
-        int(result["plan"]["rank"]), str(result["plan"]["strategy"])
-    except (KeyError, TypeError, ValueError):
-        raise InputFileError(
-            f"{path!r} holds no verify result; write one with `memadvise apply --verify --json > FILE`"
-        ) from None
-    return result
-
-
 @dataclass
 class ReportInputs:
     profile: Profile

@@ -10,8 +10,9 @@ import pytest
 
 from memadvise.schema.trace import Trace
 from memadvise.analysis.simulator import Simulator
+from memadvise.schema.verify import validate_verify
 from memadvise.report.chart_data import (
-    MAX_POINTS, ReportInputs, bucket_max, choose_plan, phase_spans, squarify, validate_verify,
+    MAX_POINTS, ReportInputs, bucket_max, choose_plan, phase_spans, squarify,
 )
 from memadvise.report.html import render_report
 from memadvise._errors import InputFileError
