@@ -130,14 +130,17 @@ def script_of(plan_file: PlanFile, named: str | os.PathLike | None = None, *,
               project: str | os.PathLike | None = None) -> Path:
     """The script a plan patches: ``named`` when given; else the plan's path, which is
     relative to the working directory it was profiled in (so a copy of the project
-    patches its own copy). With ``project`` (the command's working directory), a plan
-    path outside it is refused: ``apply`` never patches another checkout unasked."""
+    patches its own copy). With ``project`` (the command's working directory), a path
+    outside it is refused when the plan was made in another directory: ``apply`` never
+    patches another checkout unasked."""
     if named is not None:
         return Path(named).resolve()
     recorded = Path(plan_file.script["path"])
     script = recorded.resolve()
     here = Path(project).resolve() if project is not None else None
-    if here is not None and here not in script.parents:
+    profiled_in = plan_file.script.get("cwd")
+    same_place = profiled_in is not None and Path(profiled_in).resolve() == here
+    if here is not None and here not in script.parents and not same_place:
         raise PlanRefused(f"the plan's script {str(script)!r} is outside this project ({here}); "
                           "name it to patch it anyway: --script PATH")
     return script

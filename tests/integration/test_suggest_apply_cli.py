@@ -359,6 +359,7 @@ def test_apply_in_a_copy_of_the_project_patches_the_copy(in_ws, tmp_path, monkey
 def test_apply_refuses_a_script_outside_the_project_unless_named(in_ws, tmp_path, monkeypatch):
     plan = json.loads((in_ws / ".memadvise" / "plan.json").read_text())
     plan["script"]["path"] = str(in_ws / "train.py")
+    plan["script"]["cwd"] = str(in_ws)  # made there, applied from elsewhere
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     monkeypatch.chdir(tmp_path)
     r = cli("apply", "--plan", "plan.json", "--patch", "p.patch")
