@@ -36,15 +36,14 @@ def _pareto(points: list[tuple[int, float]]) -> list[bool]:
 
 def _warnings(tree: UnitTree, actions: list[Action]) -> list[str]:
     out = []
-    rng = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.get("uses_rng")]
+    rng = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.uses_rng]
     if rng:
         out.append(f"{len(rng)} unit(s) draw random numbers (dropout): RNG state is preserved, a small cost per call")
-    bn = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.get("batchnorm_training")
-          or tree.units[tree.by_name[a.unit]].record.get("mutates_state")]
+    bn = [a.unit for a in actions if _restore_buffers(tree, a.unit)]
     if bn:
         out.append(f"{len(bn)} unit(s) update buffers in forward (BatchNorm running stats): they would update "
                    "twice under recompute, so the patch restores them after each recompute")
-    multi = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.get("calls", 1) > 1]
+    multi = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.calls > 1]
     if multi:
         out.append(f"{len(multi)} unit(s) run several times per step ({display_unit(multi[0])}...): "
                    "each call is checkpointed and recomputed")
@@ -53,7 +52,7 @@ def _warnings(tree: UnitTree, actions: list[Action]) -> list[str]:
 
 def _restore_buffers(tree: UnitTree, unit: str) -> bool:
     rec = tree.units[tree.by_name[unit]].record
-    return bool(rec.get("batchnorm_training") or rec.get("mutates_state"))
+    return rec.batchnorm_training or rec.mutates_state
 
 
 def _phase_peak(timeline, phase: Phase) -> int:

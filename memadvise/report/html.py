@@ -189,15 +189,15 @@ def _treemap_section(d: TreemapData) -> str:
     for box, c, t in zip(d.boxes, d.costs, d.shades):
         r = records[box.unit]
         fill = cost_color(t)
-        name = display_unit(r["name"])
-        b = int(r["activation_bytes"])
-        tip = (f"{name} ({r.get('type', '?')})\nactivations {exact_bytes(b)}, {b / d.total:.1%} of the model's\n"
-               f"forward {float(r.get('fwd_time_ms') or 0):.3f} ms: {c:.3f} ms per MiB to recompute")
-        if int(r.get("calls", 1)) > 1:
-            tip += f"\ncalled {r['calls']} times per step"
+        name = display_unit(r.name)
+        b = r.activation_bytes
+        tip = (f"{name} ({r.type})\nactivations {exact_bytes(b)}, {b / d.total:.1%} of the model's\n"
+               f"forward {r.fwd_time_ms:.3f} ms: {c:.3f} ms per MiB to recompute")
+        if r.calls > 1:
+            tip += f"\ncalled {r.calls} times per step"
         parts.append(f'<rect data-series="module" data-tip="{esc(tip)}" x="{coord(box.x)}" y="{coord(box.y)}" '
                      f'width="{coord(box.w)}" height="{coord(box.h)}" fill="{fill}"/>')
-        short = short_name(r["name"]) if box.depth else f"{r.get('type', '')} (root)".strip()
+        short = short_name(r.name) if box.depth else f"{r.type} (root)".strip()
         label = f"{short} · {format_bytes(b)}"
         room = int((box.w - 6) / 6.6)
         if box.h >= 14 and room >= 4:
@@ -367,29 +367,29 @@ def _asset(name: str) -> str:
 
 def _header(inputs: ReportInputs) -> str:
     profile = inputs.profile
-    s = profile.summary
-    env = profile.environment
-    script = profile.script
+    s = profile.records.summary
+    env = profile.records.environment
+    script = profile.records.script
     cards = [
-        ("peak", format_bytes(s["peak_bytes"]), f"{s['peak_bytes']:,} B in {s['peak_phase']}"),
-        ("activations", format_bytes(s["activation_bytes"]), f"{s['activation_bytes']:,} B held for backward"),
-        ("step time", f"{float(s['step_time_s']) * 1000:.1f} ms", "uninstrumented, median"),
+        ("peak", format_bytes(s.peak_bytes), f"{s.peak_bytes:,} B in {s.peak_phase}"),
+        ("activations", format_bytes(s.activation_bytes), f"{s.activation_bytes:,} B held for backward"),
+        ("step time", f"{s.step_time_s * 1000:.1f} ms", "uninstrumented, median"),
     ]
     plan = inputs.plan
     if plan is not None:
         p = plan["predicted"]
-        base_peak = inputs.plan_file.baseline["peak_bytes"] if inputs.plan_file else s["peak_bytes"]
+        base_peak = inputs.plan_file.baseline_figures.peak_bytes if inputs.plan_file else s.peak_bytes
         change = p["peak_bytes"] / base_peak - 1 if base_peak else 0.0
         cards.append((f"plan #{plan['rank']} {plan['strategy']}", format_bytes(p["peak_bytes"]),
                       f"peak {format_percent(change)}, step time {format_percent(p['overhead'])}"))
     card_html = "".join(f'<div class="card"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div>'
                         f'<div class="s">{esc(sub)}</div></div>' for k, v, sub in cards)
-    device = env["device"]
-    cmd = " ".join([script["path"], *script.get("args", [])])
+    device = env.device
+    cmd = " ".join([script.path, *script.args])
     notes = "".join(f'<p class="warn">{esc(n)}</p>' for n in inputs.notes)
-    return (f'<header><h1>memadvise report <span class="muted">{esc(script["path"].rsplit("/", 1)[-1])}</span></h1>'
-            f'<p class="muted"><code>{esc(cmd)}</code> · {esc(device["type"])} ({esc(device.get("name"))}) · '
-            f'torch {esc(env.get("torch"))} · profiled {esc(profile.doc.get("created_at", "?"))}</p>'
+    return (f'<header><h1>memadvise report <span class="muted">{esc(script.file_name)}</span></h1>'
+            f'<p class="muted"><code>{esc(cmd)}</code> · {esc(device.type)} ({esc(device.name)}) · '
+            f'torch {esc(env.torch)} · profiled {esc(profile.doc.get("created_at", "?"))}</p>'
             f'<div class="cards">{card_html}</div>{notes}</header>')
 
 
@@ -421,7 +421,7 @@ def render_report(inputs: ReportInputs, *, max_points: int = MAX_POINTS,
         sections.append(_verify_section(inputs.verify, inputs.plan))
     sources = f"profile {esc(profile.path or '(in memory)')}" + (
         f", plan file {esc(inputs.plan_file.path)}" if inputs.plan_file else "")
-    title = f"memadvise report: {profile.script['path'].rsplit('/', 1)[-1]}"
+    title = f"memadvise report: {profile.records.script.file_name}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

@@ -13,9 +13,10 @@ preset, no ``keep``) are still read: they mean the same in version 2.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from memadvise._errors import InputFileError, UsageError
 from memadvise.schema.actions import Action
@@ -27,8 +28,78 @@ READABLE_VERSIONS = (1, 2)  # version 1: selective actions name a preset only
 DEFAULT_PATH = Path(".memadvise") / "plan.json"
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """A plan's predicted step, or the plan file's measured baseline.
+
+    peak_bytes / activation_bytes: bytes; step_time_s: seconds; overhead: the step time's
+    change against the baseline (0.25 = 25% slower; None for the baseline itself);
+    by_category_at_peak: bytes live at the peak by memory category; peak_phase: where the
+    peak falls (``forward``, ``backward``, ``optimizer``).
+    """
+
+    peak_bytes: int
+    activation_bytes: int
+    step_time_s: float
+    overhead: float | None = None
+    by_category_at_peak: Mapping[str, int] = field(default_factory=dict)
+    peak_phase: str | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Prediction":
+        overhead = d.get("overhead")
+        return cls(peak_bytes=int(d["peak_bytes"]), activation_bytes=int(d["activation_bytes"]),
+                   step_time_s=float(d["step_time_s"]), overhead=None if overhead is None else float(overhead),
+                   by_category_at_peak={k: int(v) for k, v in (d.get("by_category_at_peak") or {}).items()},
+                   peak_phase=d.get("peak_phase"))
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One ranked plan of a plan file.
+
+    rank: 1 is the recommended plan. strategy: its name (``optimal-98%``, ``selective-linear``,
+    ``compile-budget-0.5``, ...). description: one sentence. actions: what it does to which
+    unit; restore_buffers: the units whose buffers are restored after recompute.
+    predicted: the simulator's prediction. change: relative change of ``peak`` and
+    ``activation`` against the baseline. pareto: on the peak/time Pareto front.
+    meets_budget: None without a budget. warnings: what the plan's user should know.
+    """
+
+    rank: int
+    strategy: str
+    actions: tuple[Action, ...]
+    predicted: Prediction
+    description: str = ""
+    restore_buffers: frozenset[str] = frozenset()
+    change: Mapping[str, float] = field(default_factory=dict)
+    pareto: bool = False
+    meets_budget: bool | None = None
+    warnings: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "PlanEntry":
+        return cls(
+            rank=int(d["rank"]), strategy=str(d["strategy"]),
+            actions=tuple(Action.from_json(a) for a in d["actions"]),
+            predicted=Prediction.from_json(d["predicted"]),
+            description=str(d.get("description") or ""),
+            restore_buffers=frozenset(a["unit"] for a in d["actions"] if a.get("restore_buffers")),
+            change=dict(d.get("change") or {}), pareto=bool(d.get("pareto", False)),
+            meets_budget=d.get("meets_budget"), warnings=tuple(d.get("warnings") or ()),
+        )
+
+
 @dataclass
 class PlanFile:
+    """A loaded, validated plan file.
+
+    ``entries`` are its ranked plans as typed records and ``baseline_figures`` the
+    measured baseline, built once from the document on first use; ``doc`` is the
+    document itself, and the dict properties (``plans``, ``baseline``, ``script``) its
+    sections as read, kept for older callers.
+    """
+
     doc: dict
     path: str
 
@@ -36,6 +107,14 @@ class PlanFile:
     def from_doc(cls, doc: Any, path: str | os.PathLike) -> "PlanFile":
         validate_plan(doc, path)
         return cls(doc=doc, path=str(path))
+
+    @cached_property
+    def entries(self) -> tuple[PlanEntry, ...]:
+        return tuple(PlanEntry.from_json(p) for p in self.doc["plans"])
+
+    @cached_property
+    def baseline_figures(self) -> Prediction:
+        return Prediction.from_json(self.doc["baseline"])
 
     @property
     def plans(self) -> list[dict]:
