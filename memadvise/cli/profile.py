@@ -71,7 +71,7 @@ def profile_command(
             con = out_console()
             for p in profiles:
                 v = p.doc["settings"]["vary"]
-                con.print(f"{v['name']}={v['value']}: peak {format_bytes(p.summary['peak_bytes'])} -> {p.path}")
+                con.print(f"{v['name']}={v['value']}: peak {format_bytes(p.records.summary.peak_bytes)} -> {p.path}")
             paths = " ".join(f"--profile {p.path}" for p in profiles)
             con.print(f"next: [bold]memadvise fit {paths} --device-memory 24GiB[/bold]")
         return

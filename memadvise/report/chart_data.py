@@ -19,9 +19,9 @@ import numpy as np
 from memadvise._errors import InputFileError
 from memadvise.analysis.simulator import PlanError, Simulator
 from memadvise.analysis.units import UnitTree
-from memadvise.schema.actions import Action, display_unit
+from memadvise.schema.actions import display_unit
 from memadvise.schema.categories import N_CATEGORIES, Phase
-from memadvise.schema.plan import PlanFile
+from memadvise.schema.plan import PlanEntry, PlanFile, select_entry
 from memadvise.schema.profile import Profile, UnitRecord
 from memadvise.schema.trace import Timeline, Trace
 
@@ -106,15 +106,13 @@ def op_modules(t: Trace, units: Sequence[UnitRecord]) -> list[str]:
     return [display_unit(names[u]) if u >= 0 else "" for u in unit.tolist()]
 
 
-def choose_plan(plan_file: PlanFile, rank: int | None, strategy: str | None) -> dict:
+def choose_plan(plan_file: PlanFile, rank: int | None, strategy: str | None) -> PlanEntry:
     """``--rank``/``--strategy`` as in ``apply``; by default the plan file's
     recommendation, else rank 1."""
-    from memadvise.schema.plan import select_plan
-
     if rank is None and strategy is None:
         rec = plan_file.doc.get("recommendation") or {}
         rank = int(rec["rank"]) if rec.get("rank") is not None else 1
-    return select_plan(plan_file, rank=rank, strategy=strategy)
+    return select_entry(plan_file, rank=rank, strategy=strategy)
 
 
 def check_plan_matches(profile: Profile, plan_file: PlanFile) -> str | None:
@@ -132,7 +130,7 @@ def check_plan_matches(profile: Profile, plan_file: PlanFile) -> str | None:
 class ReportInputs:
     profile: Profile
     plan_file: PlanFile | None = None
-    plan: dict | None = None  # the chosen plan of plan_file
+    plan: PlanEntry | None = None  # the chosen plan of plan_file
     verify: dict | None = None
     notes: tuple[str, ...] = ()
 
@@ -167,7 +165,7 @@ class TimelineData:
     names: list[str]
 
 
-def timeline_data(sim: Simulator, plan: dict | None, max_points: int = MAX_POINTS) -> TimelineData:
+def timeline_data(sim: Simulator, plan: PlanEntry | None, max_points: int = MAX_POINTS) -> TimelineData:
     """The recorded timeline, and the one ``plan`` predicts (simulated here); a plan that
     does not fit the profile is refused with one sentence."""
     t = sim.trace
@@ -178,21 +176,20 @@ def timeline_data(sim: Simulator, plan: dict | None, max_points: int = MAX_POINT
     pred_peak = pred_peak_pos = None
     pred_tl = None
     if plan is not None:
-        actions = [Action.from_json(a) for a in plan["actions"]]
         replace = None
-        if plan.get("compile"):  # a compile-budget plan: the compiled region swapped in
+        if plan.compile_budget is not None:  # a compile-budget plan: the compiled region swapped in
             from memadvise.analysis.compile_plans import replacement
 
             row = next((r for r in (sim.profile.doc.get("compile_plans") or {}).get("budgets", [])
-                        if float(r["budget"]) == float(plan["compile"]["budget"])), None)
+                        if float(r["budget"]) == plan.compile_budget), None)
             if row is None:
-                raise InputFileError(f"plan #{plan['rank']} is a compile plan and the profile has no partition "
-                                     f"at budget {plan['compile']['budget']:g}")
+                raise InputFileError(f"plan #{plan.rank} is a compile plan and the profile has no partition "
+                                     f"at budget {plan.compile_budget:g}")
             replace = replacement(sim.profile, sim, row)
         try:
-            pred_tl = sim.simulate(actions, timeline=True, replace=replace).timeline
+            pred_tl = sim.simulate(list(plan.actions), timeline=True, replace=replace).timeline
         except PlanError as exc:
-            raise InputFileError(f"plan #{plan['rank']} does not fit this profile: {exc}") from None
+            raise InputFileError(f"plan #{plan.rank} does not fit this profile: {exc}") from None
         pos = op_positions(base_tl, pred_tl)
         pred = bucket_max(pos, pred_tl.by_category, n, len(base.rows), recompute=pred_tl.recompute)
         pred_peak = pred_tl.peak_bytes

@@ -53,6 +53,18 @@ class Prediction:
                    by_category_at_peak={k: int(v) for k, v in (d.get("by_category_at_peak") or {}).items()},
                    peak_phase=d.get("peak_phase"))
 
+    def to_json(self) -> dict:
+        """The plan file's form (fields absent from older files stay absent)."""
+        out: dict[str, Any] = {"peak_bytes": self.peak_bytes, "activation_bytes": self.activation_bytes,
+                               "step_time_s": self.step_time_s}
+        if self.overhead is not None:
+            out["overhead"] = self.overhead
+        if self.by_category_at_peak:
+            out["by_category_at_peak"] = dict(self.by_category_at_peak)
+        if self.peak_phase is not None:
+            out["peak_phase"] = self.peak_phase
+        return out
+
 
 @dataclass(frozen=True)
 class PlanEntry:
@@ -64,6 +76,8 @@ class PlanEntry:
     predicted: the simulator's prediction. change: relative change of ``peak`` and
     ``activation`` against the baseline. pareto: on the peak/time Pareto front.
     meets_budget: None without a budget. warnings: what the plan's user should know.
+    compile_budget: for a ``compile-budget-B`` plan, torch.compile's activation memory
+    budget B (its partition is in the profile's ``compile_plans``); None otherwise.
     """
 
     rank: int
@@ -76,9 +90,11 @@ class PlanEntry:
     pareto: bool = False
     meets_budget: bool | None = None
     warnings: tuple[str, ...] = ()
+    compile_budget: float | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "PlanEntry":
+        compiled = d.get("compile")
         return cls(
             rank=int(d["rank"]), strategy=str(d["strategy"]),
             actions=tuple(Action.from_json(a) for a in d["actions"]),
@@ -87,7 +103,13 @@ class PlanEntry:
             restore_buffers=frozenset(a["unit"] for a in d["actions"] if a.get("restore_buffers")),
             change=dict(d.get("change") or {}), pareto=bool(d.get("pareto", False)),
             meets_budget=d.get("meets_budget"), warnings=tuple(d.get("warnings") or ()),
+            compile_budget=float(compiled["budget"]) if compiled else None,
         )
+
+    @property
+    def label(self) -> str:
+        """``#2 selective-linear``: how outputs name the plan."""
+        return f"#{self.rank} {self.strategy}"
 
 
 @dataclass
@@ -196,6 +218,12 @@ def read_plan(path: str | os.PathLike = DEFAULT_PATH) -> PlanFile:
 
 def write_plan(doc: dict, path: str | os.PathLike = DEFAULT_PATH) -> Path:
     return atomic_write_json(path, doc, indent=1)
+
+
+def select_entry(plan_file: PlanFile, *, rank: int | None = None, strategy: str | None = None) -> PlanEntry:
+    """The plan ``select_plan`` chooses, as its typed record."""
+    chosen = select_plan(plan_file, rank=rank, strategy=strategy)
+    return plan_file.entries[next(i for i, p in enumerate(plan_file.plans) if p is chosen)]
 
 
 def select_plan(plan_file: PlanFile, *, rank: int | None = None, strategy: str | None = None) -> dict:

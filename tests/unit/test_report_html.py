@@ -17,7 +17,7 @@ from memadvise.report.chart_data import (
 from memadvise.report.html import render_report
 from memadvise._errors import InputFileError
 from memadvise.schema.actions import Action
-from memadvise.schema.plan import FORMAT as PLAN_FORMAT, SCHEMA_VERSION as PLAN_VERSION, PlanFile
+from memadvise.schema.plan import FORMAT as PLAN_FORMAT, SCHEMA_VERSION as PLAN_VERSION, PlanEntry, PlanFile, Prediction
 from memadvise.schema.profile import Profile
 from memadvise.testing.synthetic import chain_peak_formula, chain_profile
 
@@ -167,9 +167,9 @@ def test_pareto_chart_marks_the_recommended_plan(chain):
 
 def test_default_plan_is_the_recommendation(chain):
     _, plan_file = chain
-    assert choose_plan(plan_file, None, None)["rank"] == plan_file.doc["recommendation"]["rank"]
-    assert choose_plan(plan_file, None, None)["strategy"] == "every-2"
-    assert choose_plan(plan_file, 3, None)["rank"] == 3
+    assert choose_plan(plan_file, None, None).rank == plan_file.doc["recommendation"]["rank"]
+    assert choose_plan(plan_file, None, None).strategy == "every-2"
+    assert choose_plan(plan_file, 3, None).rank == 3
 
 
 def test_without_a_plan_there_is_no_overlay_and_no_pareto(chain):
@@ -257,8 +257,8 @@ def test_a_50000_op_step_makes_a_small_report_with_its_peak():
     actions = [Action(f"blocks.{i}", "checkpoint") for i in range(0, n, 50)]
     sim = Simulator(profile)
     pred = sim.simulate(actions)
-    plan = {"rank": 1, "strategy": "every-50", "actions": [a.to_json() for a in actions], "pareto": True,
-            "predicted": pred.predicted()}
+    plan = PlanEntry(rank=1, strategy="every-50", actions=tuple(actions), pareto=True,
+                     predicted=Prediction.from_json(pred.predicted()))
     page = render_report(ReportInputs(profile, None, plan))
     assert len(page.encode()) < 2_000_000
     data = json.loads(re.search(r'id="timeline-data">(.*?)</script>', page).group(1))
