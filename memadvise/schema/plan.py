@@ -67,6 +67,21 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class RecomputedOp:
+    """An op kind a plan recomputes in backward: its ``calls`` per step, their predicted
+    time ``us`` (microseconds) and the saved bytes the recompute frees (``freed_bytes``)."""
+
+    op: str
+    calls: int
+    us: float
+    freed_bytes: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RecomputedOp":
+        return cls(op=str(d["op"]), calls=int(d["calls"]), us=float(d["us"]), freed_bytes=int(d["freed_bytes"]))
+
+
+@dataclass(frozen=True)
 class PlanEntry:
     """One ranked plan of a plan file.
 
@@ -76,6 +91,8 @@ class PlanEntry:
     predicted: the simulator's prediction. change: relative change of ``peak`` and
     ``activation`` against the baseline. pareto: on the peak/time Pareto front.
     meets_budget: None without a budget. warnings: what the plan's user should know.
+    bytes_saved_per_ms: peak bytes saved per millisecond of added step time.
+    recompute: the op kinds it recomputes, most bytes freed first (None where not predicted).
     compile_budget: for a ``compile-budget-B`` plan, torch.compile's activation memory
     budget B (its partition is in the profile's ``compile_plans``); None otherwise.
     """
@@ -90,11 +107,13 @@ class PlanEntry:
     pareto: bool = False
     meets_budget: bool | None = None
     warnings: tuple[str, ...] = ()
+    bytes_saved_per_ms: float | None = None
+    recompute: tuple[RecomputedOp, ...] | None = None
     compile_budget: float | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "PlanEntry":
-        compiled = d.get("compile")
+        compiled, recompute, per_ms = d.get("compile"), d.get("recompute"), d.get("bytes_saved_per_ms")
         return cls(
             rank=int(d["rank"]), strategy=str(d["strategy"]),
             actions=tuple(Action.from_json(a) for a in d["actions"]),
@@ -103,6 +122,8 @@ class PlanEntry:
             restore_buffers=frozenset(a["unit"] for a in d["actions"] if a.get("restore_buffers")),
             change=dict(d.get("change") or {}), pareto=bool(d.get("pareto", False)),
             meets_budget=d.get("meets_budget"), warnings=tuple(d.get("warnings") or ()),
+            bytes_saved_per_ms=None if per_ms is None else float(per_ms),
+            recompute=None if recompute is None else tuple(RecomputedOp.from_json(r) for r in recompute),
             compile_budget=float(compiled["budget"]) if compiled else None,
         )
 
