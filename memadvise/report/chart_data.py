@@ -22,6 +22,7 @@ from memadvise.analysis.units import UnitTree
 from memadvise.schema.actions import display_unit
 from memadvise.schema.categories import N_CATEGORIES, Phase
 from memadvise.schema.plan import PlanEntry, PlanFile, select_entry
+from memadvise.schema.verify import VerifyResult
 from memadvise.schema.profile import Profile, UnitRecord
 from memadvise.schema.trace import Timeline, Trace
 
@@ -131,7 +132,7 @@ class ReportInputs:
     profile: Profile
     plan_file: PlanFile | None = None
     plan: PlanEntry | None = None  # the chosen plan of plan_file
-    verify: dict | None = None
+    verify: VerifyResult | None = None
     notes: tuple[str, ...] = ()
 
 

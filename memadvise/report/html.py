@@ -34,6 +34,7 @@ from memadvise.report.svg import (
 from memadvise.schema.actions import display_unit
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
 from memadvise.schema.plan import PlanEntry, PlanFile, Prediction
+from memadvise.schema.verify import VerifyResult
 from memadvise.sizes import format_bytes, format_percent
 
 TREEMAP_HEIGHT = 440.0  # SVG user units
@@ -303,17 +304,14 @@ def _plans_table(plans: Sequence[PlanEntry], base: Prediction, rec: int | None, 
 
 
 # ---------------------------------------------------------------------------- verify
-def _verify_section(verify: dict, chosen: PlanEntry | None) -> str:
-    rows = verify["rows"]
-    base_ms = float(verify["baseline_step_time_s"]) * 1000
+def _verify_section(verify: VerifyResult, chosen: PlanEntry | None) -> str:
+    base_ms = verify.baseline_step_time_s * 1000
+    peak, act, over = verify.peak, verify.activation, verify.overhead
     groups = [
-        ("peak", [rows["peak_bytes"]["baseline_measured"], rows["peak_bytes"]["predicted"], rows["peak_bytes"]["measured"]],
-         rows["peak_bytes"].get("error"), "bytes"),
-        ("activations", [rows["activation_bytes"]["baseline_measured"], rows["activation_bytes"]["predicted"],
-                         rows["activation_bytes"]["measured"]], rows["activation_bytes"].get("error"), "bytes"),
+        ("peak", [peak.baseline_measured, peak.predicted, peak.measured], peak.error, "bytes"),
+        ("activations", [act.baseline_measured, act.predicted, act.measured], act.error, "bytes"),
         # measured: the baseline's time with the median change of the pairs (one pair: that pair's)
-        ("step time", [base_ms, base_ms * (1 + float(rows["overhead"]["predicted"])),
-                       base_ms * (1 + float(rows["overhead"]["measured"]))], None, "ms"),
+        ("step time", [base_ms, base_ms * (1 + over.predicted), base_ms * (1 + over.measured)], None, "ms"),
     ]
     kinds = ("baseline", "predicted", "measured")
     colors = {"baseline": "#bab0ac", "predicted": "#4e79a7", "measured": "#e15759"}
@@ -341,23 +339,21 @@ def _verify_section(verify: dict, chosen: PlanEntry | None) -> str:
         y += gap
     svg = svg_open(height, "verify", 3, "predicted against measured") + "".join(labels) + "".join(
         f'<g data-series="{k}">{"".join(v)}</g>' for k, v in bars.items()) + "</svg>"
-    plan = verify["plan"]
-    same = chosen is None or (plan["rank"] == chosen.rank and plan["strategy"] == chosen.strategy)
-    note = "" if same else (f' This verify run measured plan #{plan["rank"]} {esc(plan["strategy"])}, '
+    same = chosen is None or (verify.plan_rank == chosen.rank and verify.plan_strategy == chosen.strategy)
+    note = "" if same else (f' This verify run measured plan #{verify.plan_rank} {esc(verify.plan_strategy)}, '
                             f'not the plan shown above.')
-    verdict = ("within" if verify.get("passed") else "outside")
-    over = rows["overhead"]
-    pairs = over.get("measured_pairs") or []
+    verdict = ("within" if verify.passed else "outside")
+    pairs = over.measured_pairs
     if len(pairs) > 1:
         note += (f" Step time: the median of {len(pairs)} alternating original/patched pairs "
                  f"({esc(format_percent(min(pairs)))} to {esc(format_percent(max(pairs)))}).")
-    if over.get("resolved") is False:
+    if over.resolved is False:
         note += " The pairs took both signs: a step-time change within this machine's run-to-run noise."
     legend = "".join(f'<span class="key"><i style="background:{colors[k]}"></i>{k}</span>' for k in kinds)
-    return (f'<section id="verify"><h2>Predicted against measured: plan #{plan["rank"]} {esc(plan["strategy"])}</h2>'
+    return (f'<section id="verify"><h2>Predicted against measured: plan #{verify.plan_rank} {esc(verify.plan_strategy)}</h2>'
             f'<p class="note">The unpatched and the patched script, each profiled in its own process '
             f'(<code>memadvise apply --verify</code>). Peak {verdict} the tolerance of '
-            f'{float(verify.get("tolerance", 0)):.0%}.{note}</p><div class="legend">{legend}</div>{svg}</section>')
+            f'{verify.tolerance:.0%}.{note}</p><div class="legend">{legend}</div>{svg}</section>')
 
 
 # ---------------------------------------------------------------------------- page
@@ -448,6 +444,6 @@ def report_summary(inputs: ReportInputs, path: str, size_bytes: int) -> dict:
         "plan_file": inputs.plan_file.path if inputs.plan_file else None,
         "plan": ({"rank": plan.rank, "strategy": plan.strategy, "predicted": plan.predicted.to_json()}
                  if plan else None),
-        "verify": ({"rank": inputs.verify["plan"]["rank"], "passed": inputs.verify.get("passed")} if inputs.verify else None),
+        "verify": ({"rank": inputs.verify.plan_rank, "passed": inputs.verify.passed} if inputs.verify else None),
         "notes": list(inputs.notes),
     }

@@ -10,7 +10,7 @@ import pytest
 
 from memadvise.schema.trace import Trace
 from memadvise.analysis.simulator import Simulator
-from memadvise.schema.verify import validate_verify
+from memadvise.schema.verify import VerifyResult, validate_verify
 from memadvise.report.chart_data import (
     MAX_POINTS, ReportInputs, bucket_max, choose_plan, phase_spans, squarify,
 )
@@ -195,7 +195,7 @@ VERIFY = {
 
 def test_verify_section_puts_predicted_and_measured_side_by_side(chain):
     profile, plan_file = chain
-    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, "full"), verify=VERIFY))
+    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, "full"), verify=VerifyResult.from_json(VERIFY)))
     svg = charts(page)["verify"]
     assert series(svg) == ["baseline", "predicted", "measured"] and expected(svg) == 3
     text = html.unescape(svg)
@@ -211,7 +211,7 @@ def test_verify_section_shows_the_median_of_the_pairs(chain):
     over = {"predicted": 0.3, "measured": 0.1, "error": 0.2, "measured_pairs": [0.6, 0.1, -0.05],
             "pairs_range": [-0.05, 0.6], "resolved": False}
     verify = {**VERIFY, "rows": {**VERIFY["rows"], "overhead": over}, "patched_step_time_s": 0.0032}
-    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, "full"), verify=verify))
+    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, "full"), verify=VerifyResult.from_json(verify)))
     assert "step time, measured with the plan\n2.2 ms" in html.unescape(charts(page)["verify"])
     section = html.unescape(page[page.index('<section id="verify">'):])
     assert "median of 3 alternating original/patched pairs (-5.0% to +60.0%)" in section
@@ -228,7 +228,7 @@ def test_verify_file_is_validated():
 
 def test_page_loads_nothing_from_anywhere(chain):
     profile, plan_file = chain
-    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, None), verify=VERIFY))
+    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, None), verify=VerifyResult.from_json(VERIFY)))
     lowered = page.lower()
     for needle in ("http://", "https://", "//cdn", "<script src", "<link", "@import", "url(", "<img", "<iframe",
                    "fetch(", "xmlhttprequest", "websocket", "eventsource", "sendbeacon"):
