@@ -136,6 +136,7 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         "peak_phase": base.peak_phase,
     }
     plans = []
+    result_of: dict[int, SimResult] = {}  # id of a plan's document -> its prediction, for ranking
     points = [(base.peak_bytes, sim.base_step_s)] + [(r.peak_bytes, r.step_time_s) for *_, r in evaluated]
     front = _pareto(points)
     for (strategy, desc, actions, r), on_front in zip(evaluated, front[1:]):
@@ -158,39 +159,44 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
             # what the plan recomputes, by op: µs of predicted recompute time, bytes freed
             "recompute": [dict(row, us=round(row["us"], 3)) for row in sim.recomputed_ops(actions)],
         })
+        result_of[id(plans[-1])] = r
         if strategy in compile_of:
             plans[-1]["compile"] = compile_of[strategy].doc()
             plans[-1]["warnings"] = compile_of[strategy].warnings
 
     # rank: with a budget, plans that meet it by step time, then the rest by peak;
     # without, the recommendation first, then the front by peak, then the rest by peak
+    def res(p: dict) -> SimResult:
+        return result_of[id(p)]
+
     recommended = None
     if budget_bytes is not None:
-        fits = sorted([p for p in plans if p["meets_budget"]], key=lambda p: (p["predicted"]["step_time_s"], p["predicted"]["peak_bytes"]))
-        rest = sorted([p for p in plans if not p["meets_budget"]], key=lambda p: (p["predicted"]["peak_bytes"], p["predicted"]["step_time_s"]))
+        fits = sorted([p for p in plans if p["meets_budget"]], key=lambda p: (res(p).step_time_s, res(p).peak_bytes))
+        rest = sorted([p for p in plans if not p["meets_budget"]], key=lambda p: (res(p).peak_bytes, res(p).step_time_s))
         ordered = fits + rest
         recommended = fits[0] if fits else None
     else:
-        front_plans = [p for p in plans if p["pareto"] and p["predicted"]["peak_bytes"] < base.peak_bytes]
-        cheap = [p for p in front_plans if p["predicted"]["overhead"] <= RECOMMEND_MAX_OVERHEAD]
+        front_plans = [p for p in plans if p["pareto"] and res(p).peak_bytes < base.peak_bytes]
+        cheap = [p for p in front_plans if res(p).overhead <= RECOMMEND_MAX_OVERHEAD]
         if cheap:
-            recommended = min(cheap, key=lambda p: (p["predicted"]["peak_bytes"], p["predicted"]["step_time_s"]))
+            recommended = min(cheap, key=lambda p: (res(p).peak_bytes, res(p).step_time_s))
         elif front_plans:
-            recommended = min(front_plans, key=lambda p: (p["predicted"]["overhead"], p["predicted"]["peak_bytes"]))
+            recommended = min(front_plans, key=lambda p: (res(p).overhead, res(p).peak_bytes))
         ordered = ([recommended] if recommended else []) + sorted(
             [p for p in plans if p is not recommended],
-            key=lambda p: (not p["pareto"], p["predicted"]["peak_bytes"], p["predicted"]["step_time_s"]),
+            key=lambda p: (not p["pareto"], res(p).peak_bytes, res(p).step_time_s),
         )
     for i, p in enumerate(ordered, start=1):
         p["rank"] = i
 
-    lowest = min([p["predicted"]["peak_bytes"] for p in plans] + [base.peak_bytes])
-    lowest_activation = min([p["predicted"]["activation_bytes"] for p in plans] + [base.activation_bytes])
+    results = [res(p) for p in plans]
+    lowest = min([int(r.peak_bytes) for r in results] + [base.peak_bytes])
+    lowest_activation = min([int(r.activation_bytes) for r in results] + [base.activation_bytes])
     opt_peak = _phase_peak(base_tl, Phase.OPTIMIZER)
     notes = []
     if base.peak_phase == "optimizer":
         notes.append(f"the peak is in optimizer.step() ({format_bytes(base.peak_bytes)}): recompute cannot lower it")
-    elif any(p["predicted"]["peak_phase"] == "optimizer" and p["predicted"]["peak_bytes"] == lowest for p in plans):
+    elif any(r.peak_phase == "optimizer" and r.peak_bytes == lowest for r in results):
         notes.append(f"the lowest plans peak in optimizer.step() ({format_bytes(opt_peak)}): below that, "
                      "recompute cannot help; the optimizer's state and temporaries set the floor")
     dist = profile.doc.get("distributed") or {}
@@ -213,7 +219,7 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         reason = (f"fastest plan with predicted {'activation memory' if budget_metric == 'activation' else 'peak'} "
                   f"under the budget {format_bytes(budget_bytes)}" if budget_bytes is not None
                   else f"lowest predicted peak at ≤ {RECOMMEND_MAX_OVERHEAD:.0%} step-time overhead"
-                  if recommended["predicted"]["overhead"] <= RECOMMEND_MAX_OVERHEAD
+                  if res(recommended).overhead <= RECOMMEND_MAX_OVERHEAD
                   else "cheapest plan on the Pareto front")
         recommendation = {"rank": recommended["rank"], "strategy": recommended["strategy"], "reason": reason}
     rec_tuple = None
