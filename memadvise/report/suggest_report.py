@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memadvise.schema.actions import SELECTIVE, Action, display_unit
-from memadvise.schema.plan import PlanEntry, Prediction
+from memadvise.schema.plan import PlanEntry, Prediction, traffic_entries
 from memadvise.sizes import format_bytes, format_percent
 
 
@@ -138,7 +138,7 @@ def _render_recompute(console: Console, plans: list[PlanEntry]) -> None:
 
 def _render_traffic(console: Console, doc: dict) -> None:
     traffic = doc.get("traffic") or {}
-    plans = traffic.get("plans") or []
+    plans = traffic_entries(doc)
     if not plans:
         return
     table = Table(title="traffic: bytes moved, not held (combinable with a plan: apply --traffic NAME)",
@@ -147,10 +147,9 @@ def _render_traffic(console: Console, doc: dict) -> None:
         table.add_column(col, justify=justify, no_wrap=col != "note")
     base = traffic.get("baseline_peak_bytes") or 1
     for p in plans:
-        pred = p["predicted"]
-        combo = p.get("with_plan")
+        pred, combo = p.predicted, p.with_plan
         table.add_row(
-            p["strategy"], _with_change(pred["peak_bytes"], pred["peak_bytes"] / base - 1), f"{pred['overhead'] * 100:+.0f}%",
-            f"{combo['overhead'] * 100:+.0f}%" if combo else "-", p.get("short", ""),
+            p.strategy, _with_change(pred.peak_bytes, pred.peak_bytes / base - 1), f"{(pred.overhead or 0.0) * 100:+.0f}%",
+            f"{(combo.overhead or 0.0) * 100:+.0f}%" if combo else "-", p.short,
         )
     console.print(table)

@@ -227,10 +227,10 @@ class PlanTables:
     @cached_property
     def traffic(self) -> pd.DataFrame:
         """One row per traffic plan (empty when the plan file has none)."""
-        rows = [{"strategy": e["strategy"], "peak_bytes": int(e["predicted"]["peak_bytes"]),
-                 "step_time_ms": float(e["predicted"]["step_time_s"]) * 1000,
-                 "overhead": float(e["predicted"]["overhead"]), "changes_numerics": bool(e.get("changes_numerics"))}
-                for e in (self.plan_file.doc.get("traffic") or {}).get("plans", [])]
+        rows = [{"strategy": e.strategy, "peak_bytes": e.predicted.peak_bytes,
+                 "step_time_ms": e.predicted.step_time_s * 1000,
+                 "overhead": float(e.predicted.overhead or 0.0), "changes_numerics": e.changes_numerics}
+                for e in self.plan_file.traffic_entries]
         return pd.DataFrame(rows, columns=list(TRAFFIC_COLUMNS))
 
     def to_csv(self, folder: str | os.PathLike) -> list[Path]:

@@ -133,12 +133,45 @@ class PlanEntry:
         return f"#{self.rank} {self.strategy}"
 
 
+@dataclass(frozen=True)
+class TrafficEntry:
+    """A traffic plan: one change to how the step moves bytes (``change``, one key of
+    ``TRAFFIC_CHANGES``: ``{"optimizer": "fused"}``), its ``predicted`` step, what the
+    user should know (``notes``; ``caveat`` and its ``short`` form; ``changes_numerics``:
+    autocast), and ``with_plan``: the change on top of the recommended recompute plan
+    (named ``with_plan_name``), None without one."""
+
+    strategy: str
+    change: Mapping[str, Any]
+    predicted: Prediction
+    notes: tuple[str, ...] = ()
+    caveat: str = ""
+    short: str = ""
+    changes_numerics: bool = False
+    with_plan: Prediction | None = None
+    with_plan_name: str | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "TrafficEntry":
+        combo = d.get("with_plan")
+        return cls(strategy=str(d["strategy"]), change=dict(d["change"]), predicted=Prediction.from_json(d["predicted"]),
+                   notes=tuple(d.get("notes") or ()), caveat=str(d.get("caveat") or ""), short=str(d.get("short") or ""),
+                   changes_numerics=bool(d.get("changes_numerics")),
+                   with_plan=Prediction.from_json(combo) if combo else None,
+                   with_plan_name=combo.get("plan") if combo else None)
+
+
+def traffic_entries(doc: Mapping[str, Any]) -> tuple[TrafficEntry, ...]:
+    """The traffic plans of a plan document (none in files without a traffic section)."""
+    return tuple(TrafficEntry.from_json(e) for e in (doc.get("traffic") or {}).get("plans", []))
+
+
 @dataclass
 class PlanFile:
     """A loaded, validated plan file.
 
-    ``entries`` are its ranked plans as typed records and ``baseline_figures`` the
-    measured baseline, built once from the document on first use; ``doc`` is the
+    ``entries`` are its ranked plans as typed records, ``traffic_entries`` its traffic
+    plans and ``baseline_figures`` the measured baseline, built once from the document on first use; ``doc`` is the
     document itself, and the dict properties (``plans``, ``baseline``, ``script``) its
     sections as read, kept for older callers.
     """
@@ -154,6 +187,10 @@ class PlanFile:
     @cached_property
     def entries(self) -> tuple[PlanEntry, ...]:
         return tuple(PlanEntry.from_json(p) for p in self.doc["plans"])
+
+    @cached_property
+    def traffic_entries(self) -> tuple[TrafficEntry, ...]:
+        return traffic_entries(self.doc)
 
     @cached_property
     def baseline_figures(self) -> Prediction:
