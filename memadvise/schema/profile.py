@@ -163,6 +163,35 @@ class Script:
 
 
 @dataclass(frozen=True)
+class Vary:
+    """``memadvise profile --vary NAME=V1,V2``: the size this profile was taken at.
+    ``value`` is as recorded (an integer from the command line); ``predicted``: True for
+    a profile the scaling model made (``analysis.scaling``), not measured."""
+
+    name: str
+    value: float
+    predicted: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the script was profiled: ``warmup`` steps run first, ``steps`` recorded,
+    ``timing_steps`` timed without instrumentation; ``vary`` with ``--vary``."""
+
+    warmup: int = 0
+    steps: int = 0
+    timing_steps: int = 0
+    vary: Vary | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "Settings":
+        d = d or {}
+        v = d.get("vary")
+        return cls(warmup=int(d.get("warmup", 0)), steps=int(d.get("steps", 0)), timing_steps=int(d.get("timing_steps", 0)),
+                   vary=Vary(name=str(v["name"]), value=v["value"], predicted=bool(v.get("predicted", False))) if v else None)
+
+
+@dataclass(frozen=True)
 class UnitRecord:
     """One module of the script (a unit), keyed by its qualified name.
 
@@ -226,11 +255,13 @@ class ProfileRecords:
     environment: Environment
     script: Script
     units: tuple[UnitRecord, ...]
+    settings: Settings = field(default_factory=Settings)
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> "ProfileRecords":
         return cls(summary=Summary.from_json(doc["summary"]), environment=Environment.from_json(doc["environment"]),
-                   script=Script.from_json(doc["script"]), units=tuple(UnitRecord.from_json(u) for u in doc["units"]))
+                   script=Script.from_json(doc["script"]), units=tuple(UnitRecord.from_json(u) for u in doc["units"]),
+                   settings=Settings.from_json(doc.get("settings")))
 
 
 @dataclass
