@@ -44,8 +44,8 @@ def _summary(profile: Profile, s: Summary) -> dict:
         "peak_phase": s.peak_phase,
         "peak_op": s.peak_op,
         "peak_unit": s.peak_unit,
-        "steps": [{"index": st["index"], "peak_bytes": st["peak_bytes"], "activation_bytes": st["activation_bytes"]}
-                  for st in profile.doc["steps"]],
+        "steps": [{"index": st.index, "peak_bytes": st.peak_bytes, "activation_bytes": st.activation_bytes}
+                  for st in profile.records.steps],
         "distributed": profile.doc.get("distributed"),
         "notes": profile.notes,
     }

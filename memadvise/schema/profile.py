@@ -92,6 +92,32 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class StepRecord:
+    """One recorded step: its ``index`` in the run, ``peak_bytes`` and the bytes by
+    category there, the ``peak_phase`` and ``peak_op``, ``activation_bytes`` held for
+    backward, the live bytes at its start (``start_bytes``), its op count ``n_ops`` and
+    instrumented ``wall_time_s`` (None in files without them)."""
+
+    index: int
+    peak_bytes: int
+    activation_bytes: int
+    by_category_at_peak: Mapping[str, int] = field(default_factory=dict)
+    peak_phase: str | None = None
+    peak_op: str | None = None
+    start_bytes: int | None = None
+    n_ops: int | None = None
+    wall_time_s: float | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "StepRecord":
+        return cls(index=int(d["index"]), peak_bytes=int(d["peak_bytes"]), activation_bytes=int(d["activation_bytes"]),
+                   by_category_at_peak={k: int(v) for k, v in (d.get("by_category_at_peak") or {}).items()},
+                   peak_phase=d.get("peak_phase"), peak_op=d.get("peak_op"),
+                   start_bytes=_int_or_none(d.get("start_bytes")), n_ops=_int_or_none(d.get("n_ops")),
+                   wall_time_s=_float_or_none(d.get("wall_time_s")))
+
+
+@dataclass(frozen=True)
 class Device:
     """The device the step ran on: ``type`` (``cpu`` or ``cuda``), its ``index`` (None:
     the default), ``name`` (the GPU's or the processor's) and ``total_memory_bytes``."""
@@ -256,12 +282,14 @@ class ProfileRecords:
     script: Script
     units: tuple[UnitRecord, ...]
     settings: Settings = field(default_factory=Settings)
+    steps: tuple[StepRecord, ...] = ()
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> "ProfileRecords":
         return cls(summary=Summary.from_json(doc["summary"]), environment=Environment.from_json(doc["environment"]),
                    script=Script.from_json(doc["script"]), units=tuple(UnitRecord.from_json(u) for u in doc["units"]),
-                   settings=Settings.from_json(doc.get("settings")))
+                   settings=Settings.from_json(doc.get("settings")),
+                   steps=tuple(StepRecord.from_json(s) for s in doc.get("steps") or ()))
 
 
 @dataclass

@@ -40,6 +40,12 @@ def test_profile_records_hold_the_documents_figures(path):
     assert all(isinstance(u, UnitRecord) for u in units)
     assert [u.activation_bytes for u in units] == [u["activation_bytes"] for u in doc["units"]]
     assert profile.unit_index() == {u["name"]: i for i, u in enumerate(doc["units"])}
+    steps = profile.records.steps
+    assert [(st.index, st.peak_bytes, st.activation_bytes) for st in steps] == [
+        (st["index"], st["peak_bytes"], st["activation_bytes"]) for st in doc["steps"]]
+    assert max(st.peak_bytes for st in steps) == s.peak_bytes
+    settings = profile.records.settings
+    assert (settings.warmup, settings.steps, settings.vary) == (doc["settings"]["warmup"], doc["settings"]["steps"], None)
 
 
 def test_records_are_read_only_snapshots():
