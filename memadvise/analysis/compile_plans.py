@@ -78,9 +78,9 @@ def eager_units(profile: Profile) -> list[str]:
     if not doc.get("graph_breaks") or not covered:
         return []
     out = []
-    for u in profile.units:
-        name = u["name"]
-        if not u.get("in_root") or name == "":
+    for u in profile.records.units:
+        name = u.name
+        if not u.in_root or name == "":
             continue
         if name not in covered and not any(name.startswith(c + ".") for c in covered if c):
             out.append(name)

@@ -89,8 +89,8 @@ class ScalingModel:
         self.untracked = (fit_series(self.values, np.asarray([t["ops"]["untracked"] for t in traces]))
                           if all(t["ops"].get("untracked") for t in traces) else None)
         self.dur = fit_series(self.values, np.asarray([t["ops"]["dur_us"] for t in traces]), max_degree=1)
-        self.step = fit_series(self.values, np.asarray([[p.summary["step_time_s"]] for p in self.profiles]), max_degree=1)
-        self.units_act = fit_series(self.values, np.asarray([[u["activation_bytes"] for u in p.units] for p in self.profiles]))
+        self.step = fit_series(self.values, np.asarray([[p.records.summary.step_time_s] for p in self.profiles]), max_degree=1)
+        self.units_act = fit_series(self.values, np.asarray([[u.activation_bytes for u in p.records.units] for p in self.profiles]))
 
     def profile_at(self, value: float) -> Profile:
         """A profile of the step at ``value`` of the dimension, for the simulator."""

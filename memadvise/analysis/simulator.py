@@ -151,12 +151,12 @@ class Simulator:
         self.profile = profile
         self.trace = Trace(profile)
         self.unit_index = profile.unit_index()
-        self.units = profile.units
+        self.units = profile.records.units
         cal = profile.doc.get("calibration") or {}
         self.checkpoint_call_ms = float(cal.get("checkpoint_call_ms", DEFAULT_CHECKPOINT_CALL_MS))
         self.selective_op_us = float(cal.get("selective_op_us", DEFAULT_SELECTIVE_OP_US))
         self.pcie_bytes_per_s = float(cal.get("pcie_bytes_per_s", DEFAULT_PCIE_BYTES_PER_S))
-        self.base_step_s = float(profile.summary["step_time_s"])
+        self.base_step_s = profile.records.summary.step_time_s
         self.time_scale = float(profile.trace.get("time_scale", 1.0))
         t = self.trace
         self._fwd_saves = np.nonzero(t.forward_saves)[0]
@@ -533,7 +533,7 @@ class Simulator:
             durs = durs[~cached[: stop - start_op]]
         op_us = float(durs.sum()) * self.time_scale
         unit = self.units[int(t.call_unit[c])]
-        plain_ms, calls = unit.get("fwd_plain_ms"), unit.get("fwd_plain_calls")
+        plain_ms, calls = unit.fwd_plain_ms, unit.fwd_plain_calls
         all_us = float(self._cum_dur[end_op] - self._cum_dur[start_op])
         if plain_ms and calls and all_us > 0:
             plain_us = plain_ms * 1000.0 / calls * float(durs.sum()) / all_us

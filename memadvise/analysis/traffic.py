@@ -105,7 +105,7 @@ def predict_step_time(profile: Profile, trace: Trace | None = None) -> dict:
     nodes = t.backward_nodes if t.backward_nodes is not None else int(((t.op_phase == 1) & ~views).sum())
     autograd_s = nodes * (float(cal.get("autograd_node_us") or 0.0) + float(cal.get("autograd_record_us") or 0.0)) / 1e6
     module_s = float(cal.get("module_call_us") or 0.0) / 1e6 * len(t.call_unit)
-    faults = (profile.summary or {}).get("minor_faults_per_step")
+    faults = profile.records.summary.minor_faults_per_step
     fault_us = cal.get("page_fault_us") if cal.get("heap_pinned") else None
     page_faults_s = float(faults) * float(fault_us) / 1e6 if faults and fault_us else 0.0
     fixed_s = autograd_s + module_s + page_faults_s
@@ -134,14 +134,14 @@ def traffic_report(profile: Profile, *, top: int = 10) -> dict:
     """Share of step time in memory-bound ops; the top memory-bound op chains by module."""
     t = Trace(profile)
     r = roofline(profile, t)
-    units = profile.units
+    units = profile.records.units
     total = float(r.time_s.sum())
     mb_time = float(r.time_s[r.memory_bound].sum())
     chains = []
     owner = t.op_owner
     for i, j in memory_bound_chains(t, r):
         call = int(owner[i])
-        unit = units[int(t.call_unit[call])]["name"] if call >= 0 else None
+        unit = units[int(t.call_unit[call])].name if call >= 0 else None
         sl = slice(i, j + 1)
         chains.append({
             "unit": unit,
@@ -214,7 +214,7 @@ def fault_delta(profile: Profile, kind: str) -> dict | None:
     fault. None where the profile has no replay for this change."""
     cal = profile.doc.get("calibration") or {}
     replay = cal.get("fault_replay") or {}
-    measured = (profile.summary or {}).get("minor_faults_per_step")
+    measured = profile.records.summary.minor_faults_per_step
     fault_us = cal.get("page_fault_us") if cal.get("heap_pinned") else None
     if kind not in replay or "recorded" not in replay or measured is None or not fault_us:
         return None
@@ -241,9 +241,9 @@ def _numel(shape: str) -> int:
 def _model_calls(profile: Profile) -> int:
     """Forward calls of the root model per step (graphs ``torch.compile(model)`` runs)."""
     calls = profile.trace.get("calls") or {}
-    units = profile.units
+    units = profile.records.units
     n = sum(1 for u, parent, phase in zip(calls.get("unit", []), calls.get("parent", []), calls.get("phase", []))
-            if parent == -1 and phase == 0 and u >= 0 and units[u]["name"] == "")
+            if parent == -1 and phase == 0 and u >= 0 and units[u].name == "")
     return max(1, n)
 
 
@@ -269,7 +269,7 @@ def predict_traffic(profile: Profile, change: dict, *, timeline=None, activation
     t = trace or Trace(profile)
     tl = timeline if timeline is not None else t.baseline_timeline()
     total = tl.total.astype(np.float64).copy()
-    act = activation_bytes if activation_bytes is not None else int(profile.summary["activation_bytes"])
+    act = activation_bytes if activation_bytes is not None else profile.records.summary.activation_bytes
     r = roofline(profile, t)
     cal = profile.doc.get("calibration") or {}
     notes: list[str] = []

@@ -11,7 +11,7 @@ from memadvise.schema.trace import Trace
 from memadvise.schema.actions import PRESETS, Selector, display_unit, preset_keep
 from memadvise.schema.ops import SAC_IGNORED_OPS, VIEW_OPS
 from memadvise.schema.categories import Category, Phase
-from memadvise.schema.profile import Profile
+from memadvise.schema.profile import Profile, UnitRecord
 
 CONTAINER_TYPES = frozenset({"Sequential", "ModuleList", "ModuleDict"})
 
@@ -158,8 +158,8 @@ class Unit:
     type: str
     depth: int
     parent: int | None  # nearest called ancestor unit
+    record: UnitRecord  # the profile's record of the module
     children: list[int] = field(default_factory=list)
-    record: dict = field(default_factory=dict)
 
 
 class UnitTree:
@@ -168,13 +168,13 @@ class UnitTree:
     def __init__(self, profile: Profile, trace: Trace | None = None) -> None:
         self.profile = profile
         self.trace = trace or Trace(profile)
-        records = profile.units
-        by_name = {u["name"]: i for i, u in enumerate(records) if u.get("in_root")}
+        records = profile.records.units
+        by_name = {u.name: i for i, u in enumerate(records) if u.in_root}
         self.units: list[Unit] = []
         for i, u in enumerate(records):
             parent = None
-            if u.get("in_root") and u["name"] != "":
-                p = u["name"]
+            if u.in_root and u.name != "":
+                p = u.name
                 while True:
                     p = p.rsplit(".", 1)[0] if "." in p else ""
                     if p in by_name:
@@ -182,7 +182,7 @@ class UnitTree:
                         break
                     if p == "":
                         break
-            self.units.append(Unit(i, u["name"], u["type"], u.get("depth", -1), parent, record=u))
+            self.units.append(Unit(i, u.name, u.type, u.depth, parent, record=u))
         for unit in self.units:
             if unit.parent is not None:
                 self.units[unit.parent].children.append(unit.index)
@@ -213,7 +213,7 @@ class UnitTree:
         Sequential) of the same type, in index order, two or more of them."""
         buckets: dict[tuple[str, str], list[int]] = {}
         for unit in self.units:
-            if not unit.record.get("in_root") or unit.name == "":
+            if not unit.record.in_root or unit.name == "":
                 continue
             parent_name, _, last = unit.name.rpartition(".")
             if not last.isdigit():
@@ -239,11 +239,11 @@ class UnitTree:
         return calls[0] if calls else 1 << 30
 
     def level(self, depth: int) -> list[int]:
-        return [u.index for u in self.units if u.record.get("in_root") and u.depth == depth]
+        return [u.index for u in self.units if u.record.in_root and u.depth == depth]
 
     @cached_property
     def max_depth(self) -> int:
-        return max((u.depth for u in self.units if u.record.get("in_root")), default=0)
+        return max((u.depth for u in self.units if u.record.in_root), default=0)
 
     # ------------------------------------------------------------------ eligibility
     @cached_property
@@ -272,8 +272,7 @@ class UnitTree:
     def checkpoint_problem(self, u: int) -> str | None:
         """Why unit ``u`` cannot be checkpointed, or None."""
         unit = self.units[u]
-        rec = unit.record
-        if not rec.get("in_root"):
+        if not unit.record.in_root:
             return "outside the root model"
         if not self.trace.calls_of_unit.get(u):
             return "not called in forward"
@@ -337,6 +336,6 @@ class UnitTree:
                 if k >= 0 and b > 0 and n not in VIEW_OPS]
         return self._keepable[u]
 
-    def summary(self, u: int) -> dict:
+    def summary(self, u: int) -> UnitRecord:
         return self.units[u].record
 

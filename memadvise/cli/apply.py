@@ -31,6 +31,7 @@ def apply_command(
     from memadvise._errors import EXIT_FAILED
     from memadvise.apply.apply import prepare, write_in_place, write_patch_file
     from memadvise.report.apply_report import apply_document, render_patch, render_verify
+    from memadvise.schema.verify import VerifyResult
     from memadvise.schema.plan import read_plan, select_plan
     from memadvise.sizes import parse_percent
 
@@ -70,6 +71,6 @@ def apply_command(
         console = out_console()
         render_patch(console, prepared, written)
         if result is not None:
-            render_verify(console, result)
-    if result is not None and not result["passed"]:
+            render_verify(console, VerifyResult.from_json(result))
+    if result is not None and not VerifyResult.from_json(result).passed:
         raise typer.Exit(EXIT_FAILED)

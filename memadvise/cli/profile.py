@@ -70,8 +70,9 @@ def profile_command(
         else:
             con = out_console()
             for p in profiles:
-                v = p.doc["settings"]["vary"]
-                con.print(f"{v['name']}={v['value']}: peak {format_bytes(p.summary['peak_bytes'])} -> {p.path}")
+                v = p.records.settings.vary  # profile_varied records the value it profiled at
+                label = f"{v.name}={v.value}" if v is not None else "?"
+                con.print(f"{label}: peak {format_bytes(p.records.summary.peak_bytes)} -> {p.path}")
             paths = " ".join(f"--profile {p.path}" for p in profiles)
             con.print(f"next: [bold]memadvise fit {paths} --device-memory 24GiB[/bold]")
         return

@@ -59,6 +59,6 @@ def report_command(
     console = out_console()
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
-    what = f" with plan #{plan['rank']} {plan['strategy']}" if plan else ""
+    what = f" with plan {plan.label}" if plan else ""
     console.print(f"report{what} written to {out} ({format_bytes(size)})")
     console.print(f"open it in a browser: [bold]{out.resolve().as_uri()}[/bold]")

@@ -75,14 +75,15 @@ def parse_target(text: str, dimension: str) -> int:
 
 def fit(profiles: list[Profile], *, device_memory: str, target: str | None = None) -> dict:
     """The fit document: largest size per strategy, and the plan for a target size."""
-    dims = {((p.doc.get("settings") or {}).get("vary") or {}).get("name") for p in profiles}
+    varied = [p.records.settings.vary for p in profiles]
+    dims = {v.name if v is not None else None for v in varied}
     if None in dims or len(dims) != 1:
         raise InputFileError(
             "fit needs profiles made with `memadvise profile --vary NAME=V1,V2 ...` (each records its value); "
             "these profiles have no or different --vary settings"
         )
     dimension = dims.pop()
-    values = [float(p.doc["settings"]["vary"]["value"]) for p in profiles]
+    values = [float(v.value) for v in varied if v is not None]
     model = ScalingModel(profiles, values, dimension)  # refuses mixed scripts and structures
     check_dimension_changed(model.profiles, model.values.tolist(), dimension)
     usable, device_text = resolve_device(device_memory, profiles)
@@ -191,7 +192,10 @@ def evaluate_at(sim: Simulator, actions: list[Action]):
 
 def predict_peak(profiles: list[Profile], value: float, actions: list[Action] | None = None) -> int:
     """Predicted peak at ``value`` of the profiles' varied dimension (tests, benchmarks)."""
-    dims = {p.doc["settings"]["vary"]["name"] for p in profiles}
-    values = [float(p.doc["settings"]["vary"]["value"]) for p in profiles]
+    varied = [p.records.settings.vary for p in profiles]
+    if any(v is None for v in varied):
+        raise InputFileError("predict_peak needs profiles made with `memadvise profile --vary NAME=V1,V2 ...`")
+    dims = {v.name for v in varied if v is not None}
+    values = [float(v.value) for v in varied if v is not None]
     model = ScalingModel(profiles, values, dims.pop())
     return Simulator(model.profile_at(value)).simulate(actions or []).peak_bytes

@@ -69,10 +69,10 @@ def candidate_units(tree: UnitTree, sim: Simulator, *, limit: int = 4096) -> lis
     the ones holding most first."""
     out = []
     for unit in tree.units:
-        if unit.record.get("activation_bytes", 0) <= 0 or tree.checkpoint_problem(unit.index) is not None:
+        if unit.record.activation_bytes <= 0 or tree.checkpoint_problem(unit.index) is not None:
             continue
         out.append(unit.index)
-    out.sort(key=lambda u: -tree.units[u].record.get("activation_bytes", 0))
+    out.sort(key=lambda u: -tree.units[u].record.activation_bytes)
     return sorted(out[:limit])
 
 
@@ -169,7 +169,7 @@ def options_for(tree: UnitTree, sim: Simulator, units: list[int], *, device_type
         rec = tree.units[u].record
         # what the unit's own saved tensors weigh, less what its frame keeps (its inputs):
         # a one-pass estimate that only orders the greedy; simulations decide
-        estimate = max(0, int(rec.get("activation_bytes", 0)) - int(rec.get("input_bytes", 0)))
+        estimate = max(0, rec.activation_bytes - rec.input_bytes)
         out[u] = [Option(u, a, sim.cost_us([a]), int(estimate * fractions[a])) for a in acts]
     return out
 

@@ -93,7 +93,7 @@ def candidates(tree: UnitTree, *, device_type: str) -> tuple[list[Candidate], li
     seen: set[tuple[str, ...]] = {tuple(a.unit for a in c.actions) for c in out}
     for depth in range(0, tree.max_depth + 1):
         units, _ = _checkpointable(tree, tree.level(depth))
-        units = [u for u in units if tree.units[u].record.get("activation_bytes", 0) > 0]
+        units = [u for u in units if tree.units[u].record.activation_bytes > 0]
         if not units:
             continue
         key = tuple(tree.units[u].name for u in units)

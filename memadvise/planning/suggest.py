@@ -36,15 +36,14 @@ def _pareto(points: list[tuple[int, float]]) -> list[bool]:
 
 def _warnings(tree: UnitTree, actions: list[Action]) -> list[str]:
     out = []
-    rng = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.get("uses_rng")]
+    rng = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.uses_rng]
     if rng:
         out.append(f"{len(rng)} unit(s) draw random numbers (dropout): RNG state is preserved, a small cost per call")
-    bn = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.get("batchnorm_training")
-          or tree.units[tree.by_name[a.unit]].record.get("mutates_state")]
+    bn = [a.unit for a in actions if _restore_buffers(tree, a.unit)]
     if bn:
         out.append(f"{len(bn)} unit(s) update buffers in forward (BatchNorm running stats): they would update "
                    "twice under recompute, so the patch restores them after each recompute")
-    multi = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.get("calls", 1) > 1]
+    multi = [a.unit for a in actions if tree.units[tree.by_name[a.unit]].record.calls > 1]
     if multi:
         out.append(f"{len(multi)} unit(s) run several times per step ({display_unit(multi[0])}...): "
                    "each call is checkpointed and recomputed")
@@ -53,7 +52,7 @@ def _warnings(tree: UnitTree, actions: list[Action]) -> list[str]:
 
 def _restore_buffers(tree: UnitTree, unit: str) -> bool:
     rec = tree.units[tree.by_name[unit]].record
-    return bool(rec.get("batchnorm_training") or rec.get("mutates_state"))
+    return rec.batchnorm_training or rec.mutates_state
 
 
 def _phase_peak(timeline, phase: Phase) -> int:
@@ -173,6 +172,7 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         "peak_phase": base.peak_phase,
     }
     plans = []
+    result_of: dict[int, SimResult] = {}  # id of a plan's document -> its prediction, for ranking
     points = [(base.peak_bytes, sim.base_step_s)] + [(r.peak_bytes, r.step_time_s) for *_, r in evaluated]
     front = _pareto(points)
     for (strategy, desc, actions, r), on_front in zip(evaluated, front[1:]):
@@ -195,41 +195,46 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
             # what the plan recomputes, by op: µs of predicted recompute time, bytes freed
             "recompute": [dict(row, us=round(row["us"], 3)) for row in sim.recomputed_ops(actions)],
         })
+        result_of[id(plans[-1])] = r
         if strategy in compile_of:
             plans[-1]["compile"] = compile_of[strategy].doc()
             plans[-1]["warnings"] = compile_of[strategy].warnings
 
     # rank: with a budget, plans that meet it by step time, then the rest by peak;
     # without, the recommendation first, then the front by peak, then the rest by peak
+    def res(p: dict) -> SimResult:
+        return result_of[id(p)]
+
     recommended = None
     # a budget the script already meets: say so, recommend nothing (any plan only costs time)
     met_by_baseline = budget_bytes is not None and reference <= budget_bytes
     if budget_bytes is not None:
-        fits = sorted([p for p in plans if p["meets_budget"]], key=lambda p: (p["predicted"]["step_time_s"], p["predicted"]["peak_bytes"]))
-        rest = sorted([p for p in plans if not p["meets_budget"]], key=lambda p: (p["predicted"]["peak_bytes"], p["predicted"]["step_time_s"]))
+        fits = sorted([p for p in plans if p["meets_budget"]], key=lambda p: (res(p).step_time_s, res(p).peak_bytes))
+        rest = sorted([p for p in plans if not p["meets_budget"]], key=lambda p: (res(p).peak_bytes, res(p).step_time_s))
         ordered = fits + rest
         recommended = fits[0] if fits and not met_by_baseline else None
     else:
-        front_plans = [p for p in plans if p["pareto"] and p["predicted"]["peak_bytes"] < base.peak_bytes]
-        cheap = [p for p in front_plans if p["predicted"]["overhead"] <= RECOMMEND_MAX_OVERHEAD]
+        front_plans = [p for p in plans if p["pareto"] and res(p).peak_bytes < base.peak_bytes]
+        cheap = [p for p in front_plans if res(p).overhead <= RECOMMEND_MAX_OVERHEAD]
         if cheap:
-            recommended = min(cheap, key=lambda p: (p["predicted"]["peak_bytes"], p["predicted"]["step_time_s"]))
+            recommended = min(cheap, key=lambda p: (res(p).peak_bytes, res(p).step_time_s))
         elif front_plans:
-            recommended = min(front_plans, key=lambda p: (p["predicted"]["overhead"], p["predicted"]["peak_bytes"]))
+            recommended = min(front_plans, key=lambda p: (res(p).overhead, res(p).peak_bytes))
         ordered = ([recommended] if recommended else []) + sorted(
             [p for p in plans if p is not recommended],
-            key=lambda p: (not p["pareto"], p["predicted"]["peak_bytes"], p["predicted"]["step_time_s"]),
+            key=lambda p: (not p["pareto"], res(p).peak_bytes, res(p).step_time_s),
         )
     for i, p in enumerate(ordered, start=1):
         p["rank"] = i
 
-    lowest = min([p["predicted"]["peak_bytes"] for p in plans] + [base.peak_bytes])
-    lowest_activation = min([p["predicted"]["activation_bytes"] for p in plans] + [base.activation_bytes])
+    results = [res(p) for p in plans]
+    lowest = min([int(r.peak_bytes) for r in results] + [base.peak_bytes])
+    lowest_activation = min([int(r.activation_bytes) for r in results] + [base.activation_bytes])
     opt_peak = _phase_peak(base_tl, Phase.OPTIMIZER)
     notes = []
     if base.peak_phase == "optimizer":
         notes.append(f"the peak is in optimizer.step() ({format_bytes(base.peak_bytes)}): recompute cannot lower it")
-    elif any(p["predicted"]["peak_phase"] == "optimizer" and p["predicted"]["peak_bytes"] == lowest for p in plans):
+    elif any(r.peak_phase == "optimizer" and r.peak_bytes == lowest for r in results):
         notes.append(f"the lowest plans peak in optimizer.step() ({format_bytes(opt_peak)}): below that, "
                      "recompute cannot help; the optimizer's state and temporaries set the floor")
     dist = profile.doc.get("distributed") or {}
@@ -256,7 +261,7 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         reason = (f"fastest plan with predicted {'activation memory' if budget_metric == 'activation' else 'peak'} "
                   f"under the budget {format_bytes(budget_bytes)}" if budget_bytes is not None
                   else f"lowest predicted peak at ≤ {RECOMMEND_MAX_OVERHEAD:.0%} step-time overhead"
-                  if recommended["predicted"]["overhead"] <= RECOMMEND_MAX_OVERHEAD
+                  if res(recommended).overhead <= RECOMMEND_MAX_OVERHEAD
                   else "cheapest plan on the Pareto front")
         recommendation = {"rank": recommended["rank"], "strategy": recommended["strategy"], "reason": reason}
     rec_tuple = None

@@ -63,7 +63,7 @@ def candidates(profile: Profile, *, allow_precision: bool) -> tuple[list[dict], 
     device = profile.device_type
     low = "bfloat16"
     if device == "cuda":
-        cap = (profile.environment.get("cuda") or {}).get("capability") or [0, 0]
+        cap = profile.records.environment.cuda_capability or (0, 0)
         low = "bfloat16" if cap[0] >= 8 else "float16"
     if allow_precision:
         changes.append({"autocast": low})

@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
+from memadvise.schema.verify import VerifyResult
 from memadvise.sizes import format_bytes, format_percent
 
 
@@ -38,38 +39,39 @@ def render_patch(console: Console, prepared, written: dict) -> None:
         console.print(f"{written['script']} patched in place; the original is saved as {written['backup']}")
 
 
-def render_verify(console: Console, result: dict) -> None:
-    rows = result["rows"]
+def render_verify(console: Console, result: VerifyResult) -> None:
     table = Table(title="predicted vs measured", title_justify="left", show_edge=False)
     for col in ("metric", "baseline", "predicted", "measured", "error"):
         table.add_column(col, justify="left" if col == "metric" else "right")
-    for key, label in (("peak_bytes", "peak"), ("activation_bytes", "activations")):
-        r = rows[key]
-        err = "-" if r["error"] is None else f"{r['error']:.1%}"
-        table.add_row(label, format_bytes(r["baseline_measured"]), format_bytes(r["predicted"]), format_bytes(r["measured"]), err)
-    o = rows["overhead"]
-    table.add_row("step time", f"{result['baseline_step_time_s'] * 1000:.1f} ms", format_percent(o["predicted"]),
-                  format_percent(o["measured"]), f"{o['error'] * 100:.1f} pts")
+    for r, label in ((result.peak, "peak"), (result.activation, "activations")):
+        err = "-" if r.error is None else f"{r.error:.1%}"
+        table.add_row(label, format_bytes(r.baseline_measured), format_bytes(r.predicted), format_bytes(r.measured), err)
+    o = result.overhead
+    table.add_row("step time", f"{result.baseline_step_time_s * 1000:.1f} ms", format_percent(o.predicted),
+                  format_percent(o.measured), f"{(o.error or 0.0) * 100:.1f} pts")
     console.print(table)
-    peak = rows["peak_bytes"]
-    if peak.get("independent_error"):
-        console.print(f"[yellow]warning:[/yellow] {peak['independent_error']}; the peaks above are memadvise's own "
+    peak = result.peak
+    if peak.independent_error:
+        console.print(f"[yellow]warning:[/yellow] {peak.independent_error}; the peaks above are memadvise's own "
                       "readings, not an independent measurement")
-    elif peak.get("instrument"):
-        console.print(f"measured peaks: {peak['instrument']}, one steady-state step, in separate processes")
-        own = [(what, peak.get(key), peak[ref]) for what, key, ref in
-               (("patched", "memadvise", "measured"), ("original", "memadvise_baseline", "baseline_measured"))]
+    elif peak.instrument:
+        console.print(f"measured peaks: {peak.instrument}, one steady-state step, in separate processes")
+        own = [("patched", peak.memadvise, peak.measured), ("original", peak.memadvise_baseline, peak.baseline_measured)]
         for what, mine, theirs in own:
             if mine is not None and mine != theirs:
                 console.print(f"memadvise's own reading of the {what} run: {format_bytes(mine)} "
                               f"({(mine - theirs) / max(theirs, 1):+.1%} against the measurement)")
-    if o.get("verdict"):
-        console.print(f"step time: {o['verdict']}", markup=False)
-    applied = result.get("applied")
-    peak_err = rows["peak_bytes"]["error"] or 0.0
-    if applied is not None and not applied["took_effect"]:
-        console.print(f"[red]plan not applied[/red]: {escape(applied['said'])}; the measured memory is not the plan's")
-    elif result["passed"]:
-        console.print(f"[green]verified[/green]: peak within {peak_err:.1%} of the prediction (tolerance {result['tolerance']:.0%})")
+    if o.verdict:
+        console.print(f"step time: {o.verdict}", markup=False)
+    elif o.resolved is False and o.pairs_range is not None:  # a verify file from before the verdict
+        lo, hi = o.pairs_range
+        console.print(f"step time: the {len(o.measured_pairs)} original/patched pairs took both signs "
+                      f"({format_percent(lo)} to {format_percent(hi)}): a change this machine's run-to-run noise "
+                      "hides; its sign is not measured")
+    peak_err = peak.error or 0.0
+    if result.applied is not None and not result.applied.took_effect:
+        console.print(f"[red]plan not applied[/red]: {escape(result.applied.said)}; the measured memory is not the plan's")
+    elif result.passed:
+        console.print(f"[green]verified[/green]: peak within {peak_err:.1%} of the prediction (tolerance {result.tolerance:.0%})")
     else:
-        console.print(f"[red]failed[/red]: peak off by {peak_err:.1%}, more than the tolerance {result['tolerance']:.0%}")
+        console.print(f"[red]failed[/red]: peak off by {peak_err:.1%}, more than the tolerance {result.tolerance:.0%}")

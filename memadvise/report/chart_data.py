@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
 from memadvise._errors import InputFileError
 from memadvise.analysis.simulator import PlanError, Simulator
 from memadvise.analysis.units import UnitTree
-from memadvise.schema.actions import Action, display_unit
+from memadvise.schema.actions import display_unit
 from memadvise.schema.categories import N_CATEGORIES, Phase
-from memadvise.schema.plan import PlanFile
-from memadvise.schema.profile import Profile
+from memadvise.schema.plan import PlanEntry, PlanFile, select_entry
+from memadvise.schema.verify import VerifyResult
+from memadvise.schema.profile import Profile, UnitRecord
 from memadvise.schema.trace import Timeline, Trace
 
 MAX_POINTS = 2000  # buckets per timeline series: ~2 px each on a 4K screen
@@ -96,24 +98,22 @@ def phase_spans(phase: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(phase[s]), int(s), int(e)) for s, e in zip(starts, ends)]
 
 
-def op_modules(t: Trace, units: list[dict]) -> list[str]:
+def op_modules(t: Trace, units: Sequence[UnitRecord]) -> list[str]:
     """Module path of each op: the unit whose call ran it (forward) or owns its
     autograd node (backward); ``""`` for ops outside any module."""
-    names = [u["name"] for u in units]
+    names = [u.name for u in units]
     call = np.where(t.op_call >= 0, t.op_call, t.op_owner)
     unit = np.where(call >= 0, t.call_unit[np.maximum(call, 0)], -1)
     return [display_unit(names[u]) if u >= 0 else "" for u in unit.tolist()]
 
 
-def choose_plan(plan_file: PlanFile, rank: int | None, strategy: str | None) -> dict:
+def choose_plan(plan_file: PlanFile, rank: int | None, strategy: str | None) -> PlanEntry:
     """``--rank``/``--strategy`` as in ``apply``; by default the plan file's
     recommendation, else rank 1."""
-    from memadvise.schema.plan import select_plan
-
     if rank is None and strategy is None:
         rec = plan_file.doc.get("recommendation") or {}
         rank = int(rec["rank"]) if rec.get("rank") is not None else 1
-    return select_plan(plan_file, rank=rank, strategy=strategy)
+    return select_entry(plan_file, rank=rank, strategy=strategy)
 
 
 def check_plan_matches(profile: Profile, plan_file: PlanFile) -> str | None:
@@ -122,8 +122,8 @@ def check_plan_matches(profile: Profile, plan_file: PlanFile) -> str | None:
     if made_from.get("created_at") and profile.doc.get("created_at") and made_from["created_at"] != profile.doc["created_at"]:
         return (f"plan {plan_file.path} was suggested from another profile (made {made_from['created_at']}, "
                 f"this one {profile.doc['created_at']})")
-    if plan_file.script.get("sha256") != profile.script.get("sha256"):
-        return f"plan {plan_file.path} was suggested for another version of {profile.script['path']}"
+    if plan_file.script.get("sha256") != profile.records.script.sha256:
+        return f"plan {plan_file.path} was suggested for another version of {profile.records.script.path}"
     return None
 
 
@@ -131,8 +131,8 @@ def check_plan_matches(profile: Profile, plan_file: PlanFile) -> str | None:
 class ReportInputs:
     profile: Profile
     plan_file: PlanFile | None = None
-    plan: dict | None = None  # the chosen plan of plan_file
-    verify: dict | None = None
+    plan: PlanEntry | None = None  # the chosen plan of plan_file
+    verify: VerifyResult | None = None
     notes: tuple[str, ...] = ()
 
 
@@ -166,7 +166,7 @@ class TimelineData:
     names: list[str]
 
 
-def timeline_data(sim: Simulator, plan: dict | None, max_points: int = MAX_POINTS) -> TimelineData:
+def timeline_data(sim: Simulator, plan: PlanEntry | None, max_points: int = MAX_POINTS) -> TimelineData:
     """The recorded timeline, and the one ``plan`` predicts (simulated here); a plan that
     does not fit the profile is refused with one sentence."""
     t = sim.trace
@@ -177,21 +177,20 @@ def timeline_data(sim: Simulator, plan: dict | None, max_points: int = MAX_POINT
     pred_peak = pred_peak_pos = None
     pred_tl = None
     if plan is not None:
-        actions = [Action.from_json(a) for a in plan["actions"]]
         replace = None
-        if plan.get("compile"):  # a compile-budget plan: the compiled region swapped in
+        if plan.compile_budget is not None:  # a compile-budget plan: the compiled region swapped in
             from memadvise.analysis.compile_plans import replacement
 
             row = next((r for r in (sim.profile.doc.get("compile_plans") or {}).get("budgets", [])
-                        if float(r["budget"]) == float(plan["compile"]["budget"])), None)
+                        if float(r["budget"]) == plan.compile_budget), None)
             if row is None:
-                raise InputFileError(f"plan #{plan['rank']} is a compile plan and the profile has no partition "
-                                     f"at budget {plan['compile']['budget']:g}")
+                raise InputFileError(f"plan #{plan.rank} is a compile plan and the profile has no partition "
+                                     f"at budget {plan.compile_budget:g}")
             replace = replacement(sim.profile, sim, row)
         try:
-            pred_tl = sim.simulate(actions, timeline=True, replace=replace).timeline
+            pred_tl = sim.simulate(list(plan.actions), timeline=True, replace=replace).timeline
         except PlanError as exc:
-            raise InputFileError(f"plan #{plan['rank']} does not fit this profile: {exc}") from None
+            raise InputFileError(f"plan #{plan.rank} does not fit this profile: {exc}") from None
         pos = op_positions(base_tl, pred_tl)
         pred = bucket_max(pos, pred_tl.by_category, n, len(base.rows), recompute=pred_tl.recompute)
         pred_peak = pred_tl.peak_bytes
@@ -288,17 +287,17 @@ class _Box:
 
 def _treemap_layout(tree: UnitTree, root: int, width: float, height: float) -> list[_Box]:
     boxes: list[_Box] = []
-    records = tree.profile.units
+    records = tree.profile.records.units
 
     def act(u: int) -> int:
-        return int(records[u].get("activation_bytes") or 0)
+        return records[u].activation_bytes
 
     def visit(u: int, x: float, y: float, w: float, h: float, depth: int) -> None:
         if len(boxes) >= MAX_TREEMAP_RECTS or w * h < MIN_TREEMAP_AREA:
             return
         box = _Box(u, x, y, w, h, depth)
         boxes.append(box)
-        kids = [c for c in tree.units[u].children if records[c].get("in_root") and act(c) > 0]
+        kids = [c for c in tree.units[u].children if records[c].in_root and act(c) > 0]
         header = 15.0 if h > 40 and w > 40 else 0.0
         pad = 2.0 if w > 12 and h > 12 else 0.0
         iw, ih = w - 2 * pad, h - header - pad
@@ -321,7 +320,7 @@ class TreemapData:
     """Activation memory by module, laid out: the largest root module holding activations
     and its descendants as nested rectangles.
 
-    records (list[dict]): the profile's unit records. root (int | None): the unit drawn
+    records (tuple[UnitRecord]): the profile's unit records. root (int | None): the unit drawn
     whole (None: no module holds activations). boxes: the rectangles, parents first.
     costs (list[float]): per box, forward milliseconds per MiB of activations (what
     recomputing it costs per byte); shades (list[float]): the same on a log scale from
@@ -330,7 +329,7 @@ class TreemapData:
     with activations, drawn or not.
     """
 
-    records: list[dict]
+    records: tuple[UnitRecord, ...]
     root: int | None
     boxes: list[_Box]
     costs: list[float]
@@ -343,20 +342,20 @@ class TreemapData:
 
 def treemap_data(profile: Profile, sim: Simulator, width: float, height: float) -> TreemapData:
     tree = UnitTree(profile, sim.trace)
-    records = profile.units
-    roots = [u.index for u in tree.units if records[u.index].get("in_root") and u.parent is None
-             and int(records[u.index].get("activation_bytes") or 0) > 0]
-    candidates = sum(1 for r in records if r.get("in_root") and int(r.get("activation_bytes") or 0) > 0)
+    records = profile.records.units
+    roots = [u.index for u in tree.units if records[u.index].in_root and u.parent is None
+             and records[u.index].activation_bytes > 0]
+    candidates = sum(1 for r in records if r.in_root and r.activation_bytes > 0)
     if not roots:
         return TreemapData(records, None, [], [], [], 1.0, 1.0, 1, candidates)
-    root = max(roots, key=lambda u: int(records[u]["activation_bytes"]))
+    root = max(roots, key=lambda u: records[u].activation_bytes)
     boxes = _treemap_layout(tree, root, width, height)
-    total = max(1, int(records[root]["activation_bytes"]))
+    total = max(1, records[root].activation_bytes)
 
     def cost(u: int) -> float:
         r = records[u]
-        b = int(r.get("activation_bytes") or 0)
-        return float(r.get("fwd_time_ms") or 0.0) / (b / 2**20) if b else 0.0
+        b = r.activation_bytes
+        return r.fwd_time_ms / (b / 2**20) if b else 0.0
 
     costs = [cost(b.unit) for b in boxes]
     positive = [c for c in costs if c > 0]

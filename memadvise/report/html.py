@@ -18,7 +18,7 @@ A 50,000-op step makes a report of about 1 MB (timelines are bucketed).
 from __future__ import annotations
 
 from importlib import resources
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,13 +33,14 @@ from memadvise.report.svg import (
 )
 from memadvise.schema.actions import display_unit
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
-from memadvise.schema.plan import PlanFile
+from memadvise.schema.plan import PlanEntry, PlanFile, Prediction
+from memadvise.schema.verify import VerifyResult
 from memadvise.sizes import format_bytes, format_percent
 
 TREEMAP_HEIGHT = 440.0  # SVG user units
 
 # ---------------------------------------------------------------------------- timeline
-def _timeline_payload(d: TimelineData, plan: dict | None) -> dict:
+def _timeline_payload(d: TimelineData, plan: PlanEntry | None) -> dict:
     """What the hover script reads: per bucket, the bytes by category and the op, module
     and phase of the bucket's row."""
     payload = {
@@ -59,7 +60,7 @@ def _timeline_payload(d: TimelineData, plan: dict | None) -> dict:
         payload["pred"] = d.pred.rows.tolist()
         payload["pred_op"] = d.pred_op
         payload["rc"] = [int(x) for x in d.pred.recompute]
-        payload["plan"] = f"#{plan['rank']} {plan['strategy']}"
+        payload["plan"] = plan.label
     payload["names"] = d.names
     return payload
 
@@ -137,7 +138,7 @@ def _legend(names: list[str]) -> str:
     return f'<div class="legend">{items}</div>'
 
 
-def _timeline_section(d: TimelineData, plan: dict | None) -> str:
+def _timeline_section(d: TimelineData, plan: PlanEntry | None) -> str:
     present = [n for c, n in enumerate(CATEGORY_NAMES) if d.base.rows[:, c].any()
                or (d.pred is not None and d.pred.rows[:, c].any())]
     phases = "".join(f'<span class="key"><i style="background:{PHASE_FILL[int(p)]};border:1px solid #ccc"></i>{p.label}</span>'
@@ -151,16 +152,15 @@ def _timeline_section(d: TimelineData, plan: dict | None) -> str:
                'Hover for exact figures.</p>')
     legend = _legend(present)
     extra = ('<span class="key"><i class="dash"></i>predicted total under plan '
-             f'{esc("#" + str(plan["rank"]) + " " + plan["strategy"])}</span>') if plan else ""
+             f'{esc(plan.label)}</span>') if plan else ""
     out.append(legend.replace("</div>", extra + phases + "</div>"))
     out.append(_timeline_svg(d, "base", "memory timeline of the recorded step"))
     if d.pred is not None and plan is not None:
-        p = plan["predicted"]
-        out.append(f'<h3>Predicted under plan #{plan["rank"]} {esc(plan["strategy"])}</h3>'
+        out.append(f'<h3>Predicted under plan #{plan.rank} {esc(plan.strategy)}</h3>'
                    f'<p class="note">The same step replayed by the simulator with the plan\'s actions: peak '
                    f'{esc(format_bytes(d.pred_peak))} against {esc(format_bytes(d.base_peak))} recorded '
                    f'({esc(format_percent((d.pred_peak or 0) / d.base_peak - 1 if d.base_peak else 0))}), '
-                   f'step time {esc(format_percent(p["overhead"]))}. Red marks under the axis: recomputed ops; '
+                   f'step time {esc(format_percent(plan.predicted.overhead))}. Red marks under the axis: recomputed ops; '
                    'the grey line is the recorded total.</p>')
         out.append(_timeline_svg(d, "pred", "memory timeline predicted under the plan"))
     out.append(json_script("timeline-data", _timeline_payload(d, plan)))
@@ -189,15 +189,15 @@ def _treemap_section(d: TreemapData) -> str:
     for box, c, t in zip(d.boxes, d.costs, d.shades):
         r = records[box.unit]
         fill = cost_color(t)
-        name = display_unit(r["name"])
-        b = int(r["activation_bytes"])
-        tip = (f"{name} ({r.get('type', '?')})\nactivations {exact_bytes(b)}, {b / d.total:.1%} of the model's\n"
-               f"forward {float(r.get('fwd_time_ms') or 0):.3f} ms: {c:.3f} ms per MiB to recompute")
-        if int(r.get("calls", 1)) > 1:
-            tip += f"\ncalled {r['calls']} times per step"
+        name = display_unit(r.name)
+        b = r.activation_bytes
+        tip = (f"{name} ({r.type})\nactivations {exact_bytes(b)}, {b / d.total:.1%} of the model's\n"
+               f"forward {r.fwd_time_ms:.3f} ms: {c:.3f} ms per MiB to recompute")
+        if r.calls > 1:
+            tip += f"\ncalled {r.calls} times per step"
         parts.append(f'<rect data-series="module" data-tip="{esc(tip)}" x="{coord(box.x)}" y="{coord(box.y)}" '
                      f'width="{coord(box.w)}" height="{coord(box.h)}" fill="{fill}"/>')
-        short = short_name(r["name"]) if box.depth else f"{r.get('type', '')} (root)".strip()
+        short = short_name(r.name) if box.depth else f"{r.type} (root)".strip()
         label = f"{short} · {format_bytes(b)}"
         room = int((box.w - 6) / 6.6)
         if box.h >= 14 and room >= 4:
@@ -216,17 +216,17 @@ def _treemap_section(d: TreemapData) -> str:
 
 
 # ---------------------------------------------------------------------------- plans
-def _pareto_section(plan_file: PlanFile, chosen: dict | None) -> str:
-    plans = plan_file.plans
-    base = plan_file.baseline
+def _pareto_section(plan_file: PlanFile, chosen: PlanEntry | None) -> str:
+    plans = plan_file.entries
+    base = plan_file.baseline_figures
     rec = (plan_file.doc.get("recommendation") or {}).get("rank")
     out = ['<section id="plans"><h2>Plans: peak against step time</h2>'
            '<p class="note">Every plan <code>suggest</code> predicted, and the recorded step (no recompute). '
            'Filled points are on the Pareto front: no other plan is both lower and faster.</p>']
     if not plans:
         return out[0] + "<p>The plan file holds no plans.</p></section>"
-    pts = [(float(p["predicted"]["step_time_s"]) * 1000, int(p["predicted"]["peak_bytes"])) for p in plans]
-    bx, by = float(base["step_time_s"]) * 1000, int(base["peak_bytes"])
+    pts = [(p.predicted.step_time_s * 1000, p.predicted.peak_bytes) for p in plans]
+    bx, by = base.step_time_s * 1000, base.peak_bytes
     xs = [x for x, _ in pts] + [bx]
     ys = [y for _, y in pts] + [by]
     xpad = (max(xs) - min(xs)) * 0.08 or max(xs) * 0.05 or 1.0
@@ -236,7 +236,7 @@ def _pareto_section(plan_file: PlanFile, chosen: dict | None) -> str:
     xt = [(v, f"{v:g} ms") for v in linear_ticks(ax.x0, ax.x1, 7)]
     parts.append(x_axis(ax, xt, "predicted step time"))
     # the front as a staircase from the baseline down to the lowest peak
-    front = sorted([(x, y) for (x, y), p in zip(pts, plans) if p.get("pareto")] + [(bx, by)])
+    front = sorted([(x, y) for (x, y), p in zip(pts, plans) if p.pareto] + [(bx, by)])
     series = 0
     if len(front) > 1:
         d = f"M{coord(ax.sx(front[0][0]))},{coord(ax.sy(front[0][1]))}"
@@ -246,36 +246,36 @@ def _pareto_section(plan_file: PlanFile, chosen: dict | None) -> str:
         series += 1
     dots = []
     for (x, y), p in zip(pts, plans):
-        pr = p["predicted"]
-        tip = (f"#{p['rank']} {p['strategy']}{' (recommended)' if p['rank'] == rec else ''}\n"
-               f"peak {exact_bytes(pr['peak_bytes'])} ({format_percent(pr['peak_bytes'] / by - 1 if by else 0)})\n"
-               f"activations {exact_bytes(pr['activation_bytes'])}\n"
-               f"step {float(pr['step_time_s']) * 1000:.2f} ms ({format_percent(pr['overhead'])})\n"
-               f"{len(p['actions'])} action(s){'; on the Pareto front' if p.get('pareto') else ''}")
-        cls = "dot front-dot" if p.get("pareto") else "dot"
+        pr = p.predicted
+        tip = (f"{p.label}{' (recommended)' if p.rank == rec else ''}\n"
+               f"peak {exact_bytes(pr.peak_bytes)} ({format_percent(pr.peak_bytes / by - 1 if by else 0)})\n"
+               f"activations {exact_bytes(pr.activation_bytes)}\n"
+               f"step {pr.step_time_s * 1000:.2f} ms ({format_percent(pr.overhead)})\n"
+               f"{len(p.actions)} action(s){'; on the Pareto front' if p.pareto else ''}")
+        cls = "dot front-dot" if p.pareto else "dot"
         dots.append(f'<circle class="{cls}" data-tip="{esc(tip)}" cx="{coord(ax.sx(x))}" cy="{coord(ax.sy(y))}" r="4.5"/>')
     parts.append(f'<g data-series="plans">{"".join(dots)}</g>')
     series += 1
-    btip = f"recorded step, no recompute\npeak {exact_bytes(by)}\nactivations {exact_bytes(base['activation_bytes'])}\nstep {bx:.2f} ms"
+    btip = f"recorded step, no recompute\npeak {exact_bytes(by)}\nactivations {exact_bytes(base.activation_bytes)}\nstep {bx:.2f} ms"
     bxp, byp = ax.sx(bx), ax.sy(by)
     parts.append(f'<path data-series="baseline" class="baseline-dot" data-tip="{esc(btip)}" '
                  f'd="M{coord(bxp)},{coord(byp - 7)}l7,7l-7,7l-7,-7z"/>'
                  f'<text class="dot-label" x="{coord(bxp + 10)}" y="{coord(byp - 6)}">no recompute</text>')
     series += 1
 
-    def marker(p: dict, cls: str, text: str) -> str:
-        x, y = ax.sx(float(p["predicted"]["step_time_s"]) * 1000), ax.sy(int(p["predicted"]["peak_bytes"]))
+    def marker(p: PlanEntry, cls: str, text: str) -> str:
+        x, y = ax.sx(p.predicted.step_time_s * 1000), ax.sy(p.predicted.peak_bytes)
         anchor = "end" if x > ax.left + ax.width * 0.75 else "start"
         dx = -12 if anchor == "end" else 12
         return (f'<circle data-series="{cls}" class="{cls}" cx="{coord(x)}" cy="{coord(y)}" r="9"/>'
                 f'<text class="dot-label strong" x="{coord(x + dx)}" y="{coord(y + 4)}" text-anchor="{anchor}">{esc(text)}</text>')
 
-    rec_plan = next((p for p in plans if p["rank"] == rec), None)
+    rec_plan = next((p for p in plans if p.rank == rec), None)
     if rec_plan is not None:
-        parts.append(marker(rec_plan, "recommended", f"#{rec} {rec_plan['strategy']} (recommended)"))
+        parts.append(marker(rec_plan, "recommended", f"{rec_plan.label} (recommended)"))
         series += 1
-    if chosen is not None and chosen["rank"] != rec:
-        parts.append(marker(chosen, "chosen", f"#{chosen['rank']} {chosen['strategy']} (shown above)"))
+    if chosen is not None and chosen.rank != rec:
+        parts.append(marker(chosen, "chosen", f"{chosen.label} (shown above)"))
         series += 1
     out.append(svg_open(height, "pareto", series, "plans: predicted peak against step time") + "".join(parts) + "</svg>")
     out.append(_plans_table(plans, base, rec, chosen))
@@ -283,18 +283,19 @@ def _pareto_section(plan_file: PlanFile, chosen: dict | None) -> str:
     return "".join(out)
 
 
-def _plans_table(plans: list[dict], base: dict, rec: int | None, chosen: dict | None, top: int = 12) -> str:
+def _plans_table(plans: Sequence[PlanEntry], base: Prediction, rec: int | None, chosen: PlanEntry | None,
+                 top: int = 12) -> str:
     rows = []
     for p in plans[:top]:
-        pr = p["predicted"]
-        cls = ' class="rec"' if p["rank"] == rec else (' class="chosen"' if chosen and p["rank"] == chosen["rank"] else "")
-        peak_change = pr["peak_bytes"] / base["peak_bytes"] - 1 if base["peak_bytes"] else 0.0
+        pr = p.predicted
+        cls = ' class="rec"' if p.rank == rec else (' class="chosen"' if chosen and p.rank == chosen.rank else "")
+        peak_change = pr.peak_bytes / base.peak_bytes - 1 if base.peak_bytes else 0.0
         rows.append(
-            f"<tr{cls}><td>{p['rank']}</td><td>{esc(p['strategy'])}{'*' if p.get('pareto') else ''}</td>"
-            f"<td>{len(p['actions'])}</td><td title=\"{pr['peak_bytes']:,} B\">{esc(format_bytes(pr['peak_bytes']))} "
+            f"<tr{cls}><td>{p.rank}</td><td>{esc(p.strategy)}{'*' if p.pareto else ''}</td>"
+            f"<td>{len(p.actions)}</td><td title=\"{pr.peak_bytes:,} B\">{esc(format_bytes(pr.peak_bytes))} "
             f"<span class=muted>{esc(format_percent(peak_change))}</span></td>"
-            f"<td title=\"{pr['activation_bytes']:,} B\">{esc(format_bytes(pr['activation_bytes']))}</td>"
-            f"<td>{esc(format_percent(pr['overhead']))}</td></tr>"
+            f"<td title=\"{pr.activation_bytes:,} B\">{esc(format_bytes(pr.activation_bytes))}</td>"
+            f"<td>{esc(format_percent(pr.overhead))}</td></tr>"
         )
     more = f'<p class="note">{len(plans) - top} more in the plan file.</p>' if len(plans) > top else ""
     return ('<table class="plans"><thead><tr><th>#</th><th>strategy</th><th>actions</th><th>peak</th>'
@@ -303,17 +304,14 @@ def _plans_table(plans: list[dict], base: dict, rec: int | None, chosen: dict | 
 
 
 # ---------------------------------------------------------------------------- verify
-def _verify_section(verify: dict, chosen: dict | None) -> str:
-    rows = verify["rows"]
-    base_ms = float(verify["baseline_step_time_s"]) * 1000
+def _verify_section(verify: VerifyResult, chosen: PlanEntry | None) -> str:
+    base_ms = verify.baseline_step_time_s * 1000
+    peak, act, over = verify.peak, verify.activation, verify.overhead
     groups = [
-        ("peak", [rows["peak_bytes"]["baseline_measured"], rows["peak_bytes"]["predicted"], rows["peak_bytes"]["measured"]],
-         rows["peak_bytes"].get("error"), "bytes"),
-        ("activations", [rows["activation_bytes"]["baseline_measured"], rows["activation_bytes"]["predicted"],
-                         rows["activation_bytes"]["measured"]], rows["activation_bytes"].get("error"), "bytes"),
+        ("peak", [peak.baseline_measured, peak.predicted, peak.measured], peak.error, "bytes"),
+        ("activations", [act.baseline_measured, act.predicted, act.measured], act.error, "bytes"),
         # measured: the baseline's time with the median change of the pairs (one pair: that pair's)
-        ("step time", [base_ms, base_ms * (1 + float(rows["overhead"]["predicted"])),
-                       base_ms * (1 + float(rows["overhead"]["measured"]))], None, "ms"),
+        ("step time", [base_ms, base_ms * (1 + over.predicted), base_ms * (1 + over.measured)], None, "ms"),
     ]
     kinds = ("baseline", "predicted", "measured")
     colors = {"baseline": "#bab0ac", "predicted": "#4e79a7", "measured": "#e15759"}
@@ -341,28 +339,25 @@ def _verify_section(verify: dict, chosen: dict | None) -> str:
         y += gap
     svg = svg_open(height, "verify", 3, "predicted against measured") + "".join(labels) + "".join(
         f'<g data-series="{k}">{"".join(v)}</g>' for k, v in bars.items()) + "</svg>"
-    plan = verify["plan"]
-    same = chosen is None or (plan["rank"] == chosen["rank"] and plan["strategy"] == chosen["strategy"])
-    note = "" if same else (f' This verify run measured plan #{plan["rank"]} {esc(plan["strategy"])}, '
+    same = chosen is None or (verify.plan_rank == chosen.rank and verify.plan_strategy == chosen.strategy)
+    note = "" if same else (f' This verify run measured plan #{verify.plan_rank} {esc(verify.plan_strategy)}, '
                             f'not the plan shown above.')
-    verdict = ("within" if verify.get("passed") else "outside")
-    over = rows["overhead"]
-    pairs = over.get("measured_pairs") or []
+    verdict = ("within" if verify.passed else "outside")
+    pairs = over.measured_pairs
     if len(pairs) > 1:
         note += (f" Step time: the median of {len(pairs)} alternating original/patched pairs "
                  f"({esc(format_percent(min(pairs)))} to {esc(format_percent(max(pairs)))}).")
-    if over.get("verdict"):
-        note += f" Step time {esc(over['verdict'])}."
-    elif over.get("resolved") is False:  # a verify file from before the verdict was written
+    if over.verdict:
+        note += f" Step time {esc(over.verdict)}."
+    elif over.resolved is False:  # a verify file from before the verdict was written
         note += " The pairs took both signs: a step-time change within this machine's run-to-run noise."
-    applied = verify.get("applied")
-    if applied and not applied.get("took_effect", True):
-        note += f" The plan did not take effect: {esc(applied.get('said', ''))}."
+    if verify.applied is not None and not verify.applied.took_effect:
+        note += f" The plan did not take effect: {esc(verify.applied.said)}."
     legend = "".join(f'<span class="key"><i style="background:{colors[k]}"></i>{k}</span>' for k in kinds)
-    return (f'<section id="verify"><h2>Predicted against measured: plan #{plan["rank"]} {esc(plan["strategy"])}</h2>'
+    return (f'<section id="verify"><h2>Predicted against measured: plan #{verify.plan_rank} {esc(verify.plan_strategy)}</h2>'
             f'<p class="note">The unpatched and the patched script, each profiled in its own process '
             f'(<code>memadvise apply --verify</code>). Peak {verdict} the tolerance of '
-            f'{float(verify.get("tolerance", 0)):.0%}.{note}</p><div class="legend">{legend}</div>{svg}</section>')
+            f'{verify.tolerance:.0%}.{note}</p><div class="legend">{legend}</div>{svg}</section>')
 
 
 # ---------------------------------------------------------------------------- page
@@ -372,29 +367,29 @@ def _asset(name: str) -> str:
 
 def _header(inputs: ReportInputs) -> str:
     profile = inputs.profile
-    s = profile.summary
-    env = profile.environment
-    script = profile.script
+    s = profile.records.summary
+    env = profile.records.environment
+    script = profile.records.script
     cards = [
-        ("peak", format_bytes(s["peak_bytes"]), f"{s['peak_bytes']:,} B in {s['peak_phase']}"),
-        ("activations", format_bytes(s["activation_bytes"]), f"{s['activation_bytes']:,} B held for backward"),
-        ("step time", f"{float(s['step_time_s']) * 1000:.1f} ms", "uninstrumented, median"),
+        ("peak", format_bytes(s.peak_bytes), f"{s.peak_bytes:,} B in {s.peak_phase}"),
+        ("activations", format_bytes(s.activation_bytes), f"{s.activation_bytes:,} B held for backward"),
+        ("step time", f"{s.step_time_s * 1000:.1f} ms", "uninstrumented, median"),
     ]
     plan = inputs.plan
     if plan is not None:
-        p = plan["predicted"]
-        base_peak = inputs.plan_file.baseline["peak_bytes"] if inputs.plan_file else s["peak_bytes"]
-        change = p["peak_bytes"] / base_peak - 1 if base_peak else 0.0
-        cards.append((f"plan #{plan['rank']} {plan['strategy']}", format_bytes(p["peak_bytes"]),
-                      f"peak {format_percent(change)}, step time {format_percent(p['overhead'])}"))
+        p = plan.predicted
+        base_peak = inputs.plan_file.baseline_figures.peak_bytes if inputs.plan_file else s.peak_bytes
+        change = p.peak_bytes / base_peak - 1 if base_peak else 0.0
+        cards.append((f"plan {plan.label}", format_bytes(p.peak_bytes),
+                      f"peak {format_percent(change)}, step time {format_percent(p.overhead)}"))
     card_html = "".join(f'<div class="card"><div class="k">{esc(k)}</div><div class="v">{esc(v)}</div>'
                         f'<div class="s">{esc(sub)}</div></div>' for k, v, sub in cards)
-    device = env["device"]
-    cmd = " ".join([script["path"], *script.get("args", [])])
+    device = env.device
+    cmd = " ".join([script.path, *script.args])
     notes = "".join(f'<p class="warn">{esc(n)}</p>' for n in inputs.notes)
-    return (f'<header><h1>memadvise report <span class="muted">{esc(script["path"].rsplit("/", 1)[-1])}</span></h1>'
-            f'<p class="muted"><code>{esc(cmd)}</code> · {esc(device["type"])} ({esc(device.get("name"))}) · '
-            f'torch {esc(env.get("torch"))} · profiled {esc(profile.doc.get("created_at", "?"))}</p>'
+    return (f'<header><h1>memadvise report <span class="muted">{esc(script.file_name)}</span></h1>'
+            f'<p class="muted"><code>{esc(cmd)}</code> · {esc(device.type)} ({esc(device.name)}) · '
+            f'torch {esc(env.torch)} · profiled {esc(profile.doc.get("created_at", "?"))}</p>'
             f'<div class="cards">{card_html}</div>{notes}</header>')
 
 
@@ -411,7 +406,7 @@ def render_report(inputs: ReportInputs, *, max_points: int = MAX_POINTS,
     sim = Simulator(profile)
     plan = inputs.plan
     if progress and plan is not None:
-        progress(f"simulating plan #{plan['rank']} ({plan['strategy']})")
+        progress(f"simulating plan #{plan.rank} ({plan.strategy})")
     timeline = timeline_data(sim, plan, max_points)
     if progress:
         progress("drawing the timeline")
@@ -426,7 +421,7 @@ def render_report(inputs: ReportInputs, *, max_points: int = MAX_POINTS,
         sections.append(_verify_section(inputs.verify, inputs.plan))
     sources = f"profile {esc(profile.path or '(in memory)')}" + (
         f", plan file {esc(inputs.plan_file.path)}" if inputs.plan_file else "")
-    title = f"memadvise report: {profile.script['path'].rsplit('/', 1)[-1]}"
+    title = f"memadvise report: {profile.records.script.file_name}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -451,7 +446,8 @@ def report_summary(inputs: ReportInputs, path: str, size_bytes: int) -> dict:
         "sections": sections,
         "profile": str(inputs.profile.path) if inputs.profile.path else None,
         "plan_file": inputs.plan_file.path if inputs.plan_file else None,
-        "plan": ({"rank": plan["rank"], "strategy": plan["strategy"], "predicted": plan["predicted"]} if plan else None),
-        "verify": ({"rank": inputs.verify["plan"]["rank"], "passed": inputs.verify.get("passed")} if inputs.verify else None),
+        "plan": ({"rank": plan.rank, "strategy": plan.strategy, "predicted": plan.predicted.to_json()}
+                 if plan else None),
+        "verify": ({"rank": inputs.verify.plan_rank, "passed": inputs.verify.passed} if inputs.verify else None),
         "notes": list(inputs.notes),
     }

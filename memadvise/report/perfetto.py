@@ -44,7 +44,7 @@ def chrome_trace(profile: Profile) -> dict:
     scale = float(profile.trace.get("time_scale", 1.0)) or 1.0
     ticks = np.round(np.concatenate(([0.0], np.cumsum(t.op_dur_us * scale))) * TICKS_PER_US).astype(np.int64)
     ticks = np.maximum.accumulate(ticks)
-    modules = op_modules(t, profile.units)
+    modules = op_modules(t, profile.records.units)
     strings = t.strings
     shapes = profile.trace["ops"]["shape"]  # index into strings: the output's dtype and shape
     events: list[tuple[tuple, dict]] = []  # (sort key, event)
@@ -92,9 +92,9 @@ def chrome_trace(profile: Profile) -> dict:
         if open_ends and b > open_ends[-1]:
             continue  # would overlap its enclosing slice: not a nesting a viewer can draw
         open_ends.append(b)
-        unit = profile.units[int(t.call_unit[c])]
-        add("X", a, {"name": display_unit(unit["name"]), "cat": "module", "tid": TID_MODULES, "dur": (b - a) / TICKS_PER_US,
-                     "args": {"type": unit.get("type"), "call": c, "phase": Phase(int(t.call_phase[c])).label}}, b - a)
+        unit = profile.records.units[int(t.call_unit[c])]
+        add("X", a, {"name": display_unit(unit.name), "cat": "module", "tid": TID_MODULES, "dur": (b - a) / TICKS_PER_US,
+                     "args": {"type": unit.type, "call": c, "phase": Phase(int(t.call_phase[c])).label}}, b - a)
 
     # backward ops grouped by the module owning their autograd node
     bwd = np.asarray([t.op_phase[i] == Phase.BACKWARD and modules[i] != "" for i in range(n)], dtype=bool)
@@ -131,7 +131,7 @@ def chrome_trace(profile: Profile) -> dict:
                             "args": {**{name: int(by[-1, c]) for c, name in enumerate(CATEGORY_NAMES)}, "total": int(total[-1])}})
 
     events.sort(key=lambda ke: ke[0])
-    script = profile.script["path"].rsplit("/", 1)[-1]
+    script = profile.records.script.file_name
     meta = [
         {"ph": "M", "name": "process_name", "pid": PID, "tid": 0, "args": {"name": f"memadvise: {script}"}},
         {"ph": "M", "name": "thread_name", "pid": PID, "tid": TID_OPS, "args": {"name": "ops"}},
@@ -144,11 +144,11 @@ def chrome_trace(profile: Profile) -> dict:
         "displayTimeUnit": "ms",
         "otherData": {
             "tool": f"memadvise {__version__}",
-            "script": profile.script["path"],
+            "script": profile.records.script.path,
             "profiled": profile.doc.get("created_at"),
             "device": profile.device_type,
             "time_scale": scale,
-            "peak_bytes": int(profile.summary["peak_bytes"]),
+            "peak_bytes": profile.records.summary.peak_bytes,
             "note": "op durations scaled by time_scale so that they add up to the uninstrumented step time",
         },
     }

@@ -41,10 +41,9 @@ def timeline_png(profile: Profile, *, width_in: float = 10.0, height_in: float =
     fig = Figure(figsize=(width_in, height_in), dpi=dpi)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    s = profile.summary
-    script = profile.script["path"].rsplit("/", 1)[-1]
-    ax.set_title(f"{script}: peak {format_bytes(s['peak_bytes'])} in {s['peak_phase']}, "
-                 f"activations {format_bytes(s['activation_bytes'])}", fontsize=11, loc="left")
+    s = profile.records.summary
+    ax.set_title(f"{profile.records.script.file_name}: peak {format_bytes(s.peak_bytes)} in {s.peak_phase}, "
+                 f"activations {format_bytes(s.activation_bytes)}", fontsize=11, loc="left")
     if n:
         b = bucket_max(np.arange(n, dtype=np.float64), tl.by_category, n, MAX_POINTS)
         edges = b.edges()

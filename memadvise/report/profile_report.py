@@ -13,7 +13,7 @@ from memadvise.report.names import MIN_UNIT_WIDTH, cut_right, fit_width, short_n
 from memadvise.report.traffic_report import nvml_line
 from memadvise.schema.trace import Trace
 from memadvise.schema.categories import CATEGORY_NAMES, Phase
-from memadvise.schema.profile import Profile
+from memadvise.schema.profile import Profile, Summary, UnitRecord
 from memadvise.sizes import format_bytes
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -21,8 +21,7 @@ PAGE_BYTES = 4096  # what one minor fault maps, on the usual Linux page size
 
 
 def profile_summary(profile: Profile) -> dict:
-    s = profile.summary
-    out = _summary(profile, s)
+    out = _summary(profile, profile.records.summary)
     doc = profile.doc.get("compile_plans")
     if doc is not None:  # only with --compile-plans: other summaries are unchanged
         out["compile_plans"] = ({"available": True, "graphs": doc.get("graphs"),
@@ -32,53 +31,53 @@ def profile_summary(profile: Profile) -> dict:
     return out
 
 
-def _summary(profile: Profile, s: dict) -> dict:
+def _summary(profile: Profile, s: Summary) -> dict:
     return {
         "profile": str(profile.path) if profile.path else None,
-        "script": profile.script["path"],
-        "device": profile.environment["device"]["type"],
-        "peak_bytes": s["peak_bytes"],
-        "activation_bytes": s["activation_bytes"],
-        "step_time_s": s["step_time_s"],
-        "minor_faults_per_step": s.get("minor_faults_per_step"),
-        "by_category": s["by_category_at_peak"],
-        "peak_phase": s["peak_phase"],
-        "peak_op": s["peak_op"],
-        "peak_unit": s["peak_unit"],
-        "steps": [{"index": st["index"], "peak_bytes": st["peak_bytes"], "activation_bytes": st["activation_bytes"]}
-                  for st in profile.doc["steps"]],
+        "script": profile.records.script.path,
+        "device": profile.device_type,
+        "peak_bytes": s.peak_bytes,
+        "activation_bytes": s.activation_bytes,
+        "step_time_s": s.step_time_s,
+        "minor_faults_per_step": s.minor_faults_per_step,
+        "by_category": dict(s.by_category_at_peak),
+        "peak_phase": s.peak_phase,
+        "peak_op": s.peak_op,
+        "peak_unit": s.peak_unit,
+        "steps": [{"index": st.index, "peak_bytes": st.peak_bytes, "activation_bytes": st.activation_bytes}
+                  for st in profile.records.steps],
         "distributed": profile.doc.get("distributed"),
         "notes": profile.notes,
     }
 
 
 def top_units(profile: Profile, top: int) -> list[dict]:
-    total_act = max(1, profile.summary["activation_bytes"])
-    units = [u for u in profile.units if u.get("in_root") and u["name"] != "" and u["activation_bytes"] > 0]
-    units.sort(key=lambda u: (-u["activation_bytes"], u["name"]))
+    total_act = max(1, profile.records.summary.activation_bytes)
+    units = [u for u in profile.records.units if u.in_root and u.name != "" and u.activation_bytes > 0]
+    units.sort(key=lambda u: (-u.activation_bytes, u.name))
     return [
         {
-            "unit": u["name"],
-            "type": u["type"],
-            "activation_bytes": u["activation_bytes"],
-            "share": u["activation_bytes"] / total_act,
-            "fwd_time_ms": u["fwd_time_ms"],
-            "bwd_time_ms": u["bwd_time_ms"],
-            "calls": u["calls"],
+            "unit": u.name,
+            "type": u.type,
+            "activation_bytes": u.activation_bytes,
+            "share": u.activation_bytes / total_act,
+            "fwd_time_ms": u.fwd_time_ms,
+            "bwd_time_ms": u.bwd_time_ms,
+            "calls": u.calls,
             "flags": _flags(u),
         }
         for u in units[:top]
     ]
 
 
-def _flags(u: dict) -> list[str]:
+def _flags(u: UnitRecord) -> list[str]:
     flags = []
-    if u.get("uses_rng"):
+    if u.uses_rng:
         flags.append("rng")
-    if u.get("batchnorm_training") or u.get("mutates_state"):
+    if u.batchnorm_training or u.mutates_state:
         flags.append("buffers")
-    if u.get("calls", 1) > 1:
-        flags.append(f"x{u['calls']}")
+    if u.calls > 1:
+        flags.append(f"x{u.calls}")
     return flags
 
 
@@ -130,8 +129,8 @@ def _finite(value):
 
 
 def _category_table(profile: Profile) -> Table:
-    by = profile.summary["by_category_at_peak"]
-    peak = max(1, profile.summary["peak_bytes"])
+    by = profile.records.summary.by_category_at_peak
+    peak = max(1, profile.records.summary.peak_bytes)
     table = Table(title="memory at peak", title_justify="left", show_edge=False)
     table.add_column("category")
     table.add_column("bytes", justify="right")
@@ -184,19 +183,20 @@ def _sparkline(profile: Profile, width: int = 64) -> Text:
 
 
 def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
-    s = profile.summary
-    env = profile.environment
+    s = profile.records.summary
+    env = profile.records.environment
+    script = profile.records.script
     model = profile.doc.get("model") or {}
-    console.print(f"[bold]{profile.script['path']}[/bold] {' '.join(profile.script['args'])}".rstrip())
+    console.print(f"[bold]{script.path}[/bold] {' '.join(script.args)}".rstrip())
     console.print(
-        f"peak [bold]{format_bytes(s['peak_bytes'])}[/bold] in {s['peak_phase']} "
-        f"(op {s['peak_op']}{', unit ' + s['peak_unit'] if s.get('peak_unit') else ''}); "
-        f"activations {format_bytes(s['activation_bytes'])}; step {s['step_time_s'] * 1000:.1f} ms"
+        f"peak [bold]{format_bytes(s.peak_bytes)}[/bold] in {s.peak_phase} "
+        f"(op {s.peak_op}{', unit ' + s.peak_unit if s.peak_unit else ''}); "
+        f"activations {format_bytes(s.activation_bytes)}; step {s.step_time_s * 1000:.1f} ms"
     )
     for note in profile.notes:
         console.print(f"[yellow]warning:[/yellow] {escape(note)}")
-    faults = s.get("minor_faults_per_step")
-    if faults and faults * PAGE_BYTES >= max(2**20, 0.05 * s["peak_bytes"]):  # a MiB and 5% of the peak
+    faults = s.minor_faults_per_step
+    if faults and faults * PAGE_BYTES >= max(2**20, 0.05 * s.peak_bytes):  # a MiB and 5% of the peak
         console.print(
             f"[yellow]page faults[/yellow]: {faults:,.0f} per step (~{format_bytes(int(faults * PAGE_BYTES))} of fresh "
             "pages): the allocator returns large blocks to the OS each step and the kernel maps and zeroes them again. "
@@ -220,9 +220,8 @@ def render_show(console: Console, profile: Profile, *, top: int = 12) -> None:
     window = nvml_window(nv) if nv.get("available") else None
     if window:
         console.print(nvml_line(window))
-    device = env["device"]
     console.print(
-        f"environment: torch {env['torch']}, python {env['python']}, {device['type']} ({device.get('name')}), "
+        f"environment: torch {env.torch}, python {env.python}, {env.device.type} ({env.device.name}), "
         f"model {model.get('class')} as `{model.get('expression')}`; {nvml}"
     )
 
@@ -243,12 +242,11 @@ def compile_plans_line(profile: Profile) -> str | None:
 
 
 def render_profile_done(console: Console, profile: Profile) -> None:
-    s = profile.summary
-    by = s["by_category_at_peak"]
-    parts = ", ".join(f"{k.replace('_', ' ')} {format_bytes(v)}" for k, v in by.items() if v)
+    s = profile.records.summary
+    parts = ", ".join(f"{k.replace('_', ' ')} {format_bytes(v)}" for k, v in s.by_category_at_peak.items() if v)
     console.print(
-        f"peak [bold]{format_bytes(s['peak_bytes'])}[/bold] ({parts}); activations "
-        f"{format_bytes(s['activation_bytes'])}; step {s['step_time_s'] * 1000:.1f} ms"
+        f"peak [bold]{format_bytes(s.peak_bytes)}[/bold] ({parts}); activations "
+        f"{format_bytes(s.activation_bytes)}; step {s.step_time_s * 1000:.1f} ms"
     )
     for note in profile.notes:
         console.print(f"[yellow]warning:[/yellow] {escape(note)}")

@@ -130,7 +130,7 @@ class ProfileTables:
         frame = pd.DataFrame({
             "name": [strings[int(i)] for i in t.op_name],
             "phase": _phase_labels(t.op_phase),
-            "module": op_modules(t, self.profile.units),
+            "module": op_modules(t, self.profile.records.units),
             "shape": [strings[int(s)] if s is not None and 0 <= int(s) < len(strings) else "" for s in shapes],
             "dur_us": t.op_dur_us,
             "time_us": t.op_dur_us * scale,
@@ -148,10 +148,10 @@ class ProfileTables:
         """One row per unit (module instance) the profile recorded, in the profile's order
         (index ``unit``)."""
         rows = []
-        for r in self.profile.units:
-            row = {c: r.get(c) for c in UNIT_COLUMNS}
-            row["unit"] = display_unit(r["name"])
-            row["parent"] = display_unit(r["parent"]) if r.get("parent") is not None else ""
+        for r in self.profile.records.units:
+            row = {c: getattr(r, c, None) for c in UNIT_COLUMNS}
+            row["unit"] = display_unit(r.name)
+            row["parent"] = display_unit(r.parent) if r.parent is not None else ""
             rows.append(row)
         return pd.DataFrame(rows, columns=list(UNIT_COLUMNS)).set_index("unit")
 
@@ -171,7 +171,7 @@ class ProfileTables:
         return frame
 
     def categories_at_peak(self) -> pd.Series:
-        """Bytes by category at the step's peak; they sum to ``summary["peak_bytes"]``."""
+        """Bytes by category at the step's peak; they sum to ``records.summary.peak_bytes``."""
         rows = self.categories[self.categories["peak"]]
         if rows.empty:
             return pd.Series(0, index=CATEGORY_NAMES, name="bytes", dtype="int64")
@@ -195,42 +195,42 @@ class PlanTables:
     @cached_property
     def plans(self) -> pd.DataFrame:
         """One row per ranked plan (index ``rank``)."""
-        base_peak = float(self.plan_file.baseline["peak_bytes"])
+        base_peak = float(self.plan_file.baseline_figures.peak_bytes)
         rec = (self.plan_file.doc.get("recommendation") or {}).get("rank")
         rows = []
-        for p in self.plan_file.plans:
-            pred = p["predicted"]
+        for p in self.plan_file.entries:
+            pred = p.predicted
             rows.append({
-                "rank": int(p["rank"]),
-                "strategy": p["strategy"],
-                "actions": len(p["actions"]),
-                "peak_bytes": int(pred["peak_bytes"]),
-                "activation_bytes": int(pred["activation_bytes"]),
-                "step_time_ms": float(pred["step_time_s"]) * 1000,
-                "overhead": float(pred["overhead"]),
-                "peak_change": float(pred["peak_bytes"]) / base_peak - 1 if base_peak else 0.0,
-                "pareto": bool(p.get("pareto")),
-                "recommended": p["rank"] == rec,
+                "rank": p.rank,
+                "strategy": p.strategy,
+                "actions": len(p.actions),
+                "peak_bytes": pred.peak_bytes,
+                "activation_bytes": pred.activation_bytes,
+                "step_time_ms": pred.step_time_s * 1000,
+                "overhead": float(pred.overhead or 0.0),
+                "peak_change": float(pred.peak_bytes) / base_peak - 1 if base_peak else 0.0,
+                "pareto": p.pareto,
+                "recommended": p.rank == rec,
             })
         return pd.DataFrame(rows, columns=["rank", *PLAN_COLUMNS]).set_index("rank")
 
     @cached_property
     def actions(self) -> pd.DataFrame:
         """One row per action of every plan."""
-        rows = [{"rank": int(p["rank"]), "strategy": p["strategy"], "unit": display_unit(a["unit"]),
-                 "action": a["action"], "policy": a.get("policy") or "",
-                 "keep": " ".join(op if k is None else f"{op}:{k}" for op, k in a.get("keep") or []),
-                 "restore_buffers": bool(a.get("restore_buffers", False))}
-                for p in self.plan_file.plans for a in p["actions"]]
+        rows = [{"rank": p.rank, "strategy": p.strategy, "unit": display_unit(a.unit),
+                 "action": a.action, "policy": a.policy or "",
+                 "keep": " ".join(op if k is None else f"{op}:{k}" for op, k in a.keep or ()),
+                 "restore_buffers": a.unit in p.restore_buffers}
+                for p in self.plan_file.entries for a in p.actions]
         return pd.DataFrame(rows, columns=list(ACTION_COLUMNS))
 
     @cached_property
     def traffic(self) -> pd.DataFrame:
         """One row per traffic plan (empty when the plan file has none)."""
-        rows = [{"strategy": e["strategy"], "peak_bytes": int(e["predicted"]["peak_bytes"]),
-                 "step_time_ms": float(e["predicted"]["step_time_s"]) * 1000,
-                 "overhead": float(e["predicted"]["overhead"]), "changes_numerics": bool(e.get("changes_numerics"))}
-                for e in (self.plan_file.doc.get("traffic") or {}).get("plans", [])]
+        rows = [{"strategy": e.strategy, "peak_bytes": e.predicted.peak_bytes,
+                 "step_time_ms": e.predicted.step_time_s * 1000,
+                 "overhead": float(e.predicted.overhead or 0.0), "changes_numerics": e.changes_numerics}
+                for e in self.plan_file.traffic_entries]
         return pd.DataFrame(rows, columns=list(TRAFFIC_COLUMNS))
 
     def to_csv(self, folder: str | os.PathLike) -> list[Path]:

@@ -78,26 +78,23 @@ class BaselineEntry:
     @classmethod
     def from_profile(cls, profile: Profile, *, relative_to: str | os.PathLike) -> "BaselineEntry":
         """The entry for ``profile``; the script path is made relative to ``relative_to``."""
-        summary = profile.summary
-        env = profile.environment
-        device = env.get("device") or {}
-        step_time = summary.get("step_time_s")
+        summary, env, script = profile.records.summary, profile.records.environment, profile.records.script
         return cls(
-            peak_bytes=int(summary["peak_bytes"]),
-            activation_bytes=int(summary["activation_bytes"]),
-            by_category_at_peak={k: int(v) for k, v in (summary.get("by_category_at_peak") or {}).items()},
+            peak_bytes=summary.peak_bytes,
+            activation_bytes=summary.activation_bytes,
+            by_category_at_peak=dict(summary.by_category_at_peak),
             # microsecond resolution is plenty for a figure that is only reported
-            step_time_s=round(float(step_time), 6) if step_time is not None else None,
+            step_time_s=round(summary.step_time_s, 6),
             environment={
-                "torch": env.get("torch"),
-                "python": env.get("python"),
-                "device_type": device.get("type"),
-                "device_name": device.get("name"),
+                "torch": env.torch,
+                "python": env.python,
+                "device_type": env.device.type,
+                "device_name": env.device.name,
                 "dtype": (profile.doc.get("model") or {}).get("dtype"),
             },
             script={
-                "path": _relative_script_path(profile.script.get("path", ""), relative_to),
-                "args": list(profile.script.get("args") or []),
+                "path": _relative_script_path(script.path, relative_to),
+                "args": list(script.args),
             },
             updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )

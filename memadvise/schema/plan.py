@@ -13,9 +13,10 @@ preset, no ``keep``) are still read: they mean the same in version 2.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from memadvise._errors import InputFileError, UsageError
 from memadvise.schema.actions import Action
@@ -27,8 +28,157 @@ READABLE_VERSIONS = (1, 2)  # version 1: selective actions name a preset only
 DEFAULT_PATH = Path(".memadvise") / "plan.json"
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """A plan's predicted step, or the plan file's measured baseline.
+
+    peak_bytes / activation_bytes: bytes; step_time_s: seconds; overhead: the step time's
+    change against the baseline (0.25 = 25% slower; None for the baseline itself);
+    by_category_at_peak: bytes live at the peak by memory category; peak_phase: where the
+    peak falls (``forward``, ``backward``, ``optimizer``).
+    """
+
+    peak_bytes: int
+    activation_bytes: int
+    step_time_s: float
+    overhead: float | None = None
+    by_category_at_peak: Mapping[str, int] = field(default_factory=dict)
+    peak_phase: str | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Prediction":
+        overhead = d.get("overhead")
+        return cls(peak_bytes=int(d["peak_bytes"]), activation_bytes=int(d["activation_bytes"]),
+                   step_time_s=float(d["step_time_s"]), overhead=None if overhead is None else float(overhead),
+                   by_category_at_peak={k: int(v) for k, v in (d.get("by_category_at_peak") or {}).items()},
+                   peak_phase=d.get("peak_phase"))
+
+    def to_json(self) -> dict:
+        """The plan file's form (fields absent from older files stay absent)."""
+        out: dict[str, Any] = {"peak_bytes": self.peak_bytes, "activation_bytes": self.activation_bytes,
+                               "step_time_s": self.step_time_s}
+        if self.overhead is not None:
+            out["overhead"] = self.overhead
+        if self.by_category_at_peak:
+            out["by_category_at_peak"] = dict(self.by_category_at_peak)
+        if self.peak_phase is not None:
+            out["peak_phase"] = self.peak_phase
+        return out
+
+
+@dataclass(frozen=True)
+class RecomputedOp:
+    """An op kind a plan recomputes in backward: its ``calls`` per step, their predicted
+    time ``us`` (microseconds) and the saved bytes the recompute frees (``freed_bytes``)."""
+
+    op: str
+    calls: int
+    us: float
+    freed_bytes: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RecomputedOp":
+        return cls(op=str(d["op"]), calls=int(d["calls"]), us=float(d["us"]), freed_bytes=int(d["freed_bytes"]))
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """One ranked plan of a plan file.
+
+    rank: 1 is the recommended plan. strategy: its name (``optimal-98%``, ``selective-linear``,
+    ``compile-budget-0.5``, ...). description: one sentence. actions: what it does to which
+    unit; restore_buffers: the units whose buffers are restored after recompute.
+    predicted: the simulator's prediction. change: relative change of ``peak`` and
+    ``activation`` against the baseline. pareto: on the peak/time Pareto front.
+    meets_budget: None without a budget. warnings: what the plan's user should know.
+    bytes_saved_per_ms: peak bytes saved per millisecond of added step time.
+    recompute: the op kinds it recomputes, most bytes freed first (None where not predicted).
+    compile_budget: for a ``compile-budget-B`` plan, torch.compile's activation memory
+    budget B (its partition is in the profile's ``compile_plans``); None otherwise.
+    compile_eager_modules: the modules such a plan leaves eager (graph breaks).
+    """
+
+    rank: int
+    strategy: str
+    actions: tuple[Action, ...]
+    predicted: Prediction
+    description: str = ""
+    restore_buffers: frozenset[str] = frozenset()
+    change: Mapping[str, float] = field(default_factory=dict)
+    pareto: bool = False
+    meets_budget: bool | None = None
+    warnings: tuple[str, ...] = ()
+    bytes_saved_per_ms: float | None = None
+    recompute: tuple[RecomputedOp, ...] | None = None
+    compile_budget: float | None = None
+    compile_eager_modules: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "PlanEntry":
+        compiled, recompute, per_ms = d.get("compile"), d.get("recompute"), d.get("bytes_saved_per_ms")
+        return cls(
+            rank=int(d["rank"]), strategy=str(d["strategy"]),
+            actions=tuple(Action.from_json(a) for a in d["actions"]),
+            predicted=Prediction.from_json(d["predicted"]),
+            description=str(d.get("description") or ""),
+            restore_buffers=frozenset(a["unit"] for a in d["actions"] if a.get("restore_buffers")),
+            change=dict(d.get("change") or {}), pareto=bool(d.get("pareto", False)),
+            meets_budget=d.get("meets_budget"), warnings=tuple(d.get("warnings") or ()),
+            bytes_saved_per_ms=None if per_ms is None else float(per_ms),
+            recompute=None if recompute is None else tuple(RecomputedOp.from_json(r) for r in recompute),
+            compile_budget=float(compiled["budget"]) if compiled else None,
+            compile_eager_modules=tuple(str(m) for m in (compiled or {}).get("eager_modules") or ()),
+        )
+
+    @property
+    def label(self) -> str:
+        """``#2 selective-linear``: how outputs name the plan."""
+        return f"#{self.rank} {self.strategy}"
+
+
+@dataclass(frozen=True)
+class TrafficEntry:
+    """A traffic plan: one change to how the step moves bytes (``change``, one key of
+    ``TRAFFIC_CHANGES``: ``{"optimizer": "fused"}``), its ``predicted`` step, what the
+    user should know (``notes``; ``caveat`` and its ``short`` form; ``changes_numerics``:
+    autocast), and ``with_plan``: the change on top of the recommended recompute plan
+    (named ``with_plan_name``), None without one."""
+
+    strategy: str
+    change: Mapping[str, Any]
+    predicted: Prediction
+    notes: tuple[str, ...] = ()
+    caveat: str = ""
+    short: str = ""
+    changes_numerics: bool = False
+    with_plan: Prediction | None = None
+    with_plan_name: str | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "TrafficEntry":
+        combo = d.get("with_plan")
+        return cls(strategy=str(d["strategy"]), change=dict(d["change"]), predicted=Prediction.from_json(d["predicted"]),
+                   notes=tuple(d.get("notes") or ()), caveat=str(d.get("caveat") or ""), short=str(d.get("short") or ""),
+                   changes_numerics=bool(d.get("changes_numerics")),
+                   with_plan=Prediction.from_json(combo) if combo else None,
+                   with_plan_name=combo.get("plan") if combo else None)
+
+
+def traffic_entries(doc: Mapping[str, Any]) -> tuple[TrafficEntry, ...]:
+    """The traffic plans of a plan document (none in files without a traffic section)."""
+    return tuple(TrafficEntry.from_json(e) for e in (doc.get("traffic") or {}).get("plans", []))
+
+
 @dataclass
 class PlanFile:
+    """A loaded, validated plan file.
+
+    ``entries`` are its ranked plans as typed records, ``traffic_entries`` its traffic
+    plans and ``baseline_figures`` the measured baseline, built once from the document on first use; ``doc`` is the
+    document itself, and the dict properties (``plans``, ``baseline``, ``script``) its
+    sections as read, kept for older callers.
+    """
+
     doc: dict
     path: str
 
@@ -36,6 +186,18 @@ class PlanFile:
     def from_doc(cls, doc: Any, path: str | os.PathLike) -> "PlanFile":
         validate_plan(doc, path)
         return cls(doc=doc, path=str(path))
+
+    @cached_property
+    def entries(self) -> tuple[PlanEntry, ...]:
+        return tuple(PlanEntry.from_json(p) for p in self.doc["plans"])
+
+    @cached_property
+    def traffic_entries(self) -> tuple[TrafficEntry, ...]:
+        return traffic_entries(self.doc)
+
+    @cached_property
+    def baseline_figures(self) -> Prediction:
+        return Prediction.from_json(self.doc["baseline"])
 
     @property
     def plans(self) -> list[dict]:
@@ -118,6 +280,12 @@ def read_plan(path: str | os.PathLike = DEFAULT_PATH) -> PlanFile:
 
 def write_plan(doc: dict, path: str | os.PathLike = DEFAULT_PATH) -> Path:
     return atomic_write_json(path, doc, indent=1)
+
+
+def select_entry(plan_file: PlanFile, *, rank: int | None = None, strategy: str | None = None) -> PlanEntry:
+    """The plan ``select_plan`` chooses, as its typed record."""
+    chosen = select_plan(plan_file, rank=rank, strategy=strategy)
+    return plan_file.entries[next(i for i, p in enumerate(plan_file.plans) if p is chosen)]
 
 
 def select_plan(plan_file: PlanFile, *, rank: int | None = None, strategy: str | None = None) -> dict:

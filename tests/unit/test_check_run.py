@@ -1,12 +1,14 @@
 """``check/run.py``: the gate's steps between the command's options and its output, on
 the golden profile (no script runs)."""
 
+import copy
+
 import pytest
 
 from helpers import ROOT
 from memadvise._errors import InputFileError, UsageError
 from memadvise.check.run import CheckRequest, append_step_summary, run_check
-from memadvise.schema.profile import read_profile
+from memadvise.schema.profile import Profile, read_profile
 
 GOLDEN = ROOT / "tests" / "data" / "profile_v1.json"
 
@@ -29,8 +31,10 @@ def test_update_then_check_then_a_regression(tmp_path):
     result, context = run_check(request(tmp_path, tolerance="0%"), lambda: profile)
     assert result.passed and context.update_command.endswith("--update-baseline")
     assert f"--profile {GOLDEN}" in context.update_command
-    profile.doc["summary"]["peak_bytes"] += 1
-    result, _ = run_check(request(tmp_path, tolerance="0%"), lambda: profile)
+    doc = copy.deepcopy(profile.doc)
+    doc["summary"]["peak_bytes"] += 1  # records are read-only: a changed document is a new Profile
+    grown = Profile(doc=doc, path=profile.path)
+    result, _ = run_check(request(tmp_path, tolerance="0%"), lambda: grown)
     assert not result.passed and result.verdict.startswith("peak ") and "exceeds baseline" in result.verdict
 
 

@@ -9,6 +9,7 @@ from memadvise.analysis.simulator import Simulator
 from memadvise.analysis.units import UnitTree
 from memadvise.planning.solver import ranked_keep_sets
 from memadvise.report.suggest_report import describe_actions, recompute_line
+from memadvise.schema.plan import PlanEntry
 from memadvise.schema.actions import Action
 from memadvise.schema.profile import Profile
 from memadvise.testing.synthetic import op_chain_profile
@@ -77,7 +78,9 @@ def test_report_lines():
         "recompute": [{"op": "gelu", "calls": 2, "us": 104.6, "freed_bytes": 32768},
                       {"op": "clone", "calls": 8, "us": 56.1, "freed_bytes": 0},
                       {"op": "mul", "calls": 6, "us": 36.0, "freed_bytes": 8192},
-                      {"op": "add", "calls": 2, "us": 10.0, "freed_bytes": 0}]}
+                      {"op": "add", "calls": 2, "us": 10.0, "freed_bytes": 0}],
+        "predicted": {"peak_bytes": 0, "activation_bytes": 0, "step_time_s": 0.0, "overhead": 0.0}}
+    plan = PlanEntry.from_json(plan)
     assert describe_actions(plan) == ["  selective (keeps addmm:0,2 mm): blocks.0", "  selective save-linear: blocks.1",
                                       "  checkpoint: blocks.2"]
     assert recompute_line(plan) == "gelu ×2 105 µs −32.0 KiB, clone ×8 56 µs, mul ×6 36 µs −8.0 KiB, +1 ops 10 µs"

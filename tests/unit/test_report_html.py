@@ -10,14 +10,14 @@ import pytest
 
 from memadvise.schema.trace import Trace
 from memadvise.analysis.simulator import Simulator
-from memadvise.schema.verify import validate_verify
+from memadvise.schema.verify import VerifyResult, validate_verify
 from memadvise.report.chart_data import (
     MAX_POINTS, ReportInputs, bucket_max, choose_plan, phase_spans, squarify,
 )
 from memadvise.report.html import render_report
 from memadvise._errors import InputFileError
 from memadvise.schema.actions import Action
-from memadvise.schema.plan import FORMAT as PLAN_FORMAT, SCHEMA_VERSION as PLAN_VERSION, PlanFile
+from memadvise.schema.plan import FORMAT as PLAN_FORMAT, SCHEMA_VERSION as PLAN_VERSION, PlanEntry, PlanFile, Prediction
 from memadvise.schema.profile import Profile
 from memadvise.testing.synthetic import chain_peak_formula, chain_profile
 
@@ -167,9 +167,9 @@ def test_pareto_chart_marks_the_recommended_plan(chain):
 
 def test_default_plan_is_the_recommendation(chain):
     _, plan_file = chain
-    assert choose_plan(plan_file, None, None)["rank"] == plan_file.doc["recommendation"]["rank"]
-    assert choose_plan(plan_file, None, None)["strategy"] == "every-2"
-    assert choose_plan(plan_file, 3, None)["rank"] == 3
+    assert choose_plan(plan_file, None, None).rank == plan_file.doc["recommendation"]["rank"]
+    assert choose_plan(plan_file, None, None).strategy == "every-2"
+    assert choose_plan(plan_file, 3, None).rank == 3
 
 
 def test_without_a_plan_there_is_no_overlay_and_no_pareto(chain):
@@ -195,7 +195,7 @@ VERIFY = {
 
 def test_verify_section_puts_predicted_and_measured_side_by_side(chain):
     profile, plan_file = chain
-    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, "full"), verify=VERIFY))
+    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, "full"), verify=VerifyResult.from_json(VERIFY)))
     svg = charts(page)["verify"]
     assert series(svg) == ["baseline", "predicted", "measured"] and expected(svg) == 3
     text = html.unescape(svg)
@@ -211,7 +211,7 @@ def test_verify_section_shows_the_median_of_the_pairs(chain):
     over = {"predicted": 0.3, "measured": 0.1, "error": 0.2, "measured_pairs": [0.6, 0.1, -0.05],
             "pairs_range": [-0.05, 0.6], "resolved": False}
     verify = {**VERIFY, "rows": {**VERIFY["rows"], "overhead": over}, "patched_step_time_s": 0.0032}
-    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, "full"), verify=verify))
+    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, "full"), verify=VerifyResult.from_json(verify)))
     assert "step time, measured with the plan\n2.2 ms" in html.unescape(charts(page)["verify"])
     section = html.unescape(page[page.index('<section id="verify">'):])
     assert "median of 3 alternating original/patched pairs (-5.0% to +60.0%)" in section
@@ -228,7 +228,7 @@ def test_verify_file_is_validated():
 
 def test_page_loads_nothing_from_anywhere(chain):
     profile, plan_file = chain
-    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, None), verify=VERIFY))
+    page = render_report(ReportInputs(profile, plan_file, choose_plan(plan_file, None, None), verify=VerifyResult.from_json(VERIFY)))
     lowered = page.lower()
     for needle in ("http://", "https://", "//cdn", "<script src", "<link", "@import", "url(", "<img", "<iframe",
                    "fetch(", "xmlhttprequest", "websocket", "eventsource", "sendbeacon"):
@@ -257,8 +257,8 @@ def test_a_50000_op_step_makes_a_small_report_with_its_peak():
     actions = [Action(f"blocks.{i}", "checkpoint") for i in range(0, n, 50)]
     sim = Simulator(profile)
     pred = sim.simulate(actions)
-    plan = {"rank": 1, "strategy": "every-50", "actions": [a.to_json() for a in actions], "pareto": True,
-            "predicted": pred.predicted()}
+    plan = PlanEntry(rank=1, strategy="every-50", actions=tuple(actions), pareto=True,
+                     predicted=Prediction.from_json(pred.predicted()))
     page = render_report(ReportInputs(profile, None, plan))
     assert len(page.encode()) < 2_000_000
     data = json.loads(re.search(r'id="timeline-data">(.*?)</script>', page).group(1))

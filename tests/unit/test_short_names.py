@@ -2,11 +2,13 @@
 table of `show` fits 80 columns for a deep Hugging Face-style model."""
 
 import io
+from types import SimpleNamespace
 
 from rich.console import Console
 
 from memadvise.report.names import short_names
 from memadvise.report.profile_report import _units_table
+from memadvise.schema.profile import Summary, UnitRecord
 
 
 def test_names_are_cut_on_the_left_at_dots():
@@ -35,9 +37,13 @@ def test_many_deep_names_stay_unique_and_short():
 
 
 class _Profile:
+    """What the units table reads of a profile: its unit records and their activations."""
+
     def __init__(self, units):
-        self.units = units
-        self.summary = {"activation_bytes": sum(u["activation_bytes"] for u in units)}
+        records = tuple(UnitRecord.from_json(dict(u, parent=None, depth=1, container=None, input_bytes=0,
+                                                  output_bytes=0, param_bytes=0)) for u in units)
+        summary = Summary(peak_bytes=0, activation_bytes=sum(u.activation_bytes for u in records), step_time_s=0.0)
+        self.records = SimpleNamespace(units=records, summary=summary)
 
 
 def test_units_table_fits_80_columns():

@@ -11,6 +11,7 @@ from rich.console import Console
 
 import memadvise.apply.verify as verify_mod
 from memadvise.report.apply_report import render_verify
+from memadvise.schema.verify import VerifyResult
 
 
 def fake_inputs(tmp_path):
@@ -31,7 +32,7 @@ def _own(script, *a, env=None):
 
 def _render(result) -> str:
     out = io.StringIO()
-    render_verify(Console(file=out, width=100, force_terminal=False), result)
+    render_verify(Console(file=out, width=100, force_terminal=False), VerifyResult.from_json(result))
     return out.getvalue()
 
 

@@ -88,9 +88,10 @@ def render(result) -> str:
     from rich.console import Console
 
     from memadvise.report.apply_report import render_verify
+    from memadvise.schema.verify import VerifyResult
 
     console = Console(record=True, width=200)
-    render_verify(console, result)
+    render_verify(console, VerifyResult.from_json(result))
     return console.export_text()
 
 
