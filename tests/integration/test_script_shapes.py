@@ -87,9 +87,6 @@ def test_nanogpt_style_configurator_exec(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # torch.compile on CPU: ~30 s to compile the tiny model, per process
-@pytest.mark.xfail(reason="the inlined runtime's checkpoint passes nullcontext()s as context_fn, which "
-                          "torch.compile refuses; the runtime branch's MemadviseForward fixes it (issue 19)",
-                   strict=False)
 def test_torch_compile_assigned_back(tmp_path, monkeypatch):
     prepared, plan, patched = _plan_and_patch(tmp_path, "compiled")
     src = prepared.patch.new_source
