@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DEMO_DIR ?= .memadvise/demo
 
-.PHONY: venv demo test test-fast lint bench clean
+.PHONY: venv demo test test-heavy test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,12 @@ demo: venv
 	$(PY) -m memadvise apply --plan $(DEMO_DIR)/plan.json --rank 1 --patch $(DEMO_DIR)/plan.patch --verify --verify-repeats 3 --verify-out $(DEMO_DIR)/verify.json
 	$(PY) -m memadvise report --profile $(DEMO_DIR)/profile.json --plan $(DEMO_DIR)/plan.json --rank 1 --verify $(DEMO_DIR)/verify.json --out $(DEMO_DIR)/report.html
 
+# everything but the heavy runs (benchmark smokes, torch.compile on CPU); CI runs both lanes
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -m "not heavy"
+
+test-heavy: venv
+	$(PY) -m pytest -q tests -m heavy
 
 # unit tests only: no training script in a subprocess, no browser, no benchmark (under 90 s)
 test-fast: venv

@@ -5,9 +5,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from helpers import ROOT
 
 BENCH = ROOT / "benchmarks"
+pytestmark = pytest.mark.heavy  # `make test-heavy`: together about 3 minutes on 2 cores
 
 
 def test_compare_smoke(tmp_path):

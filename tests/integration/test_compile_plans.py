@@ -12,6 +12,7 @@ from helpers import ROOT, cli, cli_subprocess, json_out
 from memadvise.schema.profile import read_profile
 
 SCRIPTS = ROOT / "tests" / "scripts"
+pytestmark = pytest.mark.heavy  # torch.compile on CPU, each profile in its own process: about 3 minutes
 # small enough to compile in seconds on a loaded CPU; large enough that the partitioner has
 # choices (4 heads of 64x64 attention scores, a 256-token vocabulary)
 GPT_ARGS = ["--n-layer", "2", "--n-head", "4", "--width", "64", "--seq-len", "64", "--batch", "4", "--steps", "8"]
@@ -86,7 +87,7 @@ def test_compile_plan_patch_is_the_budget_and_compile(gpt):
                     "model.compile()"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # three models, four budgets, each compiled on CPU: about 2 minutes
 def test_compile_plan_peaks_match_an_independent_measurement(gpt, tmp_path):
     """The predicted peak of compile-budget-B, B = 0.7/0.5/0.3, against tests/oracle.py's
     measurement (torch.profiler's memory timeline, another process) of the patched script.

@@ -20,7 +20,10 @@ from memadvise.schema.plan import PlanFile
 from memadvise.schema.profile import read_profile
 from oracle import measure_distributed
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+pytestmark = [
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable"),
+    pytest.mark.heavy,  # two ranks per torchrun launch on a 2-core machine: about 2 minutes in all
+]
 ARGS = ["--steps", "10"]
 
 
