@@ -323,8 +323,20 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
     rows.append({"variant": "memadvise profile", "kind": "meta", "profile_s": profile_s,
                  "profile_overhead_ratio": profile_s / plain_run_s if plain_run_s else None,
                  "instrumented_step_ratio": instrumented_ratio, "suggest_s": suggest_s,
-                 "predicted_baseline_peak_bytes": base_peak, "baseline_peak_error": abs(base_peak - base["peak_bytes"]) / base["peak_bytes"]})
+                 "predicted_baseline_peak_bytes": base_peak, "baseline_peak_error": abs(base_peak - base["peak_bytes"]) / base["peak_bytes"],
+                 **_provenance()})
     return rows
+
+
+def _provenance() -> dict:
+    """When and on what this table was measured: BENCHMARKS.md mixes runs of different days."""
+    import datetime
+
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return {"date": datetime.date.today().isoformat(), "commit": commit.stdout.strip() or None,
+            "torch": torch.__version__, "cpus": os.cpu_count()}
 
 
 def write_outputs(model: str, size: str, rows: list[dict], results: Path = RESULTS) -> None:

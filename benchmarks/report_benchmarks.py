@@ -89,6 +89,9 @@ def write_markdown(results: Path, out: Path) -> None:
                   f"Profiling: {meta.get('profile_s', 0):.1f} s, one instrumented step = "
                   f"{meta.get('instrumented_step_ratio', 0):.1f}x a plain step; suggest {meta.get('suggest_s', 0):.2f} s.",
                   "",
+                  (f"Measured {meta['date']} at {meta.get('commit')}, torch {meta.get('torch')}, {meta.get('cpus')} CPUs."
+                   if meta.get("date") else "Measured before 2026-12-05 (plans of plan schema v1: module-level only)."),
+                  "",
                   f"![{model} {size}](benchmarks/results/{path.stem}.png)", "",
                   "| variant | peak MiB | peak | activations | step time | predicted peak / overhead | error peak / overhead |",
                   "|---|---|---|---|---|---|---|"]
