@@ -41,7 +41,7 @@ def _plan_and_patch(tmp_path, name, args=(), fresh_process=False):
         # process compiled before it (after torch.compile has run in a process, later
         # eager profiles there record up to 5 KiB more temporaries; see test_compile_plans)
         subprocess.run([sys.executable, "-c", _PROFILE_IN_A_FRESH_PROCESS, str(script), str(out), *args],
-                       check=True, capture_output=True, text=True, cwd=tmp_path)
+                       check=True, capture_output=True, text=True)
         profile = read_profile(out)
     else:
         profile = profile_script(script, list(args), warmup=1, timing_steps=1, steps=2, out=out,
