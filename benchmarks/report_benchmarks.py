@@ -79,6 +79,8 @@ def write_markdown(results: Path, out: Path) -> None:
         if path.stem.endswith("-smoke") or path.stem in ("overhead", "scale", "traffic", "report_scale"):
             continue
         rows = json.loads(path.read_text())
+        if not isinstance(rows, list):  # another benchmark's results (compile-plans-*.json)
+            continue
         model, size = path.stem.rsplit("-", 1)
         meta = next((r for r in rows if r.get("kind") == "meta"), {})
         base = next((r for r in rows if r.get("kind") == "baseline"), {})

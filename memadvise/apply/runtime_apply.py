@@ -53,15 +53,17 @@ def apply_plan(model: Any, plan: Any, *, rank: int | None = None, strategy: str 
         model = build_model()
         memadvise.apply_plan(model, ".memadvise/plan.json", rank=1)
     """
-    from memadvise.schema.plan import PlanFile, read_plan, select_plan
+    from memadvise.schema.plan import PlanEntry, PlanFile, read_plan, select_entry
 
     if isinstance(plan, (str, os.PathLike)):
         plan = read_plan(plan)
     if isinstance(plan, dict) and "plans" in plan:
         plan = PlanFile.from_doc(plan, path="<document>")
     if isinstance(plan, PlanFile):
-        plan = select_plan(plan, rank=rank, strategy=strategy)
-    if isinstance(plan, dict):
+        plan = select_entry(plan, rank=rank, strategy=strategy)
+    if isinstance(plan, PlanEntry):
+        actions, restore = list(plan.actions), {u: True for u in plan.restore_buffers}
+    elif isinstance(plan, dict):
         actions = [Action.from_json(a) for a in plan.get("actions", [])]
         restore = {a["unit"]: bool(a.get("restore_buffers", False)) for a in plan.get("actions", []) if isinstance(a, dict)}
     elif isinstance(plan, (list, tuple)) and all(isinstance(a, Action) for a in plan):

@@ -169,18 +169,18 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
                 p.unlink()
             except OSError:
                 pass
-    pred = prepared.plan["predicted"]
+    pred = prepared.plan.predicted
     ratios = [m["step_time_s"] / b["step_time_s"] - 1 for b, m in pairs if b["step_time_s"] > 0]
     measured_overhead = statistics.median(ratios) if ratios else 0.0
     spread = timing_spread(ratios)
-    actions = prepared.plan.get("actions") or []
-    expected = prepared.plan.get("units") or [a["unit"] for a in actions]
-    applied = applied_units(expected, [a["action"] for a in actions], wrapped)
+    actions = prepared.plan.actions
+    expected = list(prepared.plan.units) or [a.unit for a in actions]
+    applied = applied_units(expected, [a.action for a in actions], wrapped)
 
     def err(p: float, m: float) -> float | None:
         return abs(p - m) / m if m else None
 
-    peak_row = {"predicted": pred["peak_bytes"], "memadvise": meas["peak_bytes"],
+    peak_row = {"predicted": pred.peak_bytes, "memadvise": meas["peak_bytes"],
                 "memadvise_baseline": base["peak_bytes"]}
     if "error" in independent:  # said in words by the report; memadvise's reading stands in
         peak_row.update(measured=meas["peak_bytes"], baseline_measured=base["peak_bytes"], instrument="memadvise",
@@ -189,19 +189,19 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
         peak_row.update(measured=independent["patched"]["peak_bytes"],
                         baseline_measured=independent["original"]["peak_bytes"],
                         instrument=independent["patched"].get("method"))
-    peak_row["error"] = err(pred["peak_bytes"], peak_row["measured"])
+    peak_row["error"] = err(pred.peak_bytes, peak_row["measured"])
     rows = {
         "peak_bytes": peak_row,
-        "activation_bytes": {"predicted": pred["activation_bytes"], "measured": meas["activation_bytes"],
+        "activation_bytes": {"predicted": pred.activation_bytes, "measured": meas["activation_bytes"],
                              "baseline_measured": base["activation_bytes"],
-                             "error": err(pred["activation_bytes"], meas["activation_bytes"])},
-        "overhead": {"predicted": pred["overhead"], "measured": measured_overhead,
-                     "error": abs(pred["overhead"] - measured_overhead), "measured_pairs": ratios, **spread},
+                             "error": err(pred.activation_bytes, meas["activation_bytes"])},
+        "overhead": {"predicted": pred.overhead or 0.0, "measured": measured_overhead,
+                     "error": abs((pred.overhead or 0.0) - measured_overhead), "measured_pairs": ratios, **spread},
     }
     peak_error = rows["peak_bytes"]["error"] or 0.0
     took_effect = applied is None or applied["took_effect"]
     return {
-        "plan": {"rank": prepared.plan["rank"], "strategy": prepared.plan["strategy"]},
+        "plan": {"rank": prepared.plan.rank, "strategy": prepared.plan.strategy},
         "rows": rows,
         "applied": applied,
         "baseline_step_time_s": base["step_time_s"],

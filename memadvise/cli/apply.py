@@ -32,7 +32,7 @@ def apply_command(
     from memadvise.apply.apply import prepare, write_in_place, write_patch_file
     from memadvise.report.apply_report import apply_document, render_patch, render_verify
     from memadvise.schema.verify import VerifyResult
-    from memadvise.schema.plan import read_plan, select_plan
+    from memadvise.schema.plan import read_plan, select_entry
     from memadvise.sizes import parse_percent
 
     from memadvise._errors import UsageError
@@ -43,7 +43,7 @@ def apply_command(
         raise UsageError("--verify-repeats must be at least 1")
     tol = parse_percent(tolerance, what="tolerance", allow_zero=True)
     plan_file = read_plan(plan_path)
-    plan = None if (traffic and rank is None and strategy is None) else select_plan(plan_file, rank=rank, strategy=strategy)
+    plan = None if (traffic and rank is None and strategy is None) else select_entry(plan_file, rank=rank, strategy=strategy)
     from memadvise.apply.apply import script_of
 
     target = script_of(plan_file, script, project=Path.cwd())

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from memadvise.analysis.compile_plans import CompilePlan, available, eager_units, predict
 from memadvise.analysis.simulator import Simulator
 from memadvise.schema.actions import display_unit
+from memadvise.schema.plan import CompileChoice
 from memadvise.schema.profile import Profile
 from memadvise.sizes import format_bytes
 
@@ -28,16 +29,12 @@ class CompileCandidate:
 
     def doc(self) -> dict:
         row = self.plan.row
-        return {
-            "budget": self.plan.budget,
-            "saved_bytes": int(row["saved_bytes"]),
-            "saved_count": int(row.get("saved_count", 0)),
-            "recomputed_count": int(row.get("recomputed_count", 0)),
-            "recomputed_flops": int(row.get("recomputed_flops", 0)),
-            "non_monotonic": self.plan.non_monotonic,
-            "eager_modules": self.eager,
-            "time_notes": self.plan.time_notes,
-        }
+        return CompileChoice(
+            budget=self.plan.budget, saved_bytes=int(row["saved_bytes"]), saved_count=int(row.get("saved_count", 0)),
+            recomputed_count=int(row.get("recomputed_count", 0)), recomputed_flops=int(row.get("recomputed_flops", 0)),
+            non_monotonic=self.plan.non_monotonic, eager_modules=tuple(self.eager),
+            time_notes=tuple(self.plan.time_notes),
+        ).to_json()
 
 
 def _name(budget: float) -> str:

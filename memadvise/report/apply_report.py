@@ -13,8 +13,7 @@ from memadvise.sizes import format_bytes, format_percent
 
 def apply_document(prepared, written: dict, verify: dict | None) -> dict:
     return {
-        "plan": {"rank": prepared.plan["rank"], "strategy": prepared.plan["strategy"],
-                 "actions": prepared.plan["actions"], "predicted": prepared.plan["predicted"]},
+        "plan": prepared.plan.to_json(),
         "script": str(prepared.script),
         "insert_after_line": prepared.patch.insert_line,
         "where": getattr(prepared, "where", ""),
@@ -33,7 +32,7 @@ def render_patch(console: Console, prepared, written: dict) -> None:
     if getattr(prepared, "where", ""):
         console.print(f"the plan goes {escape(prepared.where)}")
     if "patch" in written:
-        console.print(f"plan #{plan['rank']} ({plan['strategy']}) written as a patch to {written['patch']}")
+        console.print(f"plan #{plan.rank} ({plan.strategy}) written as a patch to {written['patch']}")
         console.print(f"apply it with: [bold]git apply {written['patch']}[/bold]  (or patch -p1 < {written['patch']})")
     else:
         console.print(f"{written['script']} patched in place; the original is saved as {written['backup']}")

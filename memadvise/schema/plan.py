@@ -82,6 +82,39 @@ class RecomputedOp:
 
 
 @dataclass(frozen=True)
+class CompileChoice:
+    """What a ``compile-budget-B`` plan compiles: torch.compile's activation memory
+    ``budget`` B, the values its partition saves for backward (``saved_bytes``, bytes;
+    ``saved_count``), the ops it recomputes there (``recomputed_count``; their matmul
+    ``recomputed_flops``), whether a larger budget was predicted to peak lower
+    (``non_monotonic``), the modules left eager by graph breaks (``eager_modules``) and
+    what the step-time estimate leaves out (``time_notes``)."""
+
+    budget: float
+    saved_bytes: int
+    saved_count: int = 0
+    recomputed_count: int = 0
+    recomputed_flops: int = 0
+    non_monotonic: bool = False
+    eager_modules: tuple[str, ...] = ()
+    time_notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "CompileChoice":
+        return cls(budget=float(d["budget"]), saved_bytes=int(d["saved_bytes"]),
+                   saved_count=int(d.get("saved_count", 0)), recomputed_count=int(d.get("recomputed_count", 0)),
+                   recomputed_flops=int(d.get("recomputed_flops", 0)), non_monotonic=bool(d.get("non_monotonic")),
+                   eager_modules=tuple(str(m) for m in d.get("eager_modules") or ()),
+                   time_notes=tuple(str(n) for n in d.get("time_notes") or ()))
+
+    def to_json(self) -> dict:
+        return {"budget": self.budget, "saved_bytes": self.saved_bytes, "saved_count": self.saved_count,
+                "recomputed_count": self.recomputed_count, "recomputed_flops": self.recomputed_flops,
+                "non_monotonic": self.non_monotonic, "eager_modules": list(self.eager_modules),
+                "time_notes": list(self.time_notes)}
+
+
+@dataclass(frozen=True)
 class PlanEntry:
     """One ranked plan of a plan file.
 
@@ -93,9 +126,9 @@ class PlanEntry:
     meets_budget: None without a budget. warnings: what the plan's user should know.
     bytes_saved_per_ms: peak bytes saved per millisecond of added step time.
     recompute: the op kinds it recomputes, most bytes freed first (None where not predicted).
-    compile_budget: for a ``compile-budget-B`` plan, torch.compile's activation memory
-    budget B (its partition is in the profile's ``compile_plans``); None otherwise.
-    compile_eager_modules: the modules such a plan leaves eager (graph breaks).
+    compile: for a ``compile-budget-B`` plan, what it compiles (its partition is in the
+    profile's ``compile_plans``); None otherwise. ``compile_budget`` and
+    ``compile_eager_modules`` read it.
     """
 
     rank: int
@@ -110,8 +143,19 @@ class PlanEntry:
     warnings: tuple[str, ...] = ()
     bytes_saved_per_ms: float | None = None
     recompute: tuple[RecomputedOp, ...] | None = None
-    compile_budget: float | None = None
-    compile_eager_modules: tuple[str, ...] = ()
+    compile: CompileChoice | None = None
+
+    @property
+    def compile_budget(self) -> float | None:
+        return self.compile.budget if self.compile is not None else None
+
+    @property
+    def compile_eager_modules(self) -> tuple[str, ...]:
+        return self.compile.eager_modules if self.compile is not None else ()
+
+    def action_json(self, action: Action) -> dict:
+        """``action`` as the plan file writes it: with its ``restore_buffers`` flag."""
+        return {**action.to_json(), "restore_buffers": action.unit in self.restore_buffers}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "PlanEntry":
@@ -126,8 +170,7 @@ class PlanEntry:
             meets_budget=d.get("meets_budget"), warnings=tuple(d.get("warnings") or ()),
             bytes_saved_per_ms=None if per_ms is None else float(per_ms),
             recompute=None if recompute is None else tuple(RecomputedOp.from_json(r) for r in recompute),
-            compile_budget=float(compiled["budget"]) if compiled else None,
-            compile_eager_modules=tuple(str(m) for m in (compiled or {}).get("eager_modules") or ()),
+            compile=CompileChoice.from_json(compiled) if compiled else None,
         )
 
     @property
@@ -162,6 +205,38 @@ class TrafficEntry:
                    changes_numerics=bool(d.get("changes_numerics")),
                    with_plan=Prediction.from_json(combo) if combo else None,
                    with_plan_name=combo.get("plan") if combo else None)
+
+
+@dataclass(frozen=True)
+class AppliedPlan:
+    """What ``memadvise apply`` applies: a recompute plan (``rank``; None for traffic
+    changes alone), the traffic changes on top (``traffic``, their strategy names), and
+    their combined ``predicted`` step (``exact``: replayed on the profile; False: the
+    changes' differences added up, without the profile at hand).
+
+    ``actions`` are the plan's, with ``units`` as the patched script names them (a
+    wrapper's prefix such as DDP's ``module.`` stripped); ``restore_buffers`` the units
+    whose buffers are restored after recompute; ``compile`` for a compile-budget plan.
+    """
+
+    rank: int | None
+    strategy: str
+    actions: tuple[Action, ...]
+    predicted: Prediction
+    traffic: tuple[str, ...] = ()
+    restore_buffers: frozenset[str] = frozenset()
+    units: tuple[str, ...] = ()
+    compile: CompileChoice | None = None
+    exact: bool | None = None
+
+    def to_json(self) -> dict:
+        """The ``plan`` section of ``apply --json`` and ``--verify-out``."""
+        predicted = self.predicted.to_json()
+        if self.exact is not None:
+            predicted["exact"] = self.exact
+        return {"rank": self.rank, "strategy": self.strategy,
+                "actions": [{**a.to_json(), "restore_buffers": a.unit in self.restore_buffers} for a in self.actions],
+                "predicted": predicted}
 
 
 def traffic_entries(doc: Mapping[str, Any]) -> tuple[TrafficEntry, ...]:
@@ -210,6 +285,18 @@ class PlanFile:
     @property
     def script(self) -> dict:
         return self.doc["script"]
+
+    @property
+    def profile_path(self) -> str | None:
+        """The profile the plan was suggested from. A relative path was relative to the
+        directory ``suggest`` ran in (the script's recorded ``cwd``): it is looked up here
+        first, then there, so a plan copied elsewhere still finds its profile."""
+        path = (self.doc.get("profile") or {}).get("path")
+        if not isinstance(path, str) or os.path.isabs(path) or os.path.exists(path):
+            return path
+        made_in = self.script.get("cwd")
+        there = os.path.join(made_in, path) if isinstance(made_in, str) else None
+        return there if there is not None and os.path.exists(there) else path
 
 
 def validate_plan(doc: Any, path: str | os.PathLike) -> None:

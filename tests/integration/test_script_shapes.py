@@ -73,7 +73,7 @@ def _check_runs_as_predicted(tmp_path, monkeypatch, prepared, plan, patched, arg
     monkeypatch.setenv("MEMADVISE_APPLIED_OUT", str(applied))
     measured = measure_script(str(patched), list(args), warmup=2)
     wrapped = set(applied.read_text().splitlines())
-    assert wrapped == set(prepared.plan["units"]) and len(wrapped) == len(plan["actions"])
+    assert wrapped == set(prepared.plan.units) and len(wrapped) == len(plan["actions"])
     pred = plan["predicted"]["peak_bytes"]
     assert abs(pred - measured["peak_bytes"]) <= TOL * measured["peak_bytes"], (pred, measured["peak_bytes"])
 
@@ -115,7 +115,7 @@ def test_torch_compile_assigned_back(tmp_path, monkeypatch):
     assert line < _line_of(src, "model = torch.compile(model)")
     # the profile saw the compiled module's paths (_orig_mod.0.1); the patch names the model's
     assert all(a["unit"].startswith("_orig_mod") for a in plan["actions"])
-    assert not any(u.startswith("_orig_mod") for u in prepared.plan["units"])
+    assert not any(u.startswith("_orig_mod") for u in prepared.plan.units)
     _check_runs_as_predicted(tmp_path, monkeypatch, prepared, plan, patched)
 
 
@@ -149,7 +149,7 @@ def test_gradients_alive_in_the_forward_are_a_cheap_win_that_holds(tmp_path, mon
     patched = tmp_path / "patched.py"
     patched.write_text(prepared.patch.new_source)
     measured = measure_script(str(patched), args, warmup=2)
-    pred = prepared.plan["predicted"]["peak_bytes"]
+    pred = prepared.plan.predicted.peak_bytes
     assert abs(pred - measured["peak_bytes"]) <= TOL * measured["peak_bytes"], (pred, measured["peak_bytes"])
 
 

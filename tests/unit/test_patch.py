@@ -16,6 +16,8 @@ from memadvise.apply.patch import (
     runtime_source,
     unified_diff,
 )
+from memadvise.schema.actions import Action
+from memadvise.schema.plan import AppliedPlan, Prediction
 
 
 def src(text):
@@ -93,14 +95,14 @@ def test_unified_diff_header():
 
 
 def _plan(units, action="selective", policy="save-matmul"):
-    return {
-        "rank": 1, "strategy": "level-2",
-        "actions": [{"unit": u, "action": action, "policy": policy if action == "selective" else None} for u in units],
-        "predicted": {"peak_bytes": 3 << 30, "activation_bytes": 1 << 30, "overhead": 0.123456},
-    }
+    return AppliedPlan(
+        rank=1, strategy="level-2",
+        actions=tuple(Action(u, action, policy if action == "selective" else None) for u in units),
+        predicted=Prediction(peak_bytes=3 << 30, activation_bytes=1 << 30, step_time_s=1.0, overhead=0.123456),
+    )
 
 
-BASELINE = {"peak_bytes": 5 << 30, "activation_bytes": 3 << 30}
+BASELINE = Prediction(peak_bytes=5 << 30, activation_bytes=3 << 30, step_time_s=1.0)
 
 
 @pytest.mark.parametrize("indent", [0, 8])

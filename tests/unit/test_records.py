@@ -8,7 +8,7 @@ import pytest
 
 from memadvise._errors import InputFileError
 from memadvise.schema.actions import Action
-from memadvise.schema.plan import PlanEntry, Prediction, read_plan, select_entry, select_plan
+from memadvise.schema.plan import AppliedPlan, PlanEntry, PlanFile, Prediction, read_plan, select_entry, select_plan
 from memadvise.schema.profile import Profile, UnitRecord, read_profile
 from memadvise.schema.verify import VerifyResult, read_verify
 
@@ -110,3 +110,33 @@ def test_verify_result_reads_the_apply_output(tmp_path):
     assert (got.peak.measured, got.peak.memadvise, got.peak.memadvise_baseline) == (17500, 17480, None)
     assert got.overhead.measured_pairs == (0.6, 0.1, -0.05) and got.overhead.pairs_range == (-0.05, 0.6)
     assert got.overhead.resolved is False
+
+
+def test_a_plans_relative_profile_path_is_found_from_where_suggest_ran(tmp_path, monkeypatch):
+    """A plan copied to another directory still finds its profile: a relative path is
+    looked up here first, then in the directory the plan was made in (``script.cwd``)."""
+    made_in = tmp_path / "project"
+    (made_in / ".memadvise").mkdir(parents=True)
+    (made_in / ".memadvise" / "profile.json").write_text("{}")
+    doc = json.loads(PLANS[0].read_text(encoding="utf-8"))
+    doc["profile"] = {"path": ".memadvise/profile.json"}
+    doc["script"]["cwd"] = str(made_in)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    plan_file = PlanFile.from_doc(doc, elsewhere / "plan.json")
+    assert plan_file.profile_path == str(made_in / ".memadvise" / "profile.json")
+    (elsewhere / ".memadvise").mkdir()
+    (elsewhere / ".memadvise" / "profile.json").write_text("{}")  # one here is taken first
+    assert plan_file.profile_path == ".memadvise/profile.json"
+
+
+def test_an_applied_plan_writes_the_plan_files_action_form():
+    plan_file = read_plan(PLANS[0])
+    entry = plan_file.entries[0]
+    applied = AppliedPlan(rank=entry.rank, strategy=entry.strategy, actions=entry.actions, predicted=entry.predicted,
+                          restore_buffers=entry.restore_buffers, exact=True)
+    doc = applied.to_json()
+    assert doc["actions"] == [{k: a.get(k) for k in ("unit", "action", "policy", "keep", "restore_buffers")}
+                              for a in plan_file.plans[0]["actions"]]
+    assert doc["predicted"]["exact"] is True and doc["predicted"]["peak_bytes"] == entry.predicted.peak_bytes

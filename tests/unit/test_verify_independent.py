@@ -11,14 +11,15 @@ from rich.console import Console
 
 import memadvise.apply.verify as verify_mod
 from memadvise.report.apply_report import render_verify
+from memadvise.schema.plan import AppliedPlan, Prediction
 from memadvise.schema.verify import VerifyResult
 
 
 def fake_inputs(tmp_path):
     script = tmp_path / "train.py"
     script.write_text("print('original')\n")
-    plan = {"rank": 1, "strategy": "full",
-            "predicted": {"peak_bytes": 1000, "activation_bytes": 400, "overhead": 0.25}}
+    plan = AppliedPlan(rank=1, strategy="full", actions=(),
+                       predicted=Prediction(peak_bytes=1000, activation_bytes=400, step_time_s=1.0, overhead=0.25))
     prepared = SimpleNamespace(script=script, source=script.read_text(), plan=plan,
                                patch=SimpleNamespace(new_source="print('patched')\n"))
     plan_file = SimpleNamespace(doc={"settings": {}}, script={"args": [], "cwd": str(tmp_path)})

@@ -3,11 +3,14 @@ alternates; the overhead is the median of the per-pair ratios, resolved only whe
 pairs' spread is smaller than it; memory comes from the first pair; a plan whose code did
 not run is said so."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
 import memadvise.apply.verify as verify_mod
+from memadvise.schema.actions import Action
+from memadvise.schema.plan import AppliedPlan, Prediction
 
 
 @pytest.fixture(autouse=True)
@@ -22,8 +25,8 @@ def _no_independent_run(monkeypatch):
 def fake_inputs(tmp_path):
     script = tmp_path / "train.py"
     script.write_text("print('original')\n")
-    plan = {"rank": 1, "strategy": "full",
-            "predicted": {"peak_bytes": 1000, "activation_bytes": 400, "overhead": 0.25}}
+    plan = AppliedPlan(rank=1, strategy="full", actions=(),
+                       predicted=Prediction(peak_bytes=1000, activation_bytes=400, step_time_s=1.0, overhead=0.25))
     prepared = SimpleNamespace(script=script, source=script.read_text(), plan=plan,
                                patch=SimpleNamespace(new_source="print('patched')\n"))
     plan_file = SimpleNamespace(doc={"settings": {}}, script={"args": [], "cwd": str(tmp_path)})
@@ -142,7 +145,7 @@ def test_a_plan_whose_code_did_not_run_is_not_an_accuracy_miss(tmp_path, monkeyp
     monkeypatch.setattr(verify_mod, "_profile_subprocess",
                         lambda script, *a, env=None: {"step_time_s": 1.0, "peak_bytes": 1418, "activation_bytes": 400})
     plan_file, prepared = fake_inputs(tmp_path)
-    prepared.plan["actions"] = [{"unit": f"h.{i}", "action": "checkpoint"} for i in range(5)]
+    prepared.plan = replace(prepared.plan, actions=tuple(Action(f"h.{i}", "checkpoint") for i in range(5)))
     result = verify_mod.verify(plan_file, prepared, tolerance=0.05)
     assert result["applied"]["wrapped"] == 0 and not result["passed"]
     text = render(result)
@@ -159,6 +162,6 @@ def test_the_units_the_patched_run_wrapped_are_read_back(tmp_path, monkeypatch):
 
     monkeypatch.setattr(verify_mod, "_profile_subprocess", fake_profile)
     plan_file, prepared = fake_inputs(tmp_path)
-    prepared.plan["actions"] = [{"unit": f"h.{i}", "action": "checkpoint"} for i in range(2)]
+    prepared.plan = replace(prepared.plan, actions=tuple(Action(f"h.{i}", "checkpoint") for i in range(2)))
     result = verify_mod.verify(plan_file, prepared, tolerance=0.05)
     assert result["applied"]["took_effect"] and result["passed"]
