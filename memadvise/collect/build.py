@@ -26,7 +26,8 @@ from memadvise.collect.allocator import MAX_BLOCK_SLACK_BYTES
 from memadvise.collect.recorder import PHASE_BACKWARD, PHASE_FORWARD, Recorder
 from memadvise.collect.session import RawRun
 from memadvise.schema.categories import N_CATEGORIES, Category
-from memadvise.schema.profile import FORMAT, SCHEMA_VERSION
+from memadvise.schema.profile import (FORMAT, SCHEMA_VERSION, Device, DistributedInfo, Environment, ModelInfo,
+                                      OptimizerInfo, Script, Settings, StepRecord, Summary)
 
 
 def _sha256(path: Path) -> str:
@@ -34,31 +35,29 @@ def _sha256(path: Path) -> str:
 
 
 def environment(device: torch.device) -> dict:
-    env: dict[str, Any] = {
-        "torch": torch.__version__.split("+")[0],
-        "torch_build": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "cpu_count": os.cpu_count(),
-        "device": {"type": device.type, "index": device.index, "name": None, "total_memory_bytes": None},
-        "cuda": None,
-    }
+    cuda_version = cuda_capability = None
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        env["device"]["name"] = props.name
-        env["device"]["total_memory_bytes"] = int(props.total_memory)
-        env["cuda"] = {
-            "version": torch.version.cuda,
-            "capability": list(torch.cuda.get_device_capability(device)),
-        }
+        name, total_memory = props.name, int(props.total_memory)
+        cuda_version = torch.version.cuda
+        cuda_capability = tuple(torch.cuda.get_device_capability(device))
     else:
-        env["device"]["name"] = platform.processor() or platform.machine() or "cpu"
+        name = platform.processor() or platform.machine() or "cpu"
         try:
-            env["device"]["total_memory_bytes"] = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            total_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (ValueError, OSError, AttributeError):
-            pass
-    return env
+            total_memory = None
+    return Environment(
+        torch=torch.__version__.split("+")[0],
+        torch_build=torch.__version__,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        hostname=socket.gethostname(),
+        cpu_count=os.cpu_count(),
+        device=Device(type=device.type, index=device.index, name=name, total_memory_bytes=total_memory),
+        cuda_version=cuda_version,
+        cuda_capability=cuda_capability,
+    ).to_json()
 
 
 def _fqn_map(root: torch.nn.Module | None) -> dict[int, str]:
@@ -230,34 +229,11 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
         rec.note_module_state(root)
     for module in rec.modules:
         rec.note_module_state(module)
-    arr = _Arrays(rec)
-    arr.set_scratch(scratch or {}, len(rec.op_name))
-    devices = rec.devices()
-    train_key = str(raw.device if raw.device.index is not None or raw.device.type == "cpu" else torch.device(raw.device.type, 0))
-    train_dev = devices.index(train_key) if train_key in devices else -1
-    on_dev = arr.st_device == train_dev
-    arr.set_allocator(rec, on_dev)  # replaces the probe's scratch where the allocator was read
-
-    # step boundaries and backward segments
-    steps = rec.steps
-    seg_per_step: list[list[tuple[int, int]]] = []
-    boundaries: list[tuple[int, int, int]] = []
-    for mark in steps:
-        segs = _backward_segments(arr, mark.start_op, mark.end_op, mark.end_clock)
-        seg_per_step.append(segs)
-        boundaries.extend((mark.start_clock, b, e) for b, e in segs)
-    cat = _categorize(rec, arr, boundaries, steps)
-
-    step_docs = []
-    for mark, segs in zip(steps, seg_per_step):
-        step_docs.append(_step_summary(rec, arr, cat, on_dev, mark, segs))
-    if not step_docs:
-        raise RuntimeError("no recorded step")
+    arr, train_dev, on_dev = _arrays(raw, scratch or {})
+    cat, step_docs = _steps(rec, arr, on_dev)
     best = max(range(len(step_docs)), key=lambda i: (step_docs[i]["peak_bytes"], i))
-    mark = steps[best]
-    fqn = _fqn_map(root)
+    mark = rec.steps[best]
     timing = [w / 1e9 for w in raw.timing_wall_ns] or ([raw.plain_step_ns / 1e9] if raw.plain_step_ns else [])
-    instrumented = [s["wall_time_s"] for s in step_docs]
     step_time = statistics.median(timing) if timing else statistics.median(
         [max(1e-9, s["wall_time_s"] - s["instrumentation_s"]) for s in step_docs]
     )
@@ -266,94 +242,22 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
     # over them in proportion (recompute re-runs both)
     op_total_s = float(arr.op_dur[mark.start_op:mark.end_op].sum()) / 1e9
     time_scale = step_time / op_total_s if op_total_s > 0 else 1.0
-    trace, call_map = _trace(rec, arr, cat, mark, train_dev, _state_order(rec, root, raw.optimizer))
-    trace_modules = [rec.modules[m] for m in trace["_modules_used"]]
-    trace["time_scale"] = time_scale
-    replay = (calibration or {}).get("op_replay_s") or {}
-    if replay:  # seconds of each replayed op alone (probe.time_signatures); None where not replayed
-        trace["ops"]["replay_us"] = [round(replay[i] * 1e6, 3) if i in replay else None
-                                     for i in range(mark.start_op, mark.end_op)]
-    # autograd nodes the step's backward ran (each recorded in forward, scheduled in backward)
-    nodes = arr.op_node[mark.start_op:mark.end_op]
-    trace["backward_nodes"] = int(len(np.unique(nodes[nodes >= 0])))
-    units = _units(rec, arr, cat, mark, fqn, root, call_map, trace)
-    for u, m in zip(units, trace_modules):
-        plain = raw.plain_forward_ns.get(id(m))
-        if plain:
-            u["fwd_plain_ms"] = round(plain[0] / 1e6, 4)
-            u["fwd_plain_calls"] = plain[1]
-    rep = step_docs[best]
-    root_info = raw.root
-    model_doc: dict[str, Any] = {"found": root is not None}
-    if root is not None and root_info is not None:
-        params = list(root.parameters())
-        model_doc.update(
-            {
-                "class": type(root).__name__,
-                "module": type(root).__module__,
-                "expression": root_info.expression,
-                "file": root_info.file,
-                "function": root_info.function,
-                "frame_line": root_info.frame_line,
-                "assign_line": _assign_line(raw.script, root_info),
-                "frames": root_info.frames,
-                # positional tensor inputs, then keyword ones by name (HF: input_ids, labels)
-                "input_shapes": _with_keywords(_root_input_shapes(rec, mark, root), raw.root_kwarg_shapes),
-                "param_count": int(sum(p.numel() for p in params)),
-                "param_bytes": int(sum(p.numel() * p.element_size() for p in params)),
-                "dtype": str(params[0].dtype).replace("torch.", "") if params else None,
-            }
-        )
-    optimizer = raw.optimizer
-    opt_doc = None
-    if optimizer is not None:
-        defaults = getattr(optimizer, "defaults", {}) or {}
-        var = raw.optimizer_variable
-        opt_doc = {
-            "class": type(optimizer).__name__,
-            "foreach": defaults.get("foreach"),
-            "fused": defaults.get("fused"),
-            "expression": var.expression if var else None,
-            "function": var.function if var else None,
-            "frame_line": var.frame_line if var else None,
-        }
-    script = raw.script.resolve()
+    trace, units = _trace_and_units(raw, arr, cat, mark, train_dev, time_scale, calibration or {})
+    summary = _summary(raw, step_docs, best, trace, units, timing=timing, step_time_s=step_time,
+                       op_time_s=op_total_s, time_scale=time_scale)
+    optimizer = _optimizer_info(raw)
     doc = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tool": {"name": "memadvise", "version": __version__},
         "environment": environment(raw.device),
-        "script": {
-            "path": _project_path(script),
-            "args": list(raw.args),
-            "sha256": _sha256(script),
-            "cwd": os.getcwd(),
-            "python": sys.executable,
-        },
-        "settings": {"warmup": raw.warmup, "steps": raw.steps, "timing_steps": raw.timing_steps},
-        "model": model_doc,
-        "optimizer": opt_doc,
-        "distributed": {"rank": 0, "world_size": 1, "backend": None, "ranks": []},
-        "summary": {
-            "peak_bytes": max(s["peak_bytes"] for s in step_docs),
-            "activation_bytes": rep["activation_bytes"],
-            "step_time_s": step_time,
-            "step_times_s": timing,
-            # fresh pages mapped per uninstrumented step (median; None where not measurable):
-            # on CPU, large blocks the allocator returns every step fault in again
-            "minor_faults_per_step": (statistics.median(raw.timing_minor_faults)
-                                      if raw.timing_minor_faults else None),
-            "instrumented_step_times_s": instrumented,
-            "by_category_at_peak": rep["by_category_at_peak"],
-            "peak_phase": rep["peak_phase"],
-            "peak_op": rep["peak_op"],
-            "peak_unit": _unit_name_of_call(trace["ops"]["owner"][rep["peak_op_index"]] if trace["ops"]["owner"] else -1, trace, units),
-            "representative_step": mark.index,
-            "untracked_bytes": rep.get("untracked_bytes"),
-            "op_time_s": op_total_s,
-            "time_scale": time_scale,
-        },
+        "script": _script(raw).to_json(),
+        "settings": Settings(warmup=raw.warmup, steps=raw.steps, timing_steps=raw.timing_steps).to_json(),
+        "model": _model_info(raw, mark, root).to_json(),
+        "optimizer": optimizer.to_json() if optimizer is not None else None,
+        "distributed": DistributedInfo().to_json(),  # collect.distributed describes the process group
+        "summary": summary.to_json(),
         "steps": step_docs,
         "units": units,
         "calibration": _step_local(calibration or {}, mark),
@@ -368,6 +272,134 @@ def build_profile(raw: RawRun, *, calibration: dict | None = None, nvml: dict | 
     if notes:
         doc["notes"] = notes
     return doc
+
+
+def _arrays(raw: RawRun, scratch: dict[int, int]) -> tuple[_Arrays, int, np.ndarray]:
+    """The recorder's columns, the training device's index among the recorded devices (-1:
+    none) and which storages live on it."""
+    rec = raw.recorder
+    arr = _Arrays(rec)
+    arr.set_scratch(scratch, len(rec.op_name))
+    devices = rec.devices()
+    train_key = str(raw.device if raw.device.index is not None or raw.device.type == "cpu" else torch.device(raw.device.type, 0))
+    train_dev = devices.index(train_key) if train_key in devices else -1
+    on_dev = arr.st_device == train_dev
+    arr.set_allocator(rec, on_dev)  # replaces the probe's scratch where the allocator was read
+    return arr, train_dev, on_dev
+
+
+def _steps(rec: Recorder, arr: _Arrays, on_dev: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """The category of every storage, and each recorded step's figures (``StepRecord``)."""
+    steps = rec.steps
+    seg_per_step: list[list[tuple[int, int]]] = []
+    boundaries: list[tuple[int, int, int]] = []
+    for mark in steps:
+        segs = _backward_segments(arr, mark.start_op, mark.end_op, mark.end_clock)
+        seg_per_step.append(segs)
+        boundaries.extend((mark.start_clock, b, e) for b, e in segs)
+    cat = _categorize(rec, arr, boundaries, steps)
+    step_docs = [_step_summary(rec, arr, cat, on_dev, mark, segs) for mark, segs in zip(steps, seg_per_step)]
+    if not step_docs:
+        raise RuntimeError("no recorded step")
+    return cat, step_docs
+
+
+def _trace_and_units(raw: RawRun, arr: _Arrays, cat: np.ndarray, mark: Any, train_dev: int, time_scale: float,
+                     calibration: dict) -> tuple[dict, list[dict]]:
+    """The representative step's trace and its units (modules), their times scaled by
+    ``time_scale`` to the uninstrumented step."""
+    rec = raw.recorder
+    root = raw.root.module if raw.root is not None else None
+    trace, call_map = _trace(rec, arr, cat, mark, train_dev, _state_order(rec, root, raw.optimizer))
+    trace_modules = [rec.modules[m] for m in trace["_modules_used"]]
+    trace["time_scale"] = time_scale
+    replay = calibration.get("op_replay_s") or {}
+    if replay:  # seconds of each replayed op alone (probe.time_signatures); None where not replayed
+        trace["ops"]["replay_us"] = [round(replay[i] * 1e6, 3) if i in replay else None
+                                     for i in range(mark.start_op, mark.end_op)]
+    # autograd nodes the step's backward ran (each recorded in forward, scheduled in backward)
+    nodes = arr.op_node[mark.start_op:mark.end_op]
+    trace["backward_nodes"] = int(len(np.unique(nodes[nodes >= 0])))
+    units = _units(rec, arr, cat, mark, _fqn_map(root), root, call_map, trace)
+    for u, m in zip(units, trace_modules):
+        plain = raw.plain_forward_ns.get(id(m))
+        if plain:
+            u["fwd_plain_ms"] = round(plain[0] / 1e6, 4)
+            u["fwd_plain_calls"] = plain[1]
+    return trace, units
+
+
+def _summary(raw: RawRun, step_docs: list[dict], best: int, trace: dict, units: list[dict], *, timing: list[float],
+             step_time_s: float, op_time_s: float, time_scale: float) -> Summary:
+    """The profile's summary: the peak over the recorded steps, the representative step's
+    figures (``step_docs[best]``) and the step's times."""
+    rep = step_docs[best]
+    owner = trace["ops"]["owner"]
+    return Summary(
+        peak_bytes=max(s["peak_bytes"] for s in step_docs),
+        activation_bytes=rep["activation_bytes"],
+        step_time_s=step_time_s,
+        step_times_s=tuple(timing),
+        # fresh pages mapped per uninstrumented step (median; None where not measurable):
+        # on CPU, large blocks the allocator returns every step fault in again
+        minor_faults_per_step=statistics.median(raw.timing_minor_faults) if raw.timing_minor_faults else None,
+        instrumented_step_times_s=tuple(s["wall_time_s"] for s in step_docs),
+        by_category_at_peak=rep["by_category_at_peak"],
+        peak_phase=rep["peak_phase"],
+        peak_op=rep["peak_op"],
+        peak_unit=_unit_name_of_call(owner[rep["peak_op_index"]] if owner else -1, trace, units),
+        representative_step=raw.recorder.steps[best].index,
+        untracked_bytes=rep.get("untracked_bytes"),
+        op_time_s=op_time_s,
+        time_scale=time_scale,
+    )
+
+
+def _script(raw: RawRun) -> Script:
+    script = raw.script.resolve()
+    return Script(path=_project_path(script), args=tuple(raw.args), sha256=_sha256(script), cwd=os.getcwd(),
+                  python=sys.executable)
+
+
+def _model_info(raw: RawRun, mark: Any, root: torch.nn.Module | None) -> ModelInfo:
+    """The root model, where the script names it, and its size and inputs."""
+    root_info = raw.root
+    if root is None or root_info is None:
+        return ModelInfo(found=False)
+    params = list(root.parameters())
+    # positional tensor inputs, then keyword ones by name (HF: input_ids, labels)
+    shapes = _with_keywords(_root_input_shapes(raw.recorder, mark, root), raw.root_kwarg_shapes)
+    return ModelInfo(
+        found=True,
+        class_name=type(root).__name__,
+        module=type(root).__module__,
+        expression=root_info.expression,
+        file=root_info.file,
+        function=root_info.function,
+        frame_line=root_info.frame_line,
+        assign_line=_assign_line(raw.script, root_info),
+        frames=tuple(root_info.frames),
+        input_shapes=None if shapes is None else tuple((dtype, tuple(shape)) for dtype, shape in shapes),
+        param_count=int(sum(p.numel() for p in params)),
+        param_bytes=int(sum(p.numel() * p.element_size() for p in params)),
+        dtype=str(params[0].dtype).replace("torch.", "") if params else None,
+    )
+
+
+def _optimizer_info(raw: RawRun) -> OptimizerInfo | None:
+    optimizer = raw.optimizer
+    if optimizer is None:
+        return None
+    defaults = getattr(optimizer, "defaults", {}) or {}
+    var = raw.optimizer_variable
+    return OptimizerInfo(
+        class_name=type(optimizer).__name__,
+        foreach=defaults.get("foreach"),
+        fused=defaults.get("fused"),
+        expression=var.expression if var else None,
+        function=var.function if var else None,
+        frame_line=var.frame_line if var else None,
+    )
 
 
 def allocator_notes(step_docs: list[dict]) -> list[str]:
@@ -464,39 +496,40 @@ def _step_summary(rec: Recorder, arr: _Arrays, cat: np.ndarray, on_dev: np.ndarr
     for b, e in segs:
         act = max(act, _activation_at(arr, cat, on_dev, c0, b, e))
     start_bytes = int(live_bytes(np.asarray([c0]), alloc, free, nbytes)[0])
-    doc = {
-        "index": mark.index,
-        "peak_bytes": int(total[k]),
-        "by_category_at_peak": {Category(i).label: int(by[k, i]) for i in range(N_CATEGORIES)},
-        "peak_op": names[rec.op_name[op_index]] if op_index >= 0 else None,
-        "peak_phase": ("forward", "backward", "optimizer")[phase],
-        "peak_call": int(arr.op_call[op_index]) if op_index >= 0 else -1,
-        "peak_op_index": int(k),
-        "activation_bytes": int(act),
-        "start_bytes": start_bytes,
-        "n_ops": int(mark.end_op - mark.start_op),
-        "wall_time_s": mark.wall_ns / 1e9,
-        "instrumentation_s": mark.overhead_ns / 1e9,
-        "cuda": None,
-    }
+    cuda = untracked = allocator = None
     if mark.cuda_max_allocated is not None:
-        doc["cuda"] = {
+        cuda = {
             "max_memory_allocated": mark.cuda_max_allocated,
             "max_memory_reserved": mark.cuda_max_reserved,
             "allocated_at_start": mark.cuda_allocated_at_start,
         }
-        doc["untracked_bytes"] = max(0, (mark.cuda_allocated_at_start or 0) - start_bytes)
+        untracked = max(0, (mark.cuda_allocated_at_start or 0) - start_bytes)
     if mark.allocator_max is not None and arr.allocator:
         # the allocator's own peak over the step; the profile's peak is built from the
         # per-op readings, so the two agree unless memory peaked between two ops
-        doc["allocator"] = {
+        allocator = {
             "source": rec.allocator.name if rec.allocator is not None else None,
             "max_allocated_bytes": int(mark.allocator_max),
             "allocated_at_start_bytes": int(mark.allocator_at_start or 0),
         }
-    if mark.nvml:
-        doc["nvml"] = mark.nvml
-    return doc
+    return StepRecord(
+        index=mark.index,
+        peak_bytes=int(total[k]),
+        activation_bytes=int(act),
+        by_category_at_peak={Category(i).label: int(by[k, i]) for i in range(N_CATEGORIES)},
+        peak_phase=("forward", "backward", "optimizer")[phase],
+        peak_op=names[rec.op_name[op_index]] if op_index >= 0 else None,
+        peak_call=int(arr.op_call[op_index]) if op_index >= 0 else -1,
+        peak_op_index=int(k),
+        start_bytes=start_bytes,
+        n_ops=int(mark.end_op - mark.start_op),
+        wall_time_s=mark.wall_ns / 1e9,
+        instrumentation_s=mark.overhead_ns / 1e9,
+        cuda=cuda,
+        untracked_bytes=untracked,
+        allocator=allocator,
+        nvml=mark.nvml or None,
+    ).to_json()
 
 
 def _activation_at(arr: _Arrays, cat: np.ndarray, on_dev: np.ndarray, step_start: int, boundary: int, end: int) -> int:

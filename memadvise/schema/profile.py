@@ -4,6 +4,11 @@ A JSON document with a header (``format``, ``schema_version``), the environment 
 taken on, per-step figures, per-unit figures and the columnar trace of the
 representative step (see ``memadvise.collect.build``). Writes are atomic; reads refuse
 another format or version with one sentence.
+
+The sections are records here (``Summary``, ``StepRecord``, ``Environment``, ``Script``,
+``Settings``, ``ModelInfo``, ``OptimizerInfo``, ``DistributedInfo``): ``from_json`` reads
+one, ``to_json`` writes it back with the same keys in the same order, which is how
+``collect.build`` writes them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ def _float_or_none(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that are not None: keys a writer leaves out rather than writing null."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 @dataclass(frozen=True)
 class Summary:
     """The profile's ``summary``: the step's figures that every stage reads.
@@ -66,7 +76,7 @@ class Summary:
     representative_step: int | None = None
     step_times_s: tuple[float, ...] = ()
     instrumented_step_times_s: tuple[float, ...] = ()
-    minor_faults_per_step: float | None = None
+    minor_faults_per_step: int | float | None = None
     untracked_bytes: int | None = None
     op_time_s: float | None = None
     time_scale: float | None = None
@@ -90,13 +100,44 @@ class Summary:
             time_scale=_float_or_none(d.get("time_scale")),
         )
 
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "peak_bytes": self.peak_bytes,
+            "activation_bytes": self.activation_bytes,
+            "step_time_s": self.step_time_s,
+            "step_times_s": list(self.step_times_s),
+            "minor_faults_per_step": self.minor_faults_per_step,
+            "instrumented_step_times_s": list(self.instrumented_step_times_s),
+            "by_category_at_peak": dict(self.by_category_at_peak),
+            "peak_phase": self.peak_phase,
+            "peak_op": self.peak_op,
+            "peak_unit": self.peak_unit,
+            "representative_step": self.representative_step,
+            "untracked_bytes": self.untracked_bytes,
+            "op_time_s": self.op_time_s,
+            "time_scale": self.time_scale,
+        }
+
 
 @dataclass(frozen=True)
 class StepRecord:
-    """One recorded step: its ``index`` in the run, ``peak_bytes`` and the bytes by
-    category there, the ``peak_phase`` and ``peak_op``, ``activation_bytes`` held for
-    backward, the live bytes at its start (``start_bytes``), its op count ``n_ops`` and
-    instrumented ``wall_time_s`` (None in files without them)."""
+    """One recorded step (the profile's ``steps``).
+
+    index: the step's number in the run (warmup steps count).
+    peak_bytes: its peak live bytes (bytes); by_category_at_peak: those bytes by category.
+    peak_op / peak_phase: the aten op and the phase at the peak.
+    peak_call: the module call at the peak (-1: none); peak_op_index: the peak op's
+        index among the step's ops.
+    activation_bytes: bytes held for backward (bytes); start_bytes: live at its start (bytes).
+    n_ops: aten ops recorded; wall_time_s / instrumentation_s: its instrumented wall time
+        and the part of it spent in memadvise's hooks (seconds).
+    cuda: CUDA's own ``max_memory_allocated`` / ``max_memory_reserved`` /
+        ``allocated_at_start`` (bytes), None off CUDA; untracked_bytes: CUDA-allocated
+        bytes at the start that no tensor holds (bytes), only with ``cuda``.
+    allocator: the device allocator's ``source``, ``max_allocated_bytes`` and
+        ``allocated_at_start_bytes`` over the step, where read; nvml: the GPU's readings.
+    Fields that older files lack are None and left out when written.
+    """
 
     index: int
     peak_bytes: int
@@ -104,17 +145,42 @@ class StepRecord:
     by_category_at_peak: Mapping[str, int] = field(default_factory=dict)
     peak_phase: str | None = None
     peak_op: str | None = None
+    peak_call: int | None = None
+    peak_op_index: int | None = None
     start_bytes: int | None = None
     n_ops: int | None = None
     wall_time_s: float | None = None
+    instrumentation_s: float | None = None
+    cuda: Mapping[str, Any] | None = None
+    untracked_bytes: int | None = None
+    allocator: Mapping[str, Any] | None = None
+    nvml: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "StepRecord":
         return cls(index=int(d["index"]), peak_bytes=int(d["peak_bytes"]), activation_bytes=int(d["activation_bytes"]),
                    by_category_at_peak={k: int(v) for k, v in (d.get("by_category_at_peak") or {}).items()},
                    peak_phase=d.get("peak_phase"), peak_op=d.get("peak_op"),
+                   peak_call=_int_or_none(d.get("peak_call")), peak_op_index=_int_or_none(d.get("peak_op_index")),
                    start_bytes=_int_or_none(d.get("start_bytes")), n_ops=_int_or_none(d.get("n_ops")),
-                   wall_time_s=_float_or_none(d.get("wall_time_s")))
+                   wall_time_s=_float_or_none(d.get("wall_time_s")),
+                   instrumentation_s=_float_or_none(d.get("instrumentation_s")), cuda=d.get("cuda"),
+                   untracked_bytes=_int_or_none(d.get("untracked_bytes")), allocator=d.get("allocator"),
+                   nvml=d.get("nvml"))
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"index": self.index, "peak_bytes": self.peak_bytes,
+                               "by_category_at_peak": dict(self.by_category_at_peak),
+                               "peak_op": self.peak_op, "peak_phase": self.peak_phase}
+        doc.update(_present(peak_call=self.peak_call, peak_op_index=self.peak_op_index))
+        doc["activation_bytes"] = self.activation_bytes
+        doc.update(_present(start_bytes=self.start_bytes, n_ops=self.n_ops, wall_time_s=self.wall_time_s,
+                            instrumentation_s=self.instrumentation_s))
+        doc["cuda"] = None if self.cuda is None else dict(self.cuda)  # null off CUDA
+        doc.update(_present(untracked_bytes=self.untracked_bytes,
+                            allocator=None if self.allocator is None else dict(self.allocator),
+                            nvml=None if self.nvml is None else dict(self.nvml)))
+        return doc
 
 
 @dataclass(frozen=True)
@@ -126,6 +192,14 @@ class Device:
     index: int | None = None
     name: str | None = None
     total_memory_bytes: int | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Device":
+        return cls(type=str(d["type"]), index=_int_or_none(d.get("index")), name=d.get("name"),
+                   total_memory_bytes=_int_or_none(d.get("total_memory_bytes")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, "index": self.index, "name": self.name, "total_memory_bytes": self.total_memory_bytes}
 
 
 @dataclass(frozen=True)
@@ -154,8 +228,7 @@ class Environment:
         return cls(
             torch=str(d["torch"]),
             python=str(d["python"]),
-            device=Device(type=str(dev["type"]), index=_int_or_none(dev.get("index")), name=dev.get("name"),
-                          total_memory_bytes=_int_or_none(dev.get("total_memory_bytes"))),
+            device=Device.from_json(dev),
             torch_build=d.get("torch_build"),
             platform=d.get("platform"),
             hostname=d.get("hostname"),
@@ -163,6 +236,20 @@ class Environment:
             cuda_version=cuda.get("version"),
             cuda_capability=(int(cap[0]), int(cap[1])) if cap else None,
         )
+
+    def to_json(self) -> dict[str, Any]:
+        on_cuda = self.cuda_version is not None or self.cuda_capability is not None
+        return {
+            "torch": self.torch,
+            "torch_build": self.torch_build,
+            "python": self.python,
+            "platform": self.platform,
+            "hostname": self.hostname,
+            "cpu_count": self.cpu_count,
+            "device": self.device.to_json(),
+            "cuda": {"version": self.cuda_version,
+                     "capability": list(self.cuda_capability) if self.cuda_capability else None} if on_cuda else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -187,6 +274,9 @@ class Script:
         return cls(path=str(d["path"]), sha256=str(d.get("sha256", "")), args=tuple(str(a) for a in d.get("args") or ()),
                    cwd=d.get("cwd"), python=d.get("python"))
 
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "args": list(self.args), "sha256": self.sha256, "cwd": self.cwd, "python": self.python}
+
 
 @dataclass(frozen=True)
 class Vary:
@@ -197,6 +287,14 @@ class Vary:
     name: str
     value: float
     predicted: bool = False
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Vary":
+        return cls(name=str(d["name"]), value=d["value"], predicted=bool(d.get("predicted", False)))
+
+    def to_json(self) -> dict[str, Any]:
+        """``predicted`` is written only where True (measured profiles leave it out)."""
+        return {"name": self.name, "value": self.value, **({"predicted": True} if self.predicted else {})}
 
 
 @dataclass(frozen=True)
@@ -214,7 +312,137 @@ class Settings:
         d = d or {}
         v = d.get("vary")
         return cls(warmup=int(d.get("warmup", 0)), steps=int(d.get("steps", 0)), timing_steps=int(d.get("timing_steps", 0)),
-                   vary=Vary(name=str(v["name"]), value=v["value"], predicted=bool(v.get("predicted", False))) if v else None)
+                   vary=Vary.from_json(v) if v else None)
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"warmup": self.warmup, "steps": self.steps, "timing_steps": self.timing_steps}
+        if self.vary is not None:
+            doc["vary"] = self.vary.to_json()
+        return doc
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The profile's ``model``: the root model memadvise found, and where the script names it.
+
+    found: False when no model was found (then nothing else is written).
+    class_name / module: its class and the module that defines it (``GPT``, ``__main__``).
+    expression: how the script names it (``model``, ``self.model``); file / function /
+        frame_line: the script file, function and line (1-based) of the frame holding that name.
+    assign_line: the line after which that variable is final (where ``apply`` puts a
+        plan); None where the script cannot name it.
+    frames: the script's frames at the first step, innermost first, as recorded
+        (``collect.root.RootModel.frames``); None in older files, which lack them.
+    input_shapes: ``(dtype, shape)`` of each tensor the model got in its first call of
+        the representative step, keyword inputs last; None where none was seen.
+    param_count: parameters (elements); param_bytes: their size (bytes); dtype: of the
+        first parameter (``float32``), None without parameters.
+    """
+
+    found: bool
+    class_name: str | None = None
+    module: str | None = None
+    expression: str | None = None
+    file: str | None = None
+    function: str | None = None
+    frame_line: int | None = None
+    assign_line: int | None = None
+    frames: tuple[Mapping[str, Any], ...] | None = None
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] | None = None
+    param_count: int = 0
+    param_bytes: int = 0
+    dtype: str | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "ModelInfo":
+        d = d or {}
+        if not d.get("found"):
+            return cls(found=False)
+        frames, shapes = d.get("frames"), d.get("input_shapes")
+        return cls(
+            found=True, class_name=d.get("class"), module=d.get("module"), expression=d.get("expression"),
+            file=d.get("file"), function=d.get("function"), frame_line=_int_or_none(d.get("frame_line")),
+            assign_line=_int_or_none(d.get("assign_line")),
+            frames=None if frames is None else tuple(frames),
+            input_shapes=None if shapes is None else tuple((str(dt), tuple(int(n) for n in shape)) for dt, shape in shapes),
+            param_count=int(d.get("param_count", 0)), param_bytes=int(d.get("param_bytes", 0)), dtype=d.get("dtype"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.found:
+            return {"found": False}
+        doc: dict[str, Any] = {"found": True, "class": self.class_name, "module": self.module,
+                               "expression": self.expression, "file": self.file, "function": self.function,
+                               "frame_line": self.frame_line, "assign_line": self.assign_line}
+        if self.frames is not None:
+            doc["frames"] = [dict(f) for f in self.frames]
+        doc["input_shapes"] = (None if self.input_shapes is None
+                               else [[dt, list(shape)] for dt, shape in self.input_shapes])
+        doc.update(param_count=self.param_count, param_bytes=self.param_bytes, dtype=self.dtype)
+        return doc
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """The profile's ``optimizer`` (None in the file where the script has no ``torch.optim``
+    optimizer).
+
+    class_name: ``AdamW``; foreach / fused: its ``defaults`` (None: PyTorch chooses).
+    expression / function / frame_line: how, in which function and at which line
+        (1-based) the script names it; None where it cannot.
+    probe: each implementation's time (seconds) and extra peak (bytes), as
+        ``collect.optimizer_probe`` recorded them; None where not probed (left out).
+    """
+
+    class_name: str
+    foreach: bool | None = None
+    fused: bool | None = None
+    expression: str | None = None
+    function: str | None = None
+    frame_line: int | None = None
+    probe: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "OptimizerInfo":
+        return cls(class_name=str(d["class"]), foreach=d.get("foreach"), fused=d.get("fused"),
+                   expression=d.get("expression"), function=d.get("function"),
+                   frame_line=_int_or_none(d.get("frame_line")), probe=d.get("probe"))
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"class": self.class_name, "foreach": self.foreach, "fused": self.fused,
+                               "expression": self.expression, "function": self.function, "frame_line": self.frame_line}
+        if self.probe is not None:
+            doc["probe"] = dict(self.probe)
+        return doc
+
+
+@dataclass(frozen=True)
+class DistributedInfo:
+    """The profile's ``distributed``: the process group it was taken in.
+
+    rank / world_size: this process's rank and the number of ranks (1: not distributed);
+    backend: ``nccl``, ``gloo``, None outside a process group. ranks: each rank's
+    figures in a merged profile (``collect.distributed.rank_summary``), empty otherwise.
+    extra: the keys ``collect.distributed`` adds after these (``run_id``, ``local_rank``,
+    ``worst_rank``, ``merged``), as recorded and in their order.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    backend: str | None = None
+    ranks: tuple[Mapping[str, Any], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> "DistributedInfo":
+        d = d or {}
+        known = ("rank", "world_size", "backend", "ranks")
+        return cls(rank=int(d.get("rank", 0)), world_size=int(d.get("world_size", 1)), backend=d.get("backend"),
+                   ranks=tuple(d.get("ranks") or ()), extra={k: v for k, v in d.items() if k not in known})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rank": self.rank, "world_size": self.world_size, "backend": self.backend,
+                "ranks": [dict(r) for r in self.ranks], **self.extra}
 
 
 @dataclass(frozen=True)
