@@ -272,8 +272,9 @@ def _site_in_methods(tree: ast.Module, function: str | None, first_line: int | N
     return None
 
 
-def find_model_site(source: str, model: dict, units: list[str] = ()) -> ModelSite:
-    """Where to apply a plan to the model that ran, from the profile's ``model`` record.
+def find_model_site(source: str, frames: list[dict], units: list[str] = ()) -> ModelSite:
+    """Where to apply a plan to the model that ran, from the frames that named it at the
+    first step (``ModelInfo.site_frames``: function, line, expression, ...).
 
     Follows the model object, not its name: in the frame that held the model at the first
     step (and, when it is a function's parameter, in the callers that passed it), the
@@ -285,10 +286,7 @@ def find_model_site(source: str, model: dict, units: list[str] = ()) -> ModelSit
         tree = ast.parse(source)
     except SyntaxError as exc:
         raise InputFileError(f"the script no longer parses (line {exc.lineno}: {exc.msg})") from None
-    frames = [f for f in (model.get("frames") or []) if f.get("expression")]
-    if not frames and model.get("expression"):
-        frames = [{"function": model.get("function"), "first_line": None, "line": model.get("frame_line"),
-                   "expression": model["expression"], "parameter": None, "executed_lines": None}]
+    frames = [f for f in frames if f.get("expression")]
     source_lines = source.splitlines()
     reasons = []
     for frame in frames:

@@ -27,6 +27,7 @@ from memadvise.apply.source_edits import FLAGS, PRIMARY, Span, apply_spans, cons
 from memadvise.schema.actions import SELECTIVE, display_unit
 from memadvise.schema.io import atomic_write_text
 from memadvise.schema.plan import AppliedPlan, PlanEntry, PlanFile, Prediction, TrafficEntry
+from memadvise.schema.profile import OptimizerInfo
 from memadvise.source import find_model_site
 
 
@@ -174,9 +175,9 @@ def prepare(plan_file: PlanFile, plan: PlanEntry | dict | None, *, force: bool =
     if BEGIN_MARK in source:  # before any line lookup: the plan's lines moved
         raise PlanRefused(f"{script} already contains a memadvise plan; revert it first "
                           "(git apply -R, or the .orig backup)")
-    model = plan_file.doc.get("model") or {}
-    expression = model.get("expression") or next((f["expression"] for f in model.get("frames") or []
-                                                   if f.get("expression")), None)
+    model = plan_file.model
+    frames = model.site_frames()
+    expression = frames[0]["expression"] if frames else None
     if not expression:
         raise PlanRefused(
             "the profile found no variable holding the model in the script, so there is nowhere to put the patch; "
@@ -189,10 +190,10 @@ def prepare(plan_file: PlanFile, plan: PlanEntry | dict | None, *, force: bool =
     entries = select_traffic(plan_file, list(traffic))
     if plan is None and not entries:
         raise UsageError("nothing to apply: give --rank, --strategy or --traffic")
-    device_type = (plan_file.doc.get("environment") or {}).get("device", {}).get("type", "cpu")
+    device_type = plan_file.device_type
     predicted, exact = combined_prediction(plan_file, plan, entries)
     try:
-        site = find_model_site(source, model, [a.unit for a in plan.actions] if plan else [])
+        site = find_model_site(source, frames, [a.unit for a in plan.actions] if plan else [])
     except PlanRefused as exc:
         which = f"rank={plan.rank}" if plan else "rank=1"
         raise PlanRefused(str(exc).replace("PLAN_FILE", f'"{plan_file.path}", {which}')) from None
@@ -218,7 +219,7 @@ def prepare(plan_file: PlanFile, plan: PlanEntry | dict | None, *, force: bool =
         blocks[(line, indent)] = plan_block(
             replace(applied, actions=actions), expression=expression, baseline=plan_file.baseline_figures,
             plan_path=plan_file.path, restore=restore, runtime_mode=runtime, indent=indent,
-            hugging_face=str(model.get("module", "")).startswith("transformers"))
+            hugging_face=(model.module or "").startswith("transformers"))
         needs += ["MemadviseForward", "memadvise_apply"]
     spans: list[Span] = []
     model_changes = [t for t in entries if _kind(t) in MODEL_CHANGES]
@@ -228,10 +229,10 @@ def prepare(plan_file: PlanFile, plan: PlanEntry | dict | None, *, force: bool =
         needs += names
     opt_changes = [t for t in entries if _kind(t) in OPTIMIZER_CHANGES]
     if opt_changes:
-        opt = plan_file.doc.get("optimizer") or {}
-        if not opt.get("expression"):
+        opt = plan_file.optimizer
+        if opt is None or not opt.expression:
             raise PlanRefused("the profile found no variable holding the optimizer; apply optimizer changes by hand")
-        oline, oindent = find_insertion(source, opt["expression"], opt.get("function"), opt.get("frame_line"))
+        oline, oindent = find_insertion(source, opt.expression, opt.function, opt.frame_line)
         block, names, opt_spans = optimizer_tune_block(source, opt_changes, opt, oline, runtime, oindent)
         blocks[(oline, oindent)] = blocks.get((oline, oindent), "") + block
         needs += names
@@ -273,18 +274,18 @@ def model_tune_block(changes: list[TrafficEntry], expression: str, device_type: 
     return tune_block([t.strategy for t in changes], notes, statements, names, runtime, indent), names
 
 
-def optimizer_tune_block(source: str, changes: list[TrafficEntry], opt: dict, line: int, runtime: str,
+def optimizer_tune_block(source: str, changes: list[TrafficEntry], opt: OptimizerInfo, line: int, runtime: str,
                          indent: int) -> tuple[str, list[str], list[Span]]:
     """Traffic changes of the optimizer: edits of its constructor and zero_grad calls where
     the script has them (the block then only says what changed), else statements after it
     is built, said so in the block."""
-    target = opt["expression"]
+    target = opt.expression
     statements, names, notes, spans = [], [], [], []
     for t in changes:
         kind, value = next(iter(t.change.items()))
         if kind == "optimizer":
-            cls = opt.get("class") or "the optimizer"
-            found = constructor_spans(source, target, line, cls, value) if opt.get("class") else None
+            cls = opt.class_name or "the optimizer"
+            found = constructor_spans(source, target, line, cls, value) if opt.class_name else None
             flags = ", ".join(f"{k}={v}" for k, v in FLAGS[value].items() if k == PRIMARY[value])
             if found is not None:
                 spans += found
@@ -296,7 +297,7 @@ def optimizer_tune_block(source: str, changes: list[TrafficEntry], opt: dict, li
                 statements.append(f"{target} = memadvise_rebuild_optimizer({target}, {flags})")
                 names.append("memadvise_rebuild_optimizer")
         elif kind == "set_to_none":
-            found, calls = zero_grad_spans(source, target, opt.get("function"))
+            found, calls = zero_grad_spans(source, target, opt.function)
             if calls:
                 spans += found
                 notes.append(f"{t.strategy}: {target}.zero_grad(...) ({calls} call{'s' * (calls > 1)}) "

@@ -20,14 +20,15 @@ from typing import Callable
 from memadvise._errors import ScriptError
 from memadvise.apply.apply import PreparedPatch
 from memadvise.schema.plan import PlanFile
+from memadvise.schema.profile import Settings, read_profile
 
 
-def _profile_subprocess(script: Path, args: list[str], settings: dict, cwd: str, timing_steps: int,
+def _profile_subprocess(script: Path, args: list[str], settings: Settings, cwd: str, timing_steps: int,
                         timeout: float | None, nproc: int = 1, env: dict | None = None) -> dict:
     out_fd, out_path = tempfile.mkstemp(prefix="memadvise-verify-", suffix=".json")
     os.close(out_fd)
     cmd = [sys.executable, "-m", "memadvise", "profile", str(script), "--out", out_path, "--json",
-           "--warmup", str(settings.get("warmup", 1)), "--steps", str(settings.get("steps", 3)),
+           "--warmup", str(settings.warmup or 1), "--steps", str(settings.steps or 3),
            "--timing-steps", str(timing_steps)]
     if timeout:
         cmd += ["--timeout", str(timeout)]
@@ -40,8 +41,9 @@ def _profile_subprocess(script: Path, args: list[str], settings: dict, cwd: str,
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ScriptError(f"verification run of {script.name} failed: {last}")
-        with open(out_path, encoding="utf-8") as f:
-            return json.load(f)["summary"]
+        summary = read_profile(out_path).records.summary  # validated, as any profile is read
+        return {"step_time_s": summary.step_time_s, "peak_bytes": summary.peak_bytes,
+                "activation_bytes": summary.activation_bytes}
     finally:
         for leftover in [out_path] + [out_path.replace(".json", f".rank{r}.json") for r in range(nproc)]:
             try:
@@ -115,16 +117,16 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
     ``timing_steps``: uninstrumented steps timed per run; by default as many as the
     profile timed, at least 5."""
     script = prepared.script
-    settings = plan_file.doc.get("settings") or {}
+    settings = plan_file.settings
     if timing_steps is None:
-        timing_steps = max(5, int(settings.get("timing_steps") or 0))
+        timing_steps = max(5, settings.timing_steps)
     args = list(plan_file.script.get("args", []))
     # a relative script path was relative to the directory profiled in: this one, or its copy
     relative = not os.path.isabs(str(plan_file.script.get("path") or "/"))
     cwd = os.getcwd() if relative else (plan_file.script.get("cwd") or os.getcwd())
     if not os.path.isdir(cwd):
         cwd = os.getcwd()
-    nproc = int((plan_file.doc.get("distributed") or {}).get("world_size") or 1)
+    nproc = plan_file.world_size
     stem = f".{script.stem}.memadvise-verify-{os.getpid()}"
     original = script.with_name(stem + "-orig.py")
     patched = script.with_name(stem + "-patched.py")
@@ -152,7 +154,7 @@ def verify(plan_file: PlanFile, prepared: PreparedPatch, *, tolerance: float, ti
                               if env else _profile_subprocess(path, args, settings, cwd, timing_steps, timeout, nproc))
             pairs.append((got["original"], got["patched"]))
         base, meas = pairs[0]
-        warmup = max(2, int(settings.get("warmup") or 1))  # a steady-state step: optimizer state exists
+        warmup = max(2, settings.warmup or 1)  # a steady-state step: optimizer state exists
         independent: dict = {}
         try:
             if progress:

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from memadvise._errors import InputFileError, UsageError
 from memadvise.schema.actions import Action
 from memadvise.schema.io import atomic_write_json, check_header, read_json
+from memadvise.schema.profile import ModelInfo, OptimizerInfo, Settings
 
 FORMAT = "memadvise-plan"
 SCHEMA_VERSION = 2
@@ -286,6 +287,31 @@ class PlanFile:
     def script(self) -> dict:
         return self.doc["script"]
 
+    @cached_property
+    def model(self) -> ModelInfo:
+        """The model the profile found (its ``model`` section)."""
+        return _section(self, "model", ModelInfo.from_json)
+
+    @cached_property
+    def optimizer(self) -> OptimizerInfo | None:
+        """The script's optimizer; None where the profile found none."""
+        doc = self.doc.get("optimizer")
+        return _section(self, "optimizer", OptimizerInfo.from_json) if doc else None
+
+    @cached_property
+    def settings(self) -> Settings:
+        """How the script was profiled (``verify`` profiles it the same way)."""
+        return _section(self, "settings", Settings.from_json)
+
+    @property
+    def device_type(self) -> str:
+        return (self.doc.get("environment") or {}).get("device", {}).get("type", "cpu")
+
+    @property
+    def world_size(self) -> int:
+        """Processes the profiled run had (1 without torchrun)."""
+        return _section(self, "distributed", lambda d: int((d or {}).get("world_size") or 1))
+
     @property
     def profile_path(self) -> str | None:
         """The profile the plan was suggested from. A relative path was relative to the
@@ -297,6 +323,15 @@ class PlanFile:
         made_in = self.script.get("cwd")
         there = os.path.join(made_in, path) if isinstance(made_in, str) else None
         return there if there is not None and os.path.exists(there) else path
+
+
+def _section(plan_file: PlanFile, key: str, read: Any) -> Any:
+    """A section of the plan document as its record; a malformed one is one line."""
+    try:
+        return read(plan_file.doc.get(key))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise InputFileError(f"plan {plan_file.path!r} has a malformed {key!r} section; "
+                             "re-create it with `memadvise suggest`") from None
 
 
 def validate_plan(doc: Any, path: str | os.PathLike) -> None:

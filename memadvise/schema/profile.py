@@ -356,7 +356,8 @@ class ModelInfo:
     @classmethod
     def from_json(cls, d: Mapping[str, Any] | None) -> "ModelInfo":
         d = d or {}
-        if not d.get("found"):
+        # a section without "found" (hand-written, or older) names the model if it has an expression
+        if not d.get("found", bool(d.get("expression") or d.get("frames"))):
             return cls(found=False)
         frames, shapes = d.get("frames"), d.get("input_shapes")
         return cls(
@@ -367,6 +368,16 @@ class ModelInfo:
             input_shapes=None if shapes is None else tuple((str(dt), tuple(int(n) for n in shape)) for dt, shape in shapes),
             param_count=int(d.get("param_count", 0)), param_bytes=int(d.get("param_bytes", 0)), dtype=d.get("dtype"),
         )
+
+    def site_frames(self) -> list[Mapping[str, Any]]:
+        """The frames that name the model (``apply`` looks for its site in them): the
+        recorded ones with an expression, else one built from ``expression``,
+        ``function`` and ``frame_line`` (profiles from before frames were recorded)."""
+        frames = [f for f in self.frames or () if f.get("expression")]
+        if not frames and self.expression:
+            frames = [{"function": self.function, "first_line": None, "line": self.frame_line,
+                       "expression": self.expression, "parameter": None, "executed_lines": None}]
+        return frames
 
     def to_json(self) -> dict[str, Any]:
         if not self.found:

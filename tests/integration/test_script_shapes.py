@@ -127,7 +127,7 @@ def test_a_parameter_with_no_caller_that_builds_it_names_the_line_to_add(tmp_pat
     frame = {"function": "train", "first_line": 1, "line": 3, "expression": "model", "parameter": True,
              "executed_lines": [2, 3]}
     with pytest.raises(PlanRefused) as err:
-        find_model_site(source, {"frames": [frame]})
+        find_model_site(source, [frame])
     assert "`model` is a parameter of train()" in str(err.value)
     assert "memadvise.apply_plan(model, PLAN_FILE)" in str(err.value)
 

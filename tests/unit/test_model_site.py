@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from memadvise._errors import PlanRefused
+from memadvise.schema.profile import ModelInfo
 from memadvise.source import find_model_site
 
 NANOGPT = textwrap.dedent("""\
@@ -38,32 +39,32 @@ def frame(line, executed=None, function="<module>", expression="model", first_li
 
 
 def test_nanogpt_read_statically_goes_after_to_device():
-    site = find_model_site(NANOGPT, {"frames": [frame(19)]}, ["transformer.h.0"])
+    site = find_model_site(NANOGPT, [frame(19)], ["transformer.h.0"])
     assert (site.line, site.indent, site.strip_prefix) == (10, 0, "")
     assert "before `model = torch.compile(model)` (line 14), which changes the unit paths" in site.where
 
 
 def test_compiled_and_wrapped_units_lose_both_prefixes():
     executed = [1, 2, 3, 4, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
-    site = find_model_site(NANOGPT, {"frames": [frame(19, executed)]}, ["module._orig_mod.transformer.h.0"])
+    site = find_model_site(NANOGPT, [frame(19, executed)], ["module._orig_mod.transformer.h.0"])
     assert site.line == 10 and site.strip_prefix == "module._orig_mod"
 
 
 def test_a_branch_that_ran_is_left_for_the_statement_after_its_if():
     source = "if a:\n    model = A()\nelse:\n    model = B()\nfor x in data:\n    model(x)\n"
-    site = find_model_site(source, {"frames": [frame(6, [1, 2, 5, 6])]})
+    site = find_model_site(source, [frame(6, [1, 2, 5, 6])])
     assert (site.line, site.indent) == (4, 0)
 
 
 def test_a_wrapper_in_the_same_if_keeps_the_plan_inside_before_it():
     source = "if a:\n    model = A()\n    model = DDP(model)\nfor x in data:\n    model(x)\n"
-    site = find_model_site(source, {"frames": [frame(5, [1, 2, 3, 4, 5])]}, ["module.l"])
+    site = find_model_site(source, [frame(5, [1, 2, 3, 4, 5])], ["module.l"])
     assert (site.line, site.indent, site.strip_prefix) == (2, 4, "module")
 
 
 def test_built_and_wrapped_in_one_statement_goes_after_it_through_the_wrapper():
     source = "model = DDP(Net())\nfor x in data:\n    model(x)\n"
-    site = find_model_site(source, {"frames": [frame(3, [1, 2, 3])]}, ["module.l"])
+    site = find_model_site(source, [frame(3, [1, 2, 3])], ["module.l"])
     assert site.line == 1 and site.strip_prefix == "" and "through the wrapper" in site.where
 
 
@@ -82,25 +83,26 @@ def test_a_parameter_goes_to_the_caller_that_built_it():
     """)
     frames = [frame(4, [2, 3, 4], "train_one_epoch", first_line=1), frame(9, [6, 7, 8, 9], "main", first_line=5),
               frame(10, [1, 5, 10], expression=None)]
-    site = find_model_site(source, {"frames": frames})
+    site = find_model_site(source, frames)
     assert (site.line, site.indent) == (7, 4) and "in main(), which passes it on" in site.where
 
 
 def test_a_method_call_in_the_training_loop_is_no_site():
     source = "model = Net()\nfor x in data:\n    model.train()\n    model(x)\n"
-    assert find_model_site(source, {"frames": [frame(4, [1, 2, 3, 4])]}).line == 1
+    assert find_model_site(source, [frame(4, [1, 2, 3, 4])]).line == 1
 
 
 def test_no_site_says_why_and_names_the_line_to_add():
     source = "def train(model):\n    for x in data:\n        model(x)\n"
     with pytest.raises(PlanRefused) as err:
-        find_model_site(source, {"frames": [frame(3, [2, 3], "train", first_line=1)]})
+        find_model_site(source, [frame(3, [2, 3], "train", first_line=1)])
     assert "`model` is a parameter of train()" in str(err.value)
     assert "add this line where the model is built: memadvise.apply_plan(model, PLAN_FILE)" in str(err.value)
 
 
 def test_old_profiles_without_frames_still_place_the_plan():
-    site = find_model_site(NANOGPT, {"expression": "model", "function": "<module>", "frame_line": 19})
+    old = ModelInfo(found=True, expression="model", function="<module>", frame_line=19)  # no frames recorded
+    site = find_model_site(NANOGPT, old.site_frames())
     assert site.line == 10
 
 
@@ -108,7 +110,7 @@ def test_a_model_a_library_wrapped_is_planned_where_the_script_built_it():
     # HF Trainer under torchrun: the root that trained is DDP(model), built by the Trainer
     source = "model = Net()\ntrainer = Trainer(model=model)\ntrainer.train()\n"
     f = dict(frame(3, [1, 2, 3]), wrapped_in="module")
-    site = find_model_site(source, {"frames": [f]}, ["module.h.0", "module.h.1"])
+    site = find_model_site(source, [f], ["module.h.0", "module.h.1"])
     assert site.line == 1 and site.strip_prefix == "module"
 
 
@@ -126,6 +128,6 @@ def test_self_model_trained_in_one_method_is_planned_where_init_builds_it():
         Trainer().fit()
     """)
     frames = [frame(9, [7, 8, 9], "fit", expression="self.model", first_line=6)]
-    site = find_model_site(source, {"frames": frames})
+    site = find_model_site(source, frames)
     assert (site.line, site.indent, site.expression) == (4, 8, "self.model")
     assert site.where.endswith("in Trainer.__init__()")

@@ -11,6 +11,7 @@ import pytest
 import memadvise.apply.verify as verify_mod
 from memadvise.schema.actions import Action
 from memadvise.schema.plan import AppliedPlan, Prediction
+from memadvise.schema.profile import Settings
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +30,7 @@ def fake_inputs(tmp_path):
                        predicted=Prediction(peak_bytes=1000, activation_bytes=400, step_time_s=1.0, overhead=0.25))
     prepared = SimpleNamespace(script=script, source=script.read_text(), plan=plan,
                                patch=SimpleNamespace(new_source="print('patched')\n"))
-    plan_file = SimpleNamespace(doc={"settings": {}}, script={"args": [], "cwd": str(tmp_path)})
+    plan_file = SimpleNamespace(doc={}, settings=Settings(), world_size=1, script={"args": [], "cwd": str(tmp_path)})
     return plan_file, prepared
 
 
