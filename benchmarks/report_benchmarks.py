@@ -61,6 +61,68 @@ def headline_text(rows: list[dict], max_overhead: float = 0.10) -> str:
     return text
 
 
+EAGER_ALTERNATIVES = ("checkpoint every block", "checkpoint every 2nd block", "selective: save matmuls",
+                      "selective: save linear")
+PEAK_SLACK = 0.002  # "equal peak": within 0.2% (a plan and an alternative with the same actions differ by bytes)
+
+
+def equal_peak(rows: list[dict]) -> list[tuple[dict, dict | None]]:
+    """Each eager alternative that ran, with memadvise's fastest measured plan at the same
+    or a lower measured peak (None where no plan of this run reaches that peak)."""
+    mine = [r for r in rows if r.get("kind", "").startswith("memadvise") and r.get("time_ratio") is not None
+            and r.get("peak_bytes")]
+    out = []
+    for alt in rows:
+        if alt.get("variant") not in EAGER_ALTERNATIVES or alt.get("time_ratio") is None:
+            continue
+        fits = [r for r in mine if r["peak_bytes"] <= alt["peak_bytes"] * (1 + PEAK_SLACK)]
+        out.append((alt, min(fits, key=lambda r: r["time_ratio"], default=None)))
+    return out
+
+
+SAME_PLAN = {"checkpoint every block": "(full)", "checkpoint every 2nd block": "(every-2)",
+             "selective: save matmuls": "(selective)", "selective: save linear": "(selective-linear)"}
+
+
+def _spread(r: dict) -> str:
+    pairs = r.get("time_ratio_pairs") or []
+    return f"{_pct(min(pairs) - 1)}..{_pct(max(pairs) - 1)}" if pairs else "one run"
+
+
+def _why_slower(alt: dict, m: dict) -> str:
+    """Why memadvise's plan measured slower than an alternative at the same peak, in words."""
+    if not m.get("time_ratio_pairs") or not alt.get("time_ratio_pairs"):
+        return "one run each, so the run-to-run noise is not measured"
+    pairs = f"pairs {_spread(m)} against {_spread(alt)}"
+    if m["variant"].endswith(SAME_PLAN[alt["variant"]]):
+        return f"the same strategy as the alternative, at the same measured peak: run-to-run noise, {pairs}"
+    overlap = (m.get("time_ratio_pairs") and alt.get("time_ratio_pairs")
+               and min(m["time_ratio_pairs"]) <= max(alt["time_ratio_pairs"]))
+    return f"{pairs}; {'within' if overlap else 'beyond'} the run's noise"
+
+
+def equal_peak_lines(rows: list[dict]) -> list[str]:
+    pairs = equal_peak(rows)
+    if not pairs:
+        return []
+    lines = ["**At equal or lower measured peak** (memadvise's fastest plan at each eager alternative's peak, "
+             f"within {PEAK_SLACK:.1%}; step time: median of alternating pairs):", "",
+             "| eager alternative | its peak / step time | memadvise's plan | its peak / step time | memadvise |",
+             "|---|---|---|---|---|"]
+    for alt, m in pairs:
+        if m is None:
+            lines.append(f"| {alt['variant']} | {_pct(alt['peak_ratio'] - 1)} / {_pct(alt['time_ratio'] - 1)} | "
+                         "none reaches that peak | | loses |")
+            continue
+        verdict = "faster" if m["time_ratio"] < alt["time_ratio"] else ("equal" if m["time_ratio"] == alt["time_ratio"]
+                                                                         else "slower")
+        if verdict == "slower":
+            verdict += f" ({_why_slower(alt, m)})"
+        lines.append(f"| {alt['variant']} | {_pct(alt['peak_ratio'] - 1)} / {_pct(alt['time_ratio'] - 1)} | "
+                     f"{m['variant']} | {_pct(m['peak_ratio'] - 1)} / {_pct(m['time_ratio'] - 1)} | {verdict} |")
+    return lines + [""]
+
+
 def write_markdown(results: Path, out: Path) -> None:
     lines = [
         "# Benchmarks: memadvise against the alternatives",
@@ -73,6 +135,15 @@ def write_markdown(results: Path, out: Path) -> None:
         "right before it (`time_ratio_first_last` in the CSV: against the first and last baseline",
         "runs, averaged). Prediction error is |predicted − measured| / measured. Raw numbers:",
         "`benchmarks/results/*.csv`.",
+        "",
+        "The GPT, ResNet and Llama sections are the run of 2026-12-05 (plan schema v2: op-level",
+        "plans), `python benchmarks/compare.py --models M --sizes S --quick --pairs 3`: memadvise's",
+        "plans at activation budgets of 70/50/30% and at each eager alternative's predicted peak,",
+        "the four eager alternatives, and `torch.compile` at budgets 0.7/0.5/0.3, timed in three",
+        "pairs at the small sizes and in one at the large ones (`--compile-pairs 1`: every run",
+        "compiles again, minutes each on 2 cores). `--quick` leaves out `sac_milp` and `ckptplan`,",
+        "which could not run on this CPU-only machine in the earlier runs either. The MLP sections",
+        "are older (each says when it was measured).",
         "",
     ]
     for path in sorted(results.glob("*.json")):
@@ -110,7 +181,7 @@ def write_markdown(results: Path, out: Path) -> None:
                 err = f"{r['peak_error'] * 100:.2f}% / {r['overhead_error_pts']:+.1f} pts"
             lines.append(f"| {r['variant']} | {_mib(r['peak_bytes'])} | {_pct(r['peak_ratio'] - 1)} | "
                          f"{_pct((r['activation_ratio'] or 1) - 1)} | {_pct(r['time_ratio'] - 1)} | {pred} | {err} |")
-        lines += ["", "**Headline.** " + headline_text(rows)]
+        lines += [""] + equal_peak_lines(rows) + ["**Headline.** " + headline_text(rows)]
         lines.append("")
     lines += traffic_section(results / "traffic.json")
     lines += report_scale_section(results / "report_scale.json")

@@ -122,6 +122,11 @@ def recompute_line(plan: PlanEntry, n: int = RECOMPUTE_OPS_SHOWN) -> str:
     """``gelu ×12 105 µs −32.0 KiB, _softmax ×12 ...``: what a plan recomputes, the ops
     that free most first (calls, predicted µs, saved bytes freed)."""
     rows = plan.recompute or ()
+    if not rows and plan.compile is not None:  # the partition's recompute is not broken down by op kind
+        c = plan.compile
+        flops = f", {c.recomputed_flops / 1e6:.1f} MFLOP of matmuls" if c.recomputed_flops else ""
+        return (f"{c.recomputed_count} op(s) in the compiled backward{flops} (torch.compile's partition; "
+                "not broken down by op kind)")
     parts = [f"{r.op} ×{r.calls} {r.us:.0f} µs" + (f" −{format_bytes(r.freed_bytes)}" if r.freed_bytes else "")
              for r in rows[:n]]
     more = len(rows) - n

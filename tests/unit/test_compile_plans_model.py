@@ -98,3 +98,16 @@ def test_malformed_compile_plans_are_refused(bad):
     doc["compile_plans"] = bad
     with pytest.raises(InputFileError, match="compile_plans is malformed"):
         validate_profile(doc, "p.json")
+
+
+def test_a_compile_plans_recompute_line_says_what_the_partition_recomputes():
+    """Not "nothing": a compile plan recomputes ops; suggest says how many, not by kind."""
+    from memadvise.report.suggest_report import recompute_line
+    from memadvise.schema.plan import CompileChoice, PlanEntry, Prediction
+
+    plan = PlanEntry(rank=1, strategy="compile-budget-0.5", actions=(),
+                     predicted=Prediction(peak_bytes=10, activation_bytes=5, step_time_s=1.0, overhead=0.1),
+                     recompute=(), compile=CompileChoice(budget=0.5, saved_bytes=5, recomputed_count=14,
+                                                         recomputed_flops=2_500_000))
+    line = recompute_line(plan)
+    assert line.startswith("14 op(s) in the compiled backward, 2.5 MFLOP") and "nothing" not in line
