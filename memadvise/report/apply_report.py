@@ -44,11 +44,14 @@ def render_verify(console: Console, result: VerifyResult) -> None:
         table.add_column(col, justify="left" if col == "metric" else "right")
     for r, label in ((result.peak, "peak"), (result.activation, "activations")):
         err = "-" if r.error is None else f"{r.error:.1%}"
-        table.add_row(label, format_bytes(r.baseline_measured), format_bytes(r.predicted), format_bytes(r.measured), err)
+        measured = "-" if r.unmeasured else format_bytes(r.measured)
+        table.add_row(label, format_bytes(r.baseline_measured), format_bytes(r.predicted), measured, err)
     o = result.overhead
     table.add_row("step time", f"{result.baseline_step_time_s * 1000:.1f} ms", format_percent(o.predicted),
                   format_percent(o.measured), f"{(o.error or 0.0) * 100:.1f} pts")
     console.print(table)
+    if result.activation.unmeasured:
+        console.print(f"activations: {result.activation.unmeasured}", markup=False)
     peak = result.peak
     if peak.independent_error:
         console.print(f"[yellow]warning:[/yellow] {peak.independent_error}; the peaks above are memadvise's own "

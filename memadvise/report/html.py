@@ -313,6 +313,8 @@ def _verify_section(verify: VerifyResult, chosen: PlanEntry | None) -> str:
         # measured: the baseline's time with the median change of the pairs (one pair: that pair's)
         ("step time", [base_ms, base_ms * (1 + over.predicted), base_ms * (1 + over.measured)], None, "ms"),
     ]
+    if act.unmeasured:  # no measured bar that is not the plan's
+        groups = [g for g in groups if g[0] != "activations"]
     kinds = ("baseline", "predicted", "measured")
     colors = {"baseline": "#bab0ac", "predicted": "#4e79a7", "measured": "#e15759"}
     bar_h, gap, label_w = 18, 26, 110
@@ -351,6 +353,8 @@ def _verify_section(verify: VerifyResult, chosen: PlanEntry | None) -> str:
         note += f" Step time {esc(over.verdict)}."
     elif over.resolved is False:  # a verify file from before the verdict was written
         note += " The pairs took both signs: a step-time change within this machine's run-to-run noise."
+    if act.unmeasured:
+        note += f" Activations {esc(act.unmeasured)}."
     if verify.applied is not None and not verify.applied.took_effect:
         note += f" The plan did not take effect: {esc(verify.applied.said)}."
     legend = "".join(f'<span class="key"><i style="background:{colors[k]}"></i>{k}</span>' for k in kinds)

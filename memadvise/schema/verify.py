@@ -20,7 +20,9 @@ class BytesCheck:
     measured (None where nothing was measured). For the peak, ``instrument`` names what
     measured it, ``memadvise`` / ``memadvise_baseline`` are memadvise's own readings of
     the patched and original runs, and ``independent_error`` says why the independent
-    measurement failed (memadvise's reading then stands in)."""
+    measurement failed (memadvise's reading then stands in). ``unmeasured``: why
+    ``measured`` is not the plan's figure (then ``error`` is None), e.g. activations inside
+    a compiled graph, which memadvise's recorder cannot see."""
 
     predicted: int
     measured: int
@@ -30,6 +32,7 @@ class BytesCheck:
     memadvise: int | None = None
     memadvise_baseline: int | None = None
     independent_error: str | None = None
+    unmeasured: str | None = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "BytesCheck":
@@ -40,7 +43,7 @@ class BytesCheck:
                    baseline_measured=int(d["baseline_measured"]),
                    error=None if d.get("error") is None else float(d["error"]), instrument=d.get("instrument"),
                    memadvise=opt_int("memadvise"), memadvise_baseline=opt_int("memadvise_baseline"),
-                   independent_error=d.get("independent_error"))
+                   independent_error=d.get("independent_error"), unmeasured=d.get("unmeasured"))
 
 
 @dataclass(frozen=True)

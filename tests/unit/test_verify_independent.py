@@ -86,3 +86,25 @@ def test_the_subprocess_takes_the_highest_rank(tmp_path, monkeypatch):
     assert got["peak_bytes"] == 101
     assert calls[0][:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert calls[0][-5:] == ["memadvise.collect.independent", "--warmup", "3", str(tmp_path / "s.py"), "--x"]
+
+
+def test_a_compile_plans_activations_are_said_unmeasured(tmp_path, monkeypatch):
+    """memadvise's recorder sees a compiled model as eager: its activation reading is not the
+    plan's, so verify says so instead of reporting a miss."""
+    from dataclasses import replace
+
+    from memadvise.schema.plan import CompileChoice
+
+    def independent(script, *a, **k):
+        return {"peak_bytes": 1000 if script.name.endswith("patched.py") else 2000, "method": "profiler"}
+
+    monkeypatch.setattr(verify_mod, "_profile_subprocess", _own)
+    monkeypatch.setattr(verify_mod, "_independent_subprocess", independent)
+    plan_file, prepared = fake_inputs(tmp_path)
+    prepared.plan = replace(prepared.plan, strategy="compile-budget-0.5", compile=CompileChoice(budget=0.5, saved_bytes=1))
+    result = verify_mod.verify(plan_file, prepared, tolerance=0.05)
+    act = result["rows"]["activation_bytes"]
+    assert act["error"] is None and "cannot see inside torch.compile" in act["unmeasured"]
+    assert result["passed"]
+    text = _render(result)
+    assert "activations: not measured: memadvise's recorder cannot see inside torch.compile's graphs" in text
