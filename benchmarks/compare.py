@@ -168,6 +168,31 @@ def memadvise_transform(actions):
     return apply
 
 
+def plan_transform(plan: dict):
+    """How a suggested plan runs: a compile-budget plan as torch.compile at its budget (what
+    its patch does), any other through memadvise.apply_plan."""
+    from memadvise.schema.actions import Action
+
+    if plan.get("compile"):
+        import alternatives as alt
+
+        budget = float(plan["compile"]["budget"])
+
+        def apply(model, fargs, fkwargs):
+            alt.compile_with_budget(model, budget=budget)
+        return apply
+    return memadvise_transform([Action.from_json(a) for a in plan["actions"]])
+
+
+def _plan_key(plan: dict) -> tuple:
+    return (tuple(sorted(json.dumps(a, sort_keys=True) for a in plan["actions"])),
+            (plan.get("compile") or {}).get("budget"))
+
+
+def _compiles(name: str) -> bool:
+    return name.startswith("torch.compile") or "compile-budget" in name
+
+
 def alternative_transforms(keep: tuple[float, ...], *, skip_slow: bool = False, quick: bool = False):
     import alternatives as alt
 
@@ -199,14 +224,15 @@ def alternative_transforms(keep: tuple[float, ...], *, skip_slow: bool = False, 
 
 
 def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = False, pairs: int = PAIRS,
-        compile_pairs: int | None = None, quick: bool = False) -> list[dict]:
+        compile_pairs: int | None = None, quick: bool = False, compile_plans: bool = False) -> list[dict]:
     """Every variant of ``model`` at ``size``: rows of measured and predicted figures.
     ``quick``: memadvise's budget plans and the eager and compile alternatives only (no
     Pareto-front plans, no sac_milp or ckptplan). ``compile_pairs``: timing pairs for the
-    torch.compile variants (each run compiles again), default ``pairs``."""
+    torch.compile variants (each run compiles again), default ``pairs``. ``compile_plans``:
+    profile with ``--compile-plans --probe-compile``, so that memadvise's own compile-budget
+    plans compete in its recommendations (issue 20's ranking check)."""
     from memadvise.collect.api import profile_script
     from memadvise.planning.suggest import suggest
-    from memadvise.schema.actions import Action
     from memadvise.sizes import Budget
 
     script = SCRIPTS.get(model, ROOT / "sample_models" / f"{model}.py")
@@ -216,7 +242,8 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
     # baseline first (timing reference and the plain-run time for the profiling overhead)
     base1 = run_variant(script, args, None, warmup=warmup, timed=timed)
     t0 = time.perf_counter()
-    profile = profile_script(script, [*args, "--steps", "100"], warmup=1, timing_steps=3, steps=2)
+    profile = profile_script(script, [*args, "--steps", "100"], warmup=1, timing_steps=3, steps=2,
+                             compile_plans=compile_plans, probe_compile=compile_plans)
     profile_s = time.perf_counter() - t0
     s = profile.summary
     instrumented_ratio = statistics.median(s["instrumented_step_times_s"]) / s["step_time_s"]
@@ -234,10 +261,9 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
         if plan is None:
             rows.append({"variant": f"memadvise {int(f * 100)}%", "kind": "memadvise", "error": "no plan meets the budget"})
             continue
-        key = tuple(sorted(json.dumps(a, sort_keys=True) for a in plan["actions"]))
+        key = _plan_key(plan)
         seen.add(key)
-        variants.append((f"memadvise {int(f * 100)}% ({plan['strategy']})", "memadvise",
-                         memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
+        variants.append((f"memadvise {int(f * 100)}% ({plan['strategy']})", "memadvise", plan_transform(plan), plan))
     # at each eager alternative's own predicted peak (memadvise predicts these strategies
     # too): memadvise's cheapest plan there, to be compared at equal measured peak
     for strategy in MATCHED:
@@ -250,18 +276,16 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
         plan = next((p for p in doc["plans"] if rec and p["rank"] == rec["rank"]), None)
         if plan is None:
             continue
-        key = tuple(sorted(json.dumps(a, sort_keys=True) for a in plan["actions"]))
+        key = _plan_key(plan)
         if key in seen:
             continue
         seen.add(key)
-        variants.append((f"memadvise at {strategy}'s peak ({plan['strategy']})", "memadvise",
-                         memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
+        variants.append((f"memadvise at {strategy}'s peak ({plan['strategy']})", "memadvise", plan_transform(plan), plan))
     for plan in front["plans"] if not quick else ():
-        key = tuple(sorted(json.dumps(a, sort_keys=True) for a in plan["actions"]))
+        key = _plan_key(plan)
         if plan["pareto"] and key not in seen:
             seen.add(key)
-            variants.append((f"memadvise front: {plan['strategy']}", "memadvise-front",
-                             memadvise_transform([Action.from_json(a) for a in plan["actions"]]), plan))
+            variants.append((f"memadvise front: {plan['strategy']}", "memadvise-front", plan_transform(plan), plan))
     try:
         for name, transform in alternative_transforms(KEEP, skip_slow=skip_slow, quick=quick):
             variants.append((name, "alternative", transform, None))
@@ -272,11 +296,11 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
     for name, kind, transform, plan in variants:
         print(f"  {model}/{size}: {name}", file=sys.stderr, flush=True)
         # torch.compile compiles forward and backward in the first steps: time after them
-        w = warmup + 5 if name.startswith("torch.compile") else warmup
+        w = warmup + 5 if _compiles(name) else warmup
         r = run_variant(script, args, transform, warmup=w, timed=timed)
         # alternating pairs: the variant timed right after its own baseline, the ratio's median
         ratios = []
-        n_pairs = compile_pairs if compile_pairs is not None and name.startswith("torch.compile") else pairs
+        n_pairs = compile_pairs if compile_pairs is not None and _compiles(name) else pairs
         for _ in range(n_pairs if "error" not in r else 0):
             b = run_variant(script, args, None, warmup=warmup, timed=timed, memory=False)
             v = run_variant(script, args, transform, warmup=w, timed=timed, memory=False)
@@ -391,6 +415,8 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=PAIRS, help="alternating (baseline, variant) timing pairs per variant")
     p.add_argument("--compile-pairs", type=int, default=None, help="timing pairs of the torch.compile variants")
     p.add_argument("--quick", action="store_true", help="budget plans and eager/compile alternatives only")
+    p.add_argument("--compile-plans", action="store_true",
+                   help="profile with --compile-plans: memadvise's compile-budget plans compete in its recommendations")
     args = p.parse_args()
     results = Path(args.results)
     if args.smoke:
@@ -398,7 +424,7 @@ def main() -> None:
     if args.one:
         model, size = args.one
         rows = one(model, size, warmup=args.warmup, timed=args.timed, skip_slow=args.skip_slow, pairs=args.pairs,
-                   compile_pairs=args.compile_pairs, quick=args.quick)
+                   compile_pairs=args.compile_pairs, quick=args.quick, compile_plans=args.compile_plans)
         write_outputs(model, size, rows, results)
         return
     for model in args.models:
@@ -410,6 +436,7 @@ def main() -> None:
             subprocess.run([sys.executable, __file__, "--one", model, size, "--warmup", str(args.warmup),
                             "--timed", str(args.timed), "--results", str(results), "--pairs", str(args.pairs)]
                            + (["--skip-slow"] if args.skip_slow else []) + (["--quick"] if args.quick else [])
+                           + (["--compile-plans"] if args.compile_plans else [])
                            + (["--compile-pairs", str(args.compile_pairs)] if args.compile_pairs is not None else []),
                            check=True)
     if not args.smoke and "gpu" not in args.sizes:
