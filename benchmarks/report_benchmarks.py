@@ -183,9 +183,39 @@ def write_markdown(results: Path, out: Path) -> None:
                          f"{_pct((r['activation_ratio'] or 1) - 1)} | {_pct(r['time_ratio'] - 1)} | {pred} | {err} |")
         lines += [""] + equal_peak_lines(rows) + ["**Headline.** " + headline_text(rows)]
         lines.append("")
+    lines += ranking_section(results / "ranking")
     lines += traffic_section(results / "traffic.json")
     lines += report_scale_section(results / "report_scale.json")
     out.write_text("\n".join(lines) + "\n")
+
+
+def ranking_section(folder: Path) -> list[str]:
+    """``compare.py --one M S --compile-plans --results benchmarks/results/ranking``: suggest's
+    recommendation at each activation budget, compile-budget plans included, against the
+    fastest eager or compile alternative at equal or lower measured peak."""
+    lines: list[str] = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        rows = json.loads(path.read_text())
+        meta = next((r for r in rows if r.get("kind") == "meta"), {})
+        alts = [r for r in rows if r.get("kind") == "alternative" and r.get("time_ratio") is not None]
+        lines += [f"## Ranking with compile plans: {path.stem} (`--compile-plans`)", "",
+                  f"Measured {meta.get('date')} at {meta.get('commit')}. The profile includes torch.compile's "
+                  "partition at budgets 1.0 … 0.1 and the compile probe, so suggest ranks `compile-budget-B` plans "
+                  "with the eager ones. Compile variants: one timing pair each (every run compiles again).", "",
+                  "| recommendation | peak | activations | step time (pairs) | fastest alternative at ≤ its peak | "
+                  "its step time (pairs) |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            if not r.get("variant", "").startswith("memadvise ") or "peak" in r["variant"] or r.get("time_ratio") is None:
+                continue
+            rivals = [a for a in alts if a["peak_bytes"] <= r["peak_bytes"] * (1 + PEAK_SLACK)]
+            best = min(rivals, key=lambda a: a["time_ratio"], default=None)
+            lines.append(f"| {r['variant']} | {_pct(r['peak_ratio'] - 1)} | {_pct((r['activation_ratio'] or 1) - 1)} | "
+                         f"{_pct(r['time_ratio'] - 1)} ({_spread(r)}) | {best['variant'] if best else 'none'} | "
+                         + (f"{_pct(best['time_ratio'] - 1)} ({_spread(best)}) |" if best else " |"))
+        lines += ["", "A recommended `compile-budget-B` plan runs exactly what the alternative \"torch.compile "
+                  "budget B\" runs, so where both are listed their difference is this machine's run-to-run "
+                  "noise: with one pair each, these step times do not rank compile plans.", ""]
+    return lines
 
 
 def traffic_section(path: Path) -> list[str]:
