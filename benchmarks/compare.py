@@ -193,6 +193,28 @@ def _compiles(name: str) -> bool:
     return name.startswith("torch.compile") or "compile-budget" in name
 
 
+def _compile_plan(front: dict, name: str) -> dict | None:
+    """memadvise's own plan for the alternative "torch.compile budget B", if suggest has one."""
+    if not name.startswith("torch.compile budget "):
+        return None
+    b = float(name.rsplit(" ", 1)[1])
+    return next((p for p in front["plans"] if p.get("compile") and abs(float(p["compile"]["budget"]) - b) < 1e-9),
+                None)
+
+
+def config_key(name: str, plan: dict | None) -> tuple:
+    """What a variant runs: two variants with the same key run the same code on the same
+    model (memadvise's ``compile-budget-B`` plan and the alternative "torch.compile budget B"
+    both call ``alternatives.compile_with_budget(model, B)``), so they are measured once."""
+    if plan is not None:
+        if plan.get("compile"):
+            return ("compile", float(plan["compile"]["budget"]))
+        return ("memadvise",) + _plan_key(plan)
+    if name.startswith("torch.compile budget "):
+        return ("compile", float(name.rsplit(" ", 1)[1]))
+    return ("alternative", name)
+
+
 def alternative_transforms(keep: tuple[float, ...], *, skip_slow: bool = False, quick: bool = False):
     import alternatives as alt
 
@@ -288,12 +310,20 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
             variants.append((f"memadvise front: {plan['strategy']}", "memadvise-front", plan_transform(plan), plan))
     try:
         for name, transform in alternative_transforms(KEEP, skip_slow=skip_slow, quick=quick):
-            variants.append((name, "alternative", transform, None))
+            # "torch.compile budget B" is memadvise's compile-budget-B plan where the profile
+            # has compile plans: its prediction is checked too
+            variants.append((name, "alternative", transform, _compile_plan(front, name)))
     except ImportError as exc:
         rows.append({"variant": "alternatives", "kind": "alternative", "error": f"benchmarks/alternatives.py: {exc}"})
 
     measured = []
+    first_of: dict[tuple, tuple[str, dict]] = {}  # config key -> (first variant's name, its measurement)
     for name, kind, transform, plan in variants:
+        key = config_key(name, plan)
+        if key in first_of:  # the same configuration as a variant measured already: its measurement
+            same_name, r = first_of[key]
+            measured.append((name, kind, plan, {**r, "same_config_as": same_name}))
+            continue
         print(f"  {model}/{size}: {name}", file=sys.stderr, flush=True)
         # torch.compile compiles forward and backward in the first steps: time after them
         w = warmup + 5 if _compiles(name) else warmup
@@ -307,6 +337,7 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
             if b.get("step_time_s") and v.get("step_time_s"):
                 ratios.append(v["step_time_s"] / b["step_time_s"])
         r["pair_ratios"] = ratios
+        first_of[key] = (name, r)
         measured.append((name, kind, plan, r))
     base2 = run_variant(script, args, None, warmup=warmup, timed=timed)
 
@@ -334,6 +365,8 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
             row["time_ratio"] = statistics.median(r["pair_ratios"])
         if r.get("info"):
             row["chosen"] = json.dumps(r["info"])[:300]
+        if r.get("same_config_as"):
+            row["same_config_as"] = r["same_config_as"]
         if plan is not None:
             pred = plan["predicted"]
             row["predicted_peak_bytes"] = pred["peak_bytes"]

@@ -189,32 +189,112 @@ def write_markdown(results: Path, out: Path) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
+def ranking_verdict(rec: dict, best: dict | None) -> str:
+    """Whether ``rec`` measured no slower than ``best``, in words. A difference counts only
+    where the pairs do not overlap: every pair of one slower than every pair of the other."""
+    if best is None:
+        return "no variant reaches its peak"
+    d = rec["time_ratio"] - best["time_ratio"]
+    if d <= 0:
+        return "no slower"
+    a, b = rec.get("time_ratio_pairs") or [rec["time_ratio"]], best.get("time_ratio_pairs") or [best["time_ratio"]]
+    if len(a) < 2 or len(b) < 2:
+        return f"{d * 100:+.1f} pts, not resolved (one pair)"
+    if min(a) > max(b):
+        return f"slower by {d * 100:.1f} pts (pairs do not overlap)"
+    return f"{d * 100:+.1f} pts, within noise (pairs overlap)"
+
+
+def _budget_of(variant: str) -> float | None:
+    """0.7 for "memadvise 70% (...)"."""
+    head = variant.split(" ")[1] if variant.startswith("memadvise ") else ""
+    return float(head[:-1]) / 100 if head.endswith("%") and head[:-1].isdigit() else None
+
+
+def ranking_rows(rows: list[dict], *, within_budget: bool = False) -> list[tuple[dict, dict | None, str]]:
+    """Each recommendation at an activation budget ("memadvise 70% (...)"), the fastest other
+    variant (eager or compile, memadvise's own plans included) at equal or lower measured
+    peak, and the verdict. ``within_budget``: rivals must also meet the activation budget
+    (measured). A variant that ran the recommendation's own configuration (the same
+    measurement, ``same_config_as``) is not its rival."""
+    out = []
+    timed = [r for r in rows if r.get("kind") in ("alternative", "memadvise") and r.get("time_ratio") is not None]
+    for r in timed:
+        f = _budget_of(r["variant"])
+        if f is None:
+            continue
+        same = {r["variant"], r.get("same_config_as")} - {None}
+        rivals = [a for a in timed if a["variant"] not in same and a.get("same_config_as") not in same
+                  and a["peak_bytes"] <= r["peak_bytes"] * (1 + PEAK_SLACK)
+                  and (not within_budget or (a.get("activation_ratio") or 1.0) <= f)]
+        best = min(rivals, key=lambda a: a["time_ratio"], default=None)
+        out.append((r, best, ranking_verdict(r, best)))
+    return out
+
+
+def _ranking_table(ranked: list, rival: str) -> list[str]:
+    lines = [f"| recommendation | same configuration as | peak | activations | step time (pairs) | {rival} | "
+             "its peak / activations | its step time (pairs) | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+    for r, best, verdict in ranked:
+        lines.append(f"| {r['variant']} | {r.get('same_config_as') or ''} | {_pct(r['peak_ratio'] - 1)} | "
+                     f"{_pct((r['activation_ratio'] or 1) - 1)} | {_pct(r['time_ratio'] - 1)} ({_spread(r)}) | "
+                     + (f"{best['variant']} | {_pct(best['peak_ratio'] - 1)} / "
+                        f"{_pct((best['activation_ratio'] or 1) - 1)} | {_pct(best['time_ratio'] - 1)} "
+                        f"({_spread(best)}) |" if best else "none | | |") + f" {verdict} |")
+    ok = sum(1 for _, _, v in ranked if v.startswith(("no slower", "no variant")))
+    noise = sum(1 for _, _, v in ranked if "within noise" in v or "not resolved" in v)
+    beyond = len(ranked) - ok - noise
+    return lines + ["", f"{ok} of {len(ranked)} no slower"
+                    + (f"; {noise} slower by less than the measurement resolves" if noise else "")
+                    + (f"; {beyond} slower beyond it" if beyond else "") + ".", ""]
+
+
+def compile_prediction_rows(rows: list[dict]) -> list[dict]:
+    """One row per compile budget measured with memadvise's prediction (each configuration once)."""
+    out, seen = [], set()
+    for r in rows:
+        if r.get("predicted_peak_bytes") is None or r.get("same_config_as"):
+            continue
+        name = r["variant"]
+        if not ("compile-budget" in name or name.startswith("torch.compile budget")):
+            continue
+        budget = name.rsplit(" ", 1)[1] if name.startswith("torch.compile") else name.split("compile-budget-")[1][:-1]
+        if budget in seen:
+            continue
+        seen.add(budget)
+        out.append({"budget": float(budget), **r})
+    return sorted(out, key=lambda r: -r["budget"])
+
+
 def ranking_section(folder: Path) -> list[str]:
     """``compare.py --one M S --compile-plans --results benchmarks/results/ranking``: suggest's
     recommendation at each activation budget, compile-budget plans included, against the
-    fastest eager or compile alternative at equal or lower measured peak."""
+    fastest other variant at equal or lower measured peak."""
     lines: list[str] = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
         rows = json.loads(path.read_text())
         meta = next((r for r in rows if r.get("kind") == "meta"), {})
-        alts = [r for r in rows if r.get("kind") == "alternative" and r.get("time_ratio") is not None]
+        n_pairs = max((len(r.get("time_ratio_pairs") or []) for r in rows), default=0)
         lines += [f"## Ranking with compile plans: {path.stem} (`--compile-plans`)", "",
                   f"Measured {meta.get('date')} at {meta.get('commit')}. The profile includes torch.compile's "
                   "partition at budgets 1.0 … 0.1 and the compile probe, so suggest ranks `compile-budget-B` plans "
-                  "with the eager ones. Compile variants: one timing pair each (every run compiles again).", "",
-                  "| recommendation | peak | activations | step time (pairs) | fastest alternative at ≤ its peak | "
-                  "its step time (pairs) |", "|---|---|---|---|---|---|"]
-        for r in rows:
-            if not r.get("variant", "").startswith("memadvise ") or "peak" in r["variant"] or r.get("time_ratio") is None:
-                continue
-            rivals = [a for a in alts if a["peak_bytes"] <= r["peak_bytes"] * (1 + PEAK_SLACK)]
-            best = min(rivals, key=lambda a: a["time_ratio"], default=None)
-            lines.append(f"| {r['variant']} | {_pct(r['peak_ratio'] - 1)} | {_pct((r['activation_ratio'] or 1) - 1)} | "
-                         f"{_pct(r['time_ratio'] - 1)} ({_spread(r)}) | {best['variant'] if best else 'none'} | "
-                         + (f"{_pct(best['time_ratio'] - 1)} ({_spread(best)}) |" if best else " |"))
-        lines += ["", "A recommended `compile-budget-B` plan runs exactly what the alternative \"torch.compile "
-                  "budget B\" runs, so where both are listed their difference is this machine's run-to-run "
-                  "noise: with one pair each, these step times do not rank compile plans.", ""]
+                  "with the eager ones. Each configuration is measured once (a recommendation that runs what an "
+                  "alternative runs shares its measurement), its step time the median of up to "
+                  f"{n_pairs} alternating (baseline, variant) pairs. A difference counts only where the pairs do "
+                  "not overlap.", "",
+                  "Against every variant at equal or lower measured peak:", ""]
+        lines += _ranking_table(ranking_rows(rows), "fastest other variant at ≤ its peak")
+        lines += ["Against the variants that also meet the same activation budget (measured):", ""]
+        lines += _ranking_table(ranking_rows(rows, within_budget=True),
+                                "fastest other variant at ≤ its peak within the budget")
+        pred = compile_prediction_rows(rows)
+        if pred:
+            lines += ["Compile plans, predicted peak against the measured (profiler timeline, this process):", "",
+                      "| budget | predicted peak | measured peak | error |", "|---|---|---|---|"]
+            for r in pred:
+                lines.append(f"| {r['budget']:g} | {_mib(r['predicted_peak_bytes'])} MiB | {_mib(r['peak_bytes'])} MiB "
+                             f"| {_pct(r['predicted_peak_bytes'] / r['peak_bytes'] - 1)} |")
+            lines.append("")
     return lines
 
 

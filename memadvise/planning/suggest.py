@@ -246,6 +246,18 @@ def suggest(profile: Profile, *, budget: Budget | None = None, profile_path: str
         what = "activation memory" if budget_metric == "activation" else "peak"
         notes.append(f"the budget {format_bytes(budget_bytes)} is at or above the baseline {what} "
                      f"({format_bytes(reference)}): the script fits as it is, so no plan is recommended")
+    if recommended is not None and budget_metric == "activation":
+        # an activation budget can pick a plan that another plan beats on peak and time
+        # (a low compile budget whose backward peaks higher, pytorch#197838): say so
+        rec = res(recommended)
+        better = min((p for p in plans if p is not recommended and res(p).peak_bytes < rec.peak_bytes
+                      and res(p).step_time_s <= rec.step_time_s), key=lambda p: res(p).peak_bytes, default=None)
+        if better is not None:
+            b = res(better)
+            notes.append(f"{better['strategy']} is predicted to peak lower ({format_bytes(b.peak_bytes)} against "
+                         f"{format_bytes(rec.peak_bytes)}) at no more step time, but holds "
+                         f"{format_bytes(b.activation_bytes)} of activations, over the budget: if the peak is "
+                         "the limit, budget the peak (--budget-metric peak)")
     if base.activation_bytes == 0:
         notes.append("the step holds no activations for backward: there is nothing to recompute")
     elif budget_bytes is None and recommended is None and base.peak_phase != "optimizer":

@@ -111,3 +111,21 @@ def test_a_compile_plans_recompute_line_says_what_the_partition_recomputes():
                                                          recomputed_flops=2_500_000))
     line = recompute_line(plan)
     assert line.startswith("14 op(s) in the compiled backward, 2.5 MFLOP") and "nothing" not in line
+
+
+def test_an_activation_budget_says_when_a_plan_over_it_peaks_lower_for_no_more_time():
+    """Budget 0.3 alone meets the activation budget, but its backward buffer peaks above
+    budget 1.0, which costs no more time: suggest recommends 0.3 and says so."""
+    from memadvise.planning.suggest import suggest
+    from memadvise.sizes import Budget
+
+    w = 60 * (A + B)
+    profile = _profile([_row(1.0, [(0.5, 0.5, 2 * A)]), _row(0.3, [(0.5, 0.5, A // 4)], work=[(0.1, 0.9, w)])])
+    base = Simulator(profile).baseline()
+    doc = suggest(profile, budget=Budget(bytes=A // 2, text="tiny"), budget_metric="activation")
+    assert doc["recommendation"]["strategy"] == "compile-budget-0.3"
+    assert any(n.startswith("compile-budget-1 is predicted to peak lower") and "--budget-metric peak" in n
+               for n in doc["notes"]), doc["notes"]
+    # with the peak budgeted instead, nothing is said: the recommendation is the lower peak
+    peak = suggest(profile, budget=Budget(bytes=base.peak_bytes - 1, text="peak"), budget_metric="peak")
+    assert not any("--budget-metric peak" in n for n in peak["notes"])
