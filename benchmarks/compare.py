@@ -79,6 +79,11 @@ def run_variant(script: Path, args: list[str], transform, *, warmup: int, timed:
     import torch
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
+    if "torch._dynamo" in sys.modules:
+        # every variant compiles afresh, as in a process of its own: past dynamo's recompile
+        # limit (8 by default) a compiled variant would run eagerly without a word
+        torch._dynamo.reset()
+
     from memadvise.collect import independent as oracle  # the independent measurement, in the product
 
     state = {"applied": False, "steps": 0, "t": [], "error": None, "plan_s": 0.0, "info": None}

@@ -28,6 +28,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", help="a sample model (gpt, mlp, resnet) or the path of a training script")
     p.add_argument("--budgets", type=float, nargs="+", default=[0.7, 0.5, 0.3])
+    p.add_argument("--out", help="results file (default: benchmarks/results/compile-plans-<model>.json)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     a = p.parse_args(argv[:cut])
@@ -67,7 +68,7 @@ def main() -> None:
         r["error"] = r["predicted_peak_bytes"] / r["measured_peak_bytes"] - 1
         print(f"{r['plan']:<22} predicted {r['predicted_peak_bytes']:>12,d}  measured {r['measured_peak_bytes']:>12,d}"
               f"  error {r['error']:+.1%}")
-    out = ROOT / "benchmarks" / "results" / f"compile-plans-{a.model}.json"
+    out = Path(a.out) if a.out else ROOT / "benchmarks" / "results" / f"compile-plans-{a.model}.json"
     out.write_text(json.dumps({"model": a.model, "args": args, "profile_s": round(profile_s, 1),
                                "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=1) + "\n")
     print(f"written {out}")

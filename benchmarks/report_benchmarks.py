@@ -184,6 +184,7 @@ def write_markdown(results: Path, out: Path) -> None:
         lines += [""] + equal_peak_lines(rows) + ["**Headline.** " + headline_text(rows)]
         lines.append("")
     lines += ranking_section(results / "ranking")
+    lines += compile_accuracy_section(results)
     lines += traffic_section(results / "traffic.json")
     lines += report_scale_section(results / "report_scale.json")
     out.write_text("\n".join(lines) + "\n")
@@ -264,6 +265,35 @@ def compile_prediction_rows(rows: list[dict]) -> list[dict]:
         seen.add(budget)
         out.append({"budget": float(budget), **r})
     return sorted(out, key=lambda r: -r["budget"])
+
+
+def compile_accuracy_section(results: Path) -> list[str]:
+    """``benchmarks/compile_plans.py``: each compile(budget) plan's predicted peak against the
+    peak measured by the profiler timeline in a process of its own (one per patched script)."""
+    files = sorted(results.glob("compile-plans-*.json"))
+    if not files:
+        return []
+    lines = ["## Compile plans: predicted against measured peak (`benchmarks/compile_plans.py`)", "",
+             "Each `compile-budget-B` plan's patched script (the budget and `model.compile()`) measured by "
+             "`tests/oracle.py` in a process of its own; the prediction is `suggest`'s, from a profile taken "
+             "with `--compile-plans`. Non-monotonic: a budget that peaks higher than a larger budget of the "
+             "same table, predicted / measured.", "",
+             "| script (arguments) | plan | predicted peak | measured peak | error | non-monotonic |",
+             "|---|---|---|---|---|---|"]
+    for path in files:
+        doc = json.loads(path.read_text())
+        label = f"{doc['model']} ({' '.join(doc['args']) or 'its defaults'}; {doc.get('date', 'undated')})"
+        rows = doc["rows"]
+        for i, r in enumerate(rows):
+            mono = ""
+            if i > 1:  # rows[0] is eager; compile rows from the largest budget down
+                higher = [(x["predicted_peak_bytes"], x["measured_peak_bytes"]) for x in rows[1:i]]
+                pred = r["predicted_peak_bytes"] > min(h[0] for h in higher)
+                meas = r["measured_peak_bytes"] > min(h[1] for h in higher)
+                mono = f"{'yes' if pred else 'no'} / {'yes' if meas else 'no'}"
+            lines.append(f"| {label if i == 0 else ''} | {r['plan']} | {r['predicted_peak_bytes']:,} B | "
+                         f"{r['measured_peak_bytes']:,} B | {_pct(r['error'])} | {mono} |")
+    return lines + [""]
 
 
 def ranking_section(folder: Path) -> list[str]:

@@ -98,6 +98,10 @@ def replacement(profile: Profile, sim: Simulator, row: dict) -> Replacement:
     drop = np.zeros(len(t.sv_storage), dtype=bool)
     erase = np.zeros(len(t.st_bytes), dtype=bool)
     alloc, free, nbytes, cat, q = [], [], [], [], []
+    no_scratch = np.zeros(len(t.op_clock), dtype=bool)
+    moved: list[int] = []
+    moved_alloc: list[float] = []
+    used: set = set()
     graphs = row.get("graphs") or []
     for c in calls:
         lo, hi = int(c), int(end[c])
@@ -117,6 +121,20 @@ def replacement(profile: Profile, sim: Simulator, row: dict) -> Replacement:
             & (t.st_category != int(Category.GRADIENT)) & (t.st_category != int(Category.PARAMETER)) \
             & (t.st_category != int(Category.OPTIMIZER_STATE))
         erase |= in_span
+        # and so is the scratch its library kernels used inside them: measured, the compiled
+        # backward's kernels (Inductor's layouts) do without it (sample ResNet, CPU)
+        no_scratch |= owned
+        generated = all("forward_work" in g for g in graphs)  # Inductor's own buffers, both graphs
+        if generated:
+            # the eager forward's values that die inside the call (temporaries, and the saves
+            # dropped above) become the forward graph's buffers and its saved values
+            erase |= (t.st_alloc >= fw_lo) & (t.st_alloc < fw_hi) & (t.st_alloc_phase == int(Phase.FORWARD)) \
+                & (t.st_nat <= fw_hi) & (t.st_category != int(Category.PARAMETER)) \
+                & (t.st_category != int(Category.GRADIENT)) & (t.st_category != int(Category.OPTIMIZER_STATE)) \
+                & (t.st_category != int(Category.INPUT))
+            eager_grads = np.nonzero((t.st_alloc >= bw_lo) & (t.st_alloc < bw_hi)
+                                     & (t.st_category == int(Category.GRADIENT)))[0]
+            eager_grads = eager_grads[np.argsort(t.st_alloc[eager_grads], kind="stable")]
         fw_total = sum(max(1, g.get("forward_nodes", 1)) for g in graphs)
         bw_total = sum(max(1, g.get("backward_nodes", 1)) for g in graphs)
         fw_at = fw_lo
@@ -137,6 +155,30 @@ def replacement(profile: Profile, sim: Simulator, row: dict) -> Replacement:
                 nbytes.append(int(b))
                 cat.append(_TMP)
                 q.append(a + _EPS / 2)  # a query where the buffer is live
+            for made, last, b in g.get("forward_work") or []:
+                a = fw_at + made * f_span - _EPS
+                alloc.append(a)
+                free.append(max(fw_at + last * f_span + _EPS, a + 2 * _EPS))
+                nbytes.append(int(b))
+                cat.append(_TMP)
+                q.append(a + _EPS / 2)
+            if generated:
+                # each gradient the graph returns is made at its kernel: the eager gradient of
+                # the same size in the span is moved there; with none (accumulation into an
+                # existing .grad) it is a buffer until the graph returns
+                for made, b in g.get("gradients") or []:
+                    a = g_bw_lo + made * b_span - _EPS
+                    match = next((i for i in eager_grads if i not in used and int(t.st_bytes[i]) == int(b)), None)
+                    if match is not None:
+                        used.add(match)
+                        moved.append(match)
+                        moved_alloc.append(a)
+                    else:
+                        alloc.append(a)
+                        free.append(g_bw_lo + b_span)
+                        nbytes.append(int(b))
+                        cat.append(_TMP)
+                        q.append(a + _EPS / 2)
             fw_at += f_span
             bw_at = g_bw_lo
     effect = _Effect.of([np.asarray(alloc, dtype=np.float64)], [np.asarray(free, dtype=np.float64)],
@@ -146,7 +188,8 @@ def replacement(profile: Profile, sim: Simulator, row: dict) -> Replacement:
     per_call = int(sum(int(b) for g in graphs for _m, _l, b in (g.get("saved_lifetimes") or [])))
     # bytes held when backward starts: one set of saved values per call of the region
     return Replacement(saves=np.nonzero(drop)[0], erase=erase_idx, effect=effect,
-                       activation_bytes=per_call * len(calls))
+                       activation_bytes=per_call * len(calls), no_scratch=np.nonzero(no_scratch)[0],
+                       moved=np.asarray(moved, dtype=np.int64), moved_alloc=np.asarray(moved_alloc, dtype=np.float64))
 
 
 def matmul_rate(sim: Simulator) -> float | None:

@@ -136,12 +136,18 @@ class Replacement:
     """A change that is not a set of unit actions (a compiled region, built by
     ``analysis.compile_plans``): forward saves dropped (their storages die naturally),
     storages that do not exist under the change (``erase``), storages and time added
-    (``effect``), and bytes held for backward that the added storages stand for."""
+    (``effect``), bytes held for backward that the added storages stand for, the
+    recorded ops whose scratch does not happen under the change (``no_scratch``), and
+    storages made at another clock (``moved``, ``moved_alloc``: a compiled backward
+    makes the gradients at its own kernels)."""
 
     saves: np.ndarray
     erase: np.ndarray
     effect: "_Effect"
     activation_bytes: int
+    no_scratch: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    moved: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # storages made elsewhere
+    moved_alloc: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))  # ... at these clocks
 
 
 class Simulator:
@@ -213,24 +219,37 @@ class Simulator:
                 np.maximum.at(free, hold_sids, np.concatenate([e.hold_free for e in effects]))
                 held[hold_sids] = True
 
+        st_alloc = t.st_alloc.astype(np.float64)
+        if replace is not None and len(replace.moved):
+            st_alloc[replace.moved] = replace.moved_alloc
         if replace is not None and len(replace.erase):
-            free[replace.erase] = t.st_alloc[replace.erase]  # live on [alloc, alloc): never
+            free[replace.erase] = st_alloc[replace.erase]  # live on [alloc, alloc): never
         extra_alloc = [e.alloc for e in effects]
         extra_free = [e.free for e in effects]
         extra_bytes = [e.nbytes for e in effects]
         extra_cat = [e.cat for e in effects]
         query = [self._op_clock_f] + [e.q for e in effects]
         n_rc = sum(len(e.q) for e in effects)  # recompute ops: in backward
-        query_phase = [t.op_phase, np.full(n_rc, int(Phase.BACKWARD), dtype=np.int8)]
+        # an added storage's query takes the phase of the recorded op it lands after
+        # (recompute: backward; a compiled forward's buffers: forward)
+        q_added = np.concatenate([e.q for e in effects]) if effects else np.zeros(0)
+        at_op = np.clip(np.searchsorted(self._op_clock_f, q_added, side="right") - 1, 0, max(0, len(t.op_phase) - 1))
+        added_phase = (t.op_phase[at_op].astype(np.int8) if len(t.op_phase)
+                       else np.full(n_rc, int(Phase.BACKWARD), dtype=np.int8))
+        query_phase = [t.op_phase, added_phase]
         query_rc = [np.zeros(len(t.op_clock), dtype=bool), np.ones(n_rc, dtype=bool)]
-        query_ws = [t.op_scratch] + [e.q_scratch for e in effects]
+        op_scratch = t.op_scratch
+        if replace is not None and len(replace.no_scratch):
+            op_scratch = op_scratch.copy()
+            op_scratch[replace.no_scratch] = 0
+        query_ws = [op_scratch] + [e.q_scratch for e in effects]
         query_un = [t.op_untracked] + [e.q_untracked for e in effects]
         extra_us = float(sum(e.us for e in effects))
 
         # categories under the plan (same rules as the measurement)
         cat = self._categories(free, held)
         on = t.on_device
-        alloc_all = np.concatenate([t.st_alloc[on].astype(np.float64)] + extra_alloc)
+        alloc_all = np.concatenate([st_alloc[on]] + extra_alloc)
         free_all = np.concatenate([free[on]] + extra_free)
         bytes_all = np.concatenate([t.st_bytes[on]] + extra_bytes)
         cat_all = np.concatenate([cat[on]] + extra_cat)

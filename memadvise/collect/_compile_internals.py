@@ -266,7 +266,13 @@ def partition(graph: JointGraph, budget: float) -> dict:
         saved.append([n.name, nbytes, str(val.dtype).replace("torch.", ""), list(map(int, val.shape))])
     saved.sort(key=lambda s: -s[1])
     recomputed, flops = _recomputed(fw, bw)
-    lifetimes, work = _lifetimes(fw, bw, saved_nodes)
+    try:  # Inductor's own buffers, as its code generation plans them
+        generated = inductor_buffers(fw, bw, n_fwd)
+        buffers = "inductor"
+    except Exception as exc:  # the graph-order estimate stands; the profile says why
+        lifetimes, work = _lifetimes(fw, bw, saved_nodes)
+        generated = {"saved_lifetimes": lifetimes, "backward_work": work}
+        buffers = f"estimated from graph order (Inductor's code generation failed: {_one_line(exc)})"
     return {
         "saved": saved[:MAX_SAVED_LISTED],
         "saved_count": len(saved),
@@ -275,8 +281,8 @@ def partition(graph: JointGraph, budget: float) -> dict:
         "recomputed": dict(sorted(recomputed.items())),
         "recomputed_count": int(sum(recomputed.values())),
         "recomputed_flops": int(flops),
-        "saved_lifetimes": lifetimes,
-        "backward_work": work,
+        **generated,
+        "buffers": buffers,
         "forward_nodes": sum(1 for n in fw.graph.nodes if n.op == "call_function"),
         "backward_nodes": sum(1 for n in bw.graph.nodes if n.op == "call_function"),
     }
@@ -396,3 +402,212 @@ def _lifetimes(fw: Any, bw: Any, saved_nodes: list) -> tuple[list[list], list[li
         nbytes = int(val.untyped_storage().nbytes()) if torch._C._has_storage(val) else 0
         work[key] = [round((i + 1) / n_bw, 5), round((last_use.get(key, i) + 1) / n_bw, 5), nbytes]
     return sorted(lifetimes.values()), sorted(work.values())
+
+
+class _Generated(BaseException):  # not an Exception: passes through Inductor's own handlers
+    pass
+
+
+def _generate(gm: Any, is_backward: bool, strides: dict[str, tuple] | None = None,
+              donated: list[int] | None = None) -> Any:
+    """Inductor's GraphLowering of ``gm`` after its code generation, as ``torch.compile``
+    runs it (post-grad passes, scheduler with its reordering for peak memory, buffer
+    reuse), stopped before the generated code is compiled or loaded: no kernel is built."""
+    from torch._guards import detect_fake_mode
+    from torch._inductor import config as inductor_config
+    from torch._inductor import graph as inductor_graph
+    from torch._inductor.compile_fx import compile_fx_inner
+    from torch._inductor.graph import GraphLowering
+    from torch._inductor.virtualized import V
+
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    inputs = [n.meta.get("val") for n in placeholders]
+    fake_mode = detect_fake_mode(inputs)
+    if strides:  # as AOTAutograd restrides the backward's inputs to the compiled forward's outputs
+        with fake_mode:
+            inputs = [torch.empty_strided(v.shape, strides[n.name], dtype=v.dtype, device=v.device)
+                      if isinstance(v, torch.Tensor) and n.name in strides and tuple(v.stride()) != strides[n.name]
+                      else v for n, v in zip(placeholders, inputs)]
+    got: list = []
+    original = GraphLowering.compile_to_module
+
+    def stop(self):
+        self.codegen()
+        got.append(self)
+        raise _Generated
+
+    GraphLowering.compile_to_module = stop
+    # the backward's inputs AOTAutograd donates (saved values nothing else holds): Inductor
+    # reuses their storage in place; AOTAutograd hands them over through its tracing context
+    donated_idxs = inductor_graph.get_donated_idxs
+    inductor_graph.get_donated_idxs = lambda: donated
+    try:
+        with inductor_config.patch(fx_graph_cache=False, fx_graph_remote_cache=False), \
+                V.set_fake_mode(fake_mode):
+            try:
+                compile_fx_inner(gm, inputs, is_backward=is_backward)
+            except _Generated:
+                pass
+    finally:
+        GraphLowering.compile_to_module = original
+        inductor_graph.get_donated_idxs = donated_idxs
+    if not got:
+        raise RuntimeError("Inductor generated no code for the graph")
+    return got[0]
+
+
+class _Walk:
+    """The storages a generated wrapper allocates, in the order of its kernel calls: each
+    storage as [first kernel position, freed at position or None, bytes] (positions as
+    fractions of the graph's kernel calls), and where each graph input is freed."""
+
+    def __init__(self, graph: Any) -> None:
+        from torch._inductor import ir
+        from torch._inductor.codegen import wrapper as w
+        from torch._inductor.utils import get_dtype_size
+        from torch._inductor.virtualized import V
+
+        calls = tuple(getattr(w, k) for k in ("KernelCallLine", "ExternKernelOutLine", "ExternKernelAllocLine",
+                                              "ExternKernelMultiOutLine", "IndexPutFallbackLine", "ScatterFallbackLine") if hasattr(w, k))
+        lines = graph.wrapper_code.lines
+        n = max(1, sum(1 for line in lines if isinstance(line, calls)))
+        self.graph = graph
+        self.root: dict[str, int] = {}  # buffer name -> storage
+        self.storages: list[list] = []
+        self.input_freed: dict[str, float] = {}
+        self.donated: dict[str, str] = {}  # buffer name -> the donated input whose storage it holds
+
+        def nbytes(node: Any) -> int:
+            with V.set_graph_handler(graph):
+                size = graph.sizevars.optimization_hint(graph.get_allocation_storage_size(node), fallback=0)
+            return int(size) * get_dtype_size(node.get_dtype())
+
+        def alloc(node: Any, at: float) -> None:
+            if node.get_name() not in self.root:
+                self.root[node.get_name()] = len(self.storages)
+                self.storages.append([at, None, nbytes(node)])
+
+        # positions in kernel calls: kernel k at k; the lines between kernels k and k+1 (frees
+        # of what k last read, then allocations for k+1) in order in (k, k + 0.5]; a library
+        # kernel's own outputs just before it. Divided by the call count: fractions of the graph.
+        gap: list[int] = [0]
+        for line in lines:
+            if isinstance(line, calls):
+                gap.append(0)
+            else:
+                gap[-1] += 1
+        k = j = 0
+
+        def at(offset: float = 0.0) -> float:
+            return min(1.0, (k + offset) / n)
+
+        for line in lines:
+            if isinstance(line, calls):
+                k, j = k + 1, 0
+            else:
+                j += 1
+            here = at(0.5 * j / (gap[k] + 1))
+            if isinstance(line, w.ExternKernelAllocLine):
+                if not isinstance(line.node.layout, ir.MultiOutputLayout):
+                    alloc(line.node, at(-0.01))
+            elif isinstance(line, w.MultiOutputLine):  # one output of a library kernel that allocates
+                node = graph.try_get_buffer(line.result_name)
+                if node is not None and not isinstance(node.layout, ir.NonOwningLayout):
+                    alloc(node, at(-0.01))  # the kernel before it allocated it
+            elif isinstance(line, w.ReuseLine):
+                old, new = line.node.get_name(), line.reused_as.get_name()
+                sid = self.root.get(old)
+                if sid is not None:
+                    self.root[new] = sid
+                else:  # a donated input's storage, reused in place: freed with its last holder
+                    self.donated[new] = self.donated.get(old, old)
+            elif isinstance(line, w.AllocateLine):
+                alloc(line.node, here)
+            elif isinstance(line, w.FreeIfNotReusedLine):
+                name = line.node.get_name()
+                sid = self.root.get(name)
+                if not line.is_reused and sid is not None and self.storages[sid][1] is None:
+                    self.storages[sid][1] = here
+                elif not line.is_reused and name in self.donated:
+                    self.input_freed.setdefault(self.donated[name], here)
+            elif isinstance(line, w.FreeLine):
+                self.input_freed.setdefault(line.node.get_name(), here)
+
+    def output_strides(self, names: list, first: int) -> dict[str, tuple]:
+        """{name: strides} of the graph outputs from index ``first`` on (the saved values),
+        as the compiled forward lays them out (Inductor may pick channels-last)."""
+        out = {}
+        for name, node in zip(names, self.graph.graph_outputs[first:]):
+            try:
+                out[name] = tuple(int(x) for x in node.get_layout().stride)
+            except Exception:  # no tensor (a symbolic size), or a symbolic stride: left as traced
+                continue
+        return {k: v for k, v in out.items() if k is not None}
+
+    def output_storages(self) -> list[int | None]:
+        """The storage of each graph output (None: a graph input, its view, or no tensor)."""
+        from torch._inductor import ir
+
+        out = []
+        for node in self.graph.graph_outputs:
+            while isinstance(node, (ir.TensorBox, ir.StorageBox, ir.BaseView)):
+                node = node.data
+            name = node.get_name() if isinstance(node, ir.Buffer) else None
+            out.append(self.root.get(name) if name is not None else None)
+        return out
+
+
+def _donated(fw: Any, bw: Any, n_fwd: int) -> list[int] | None:
+    """The backward input indices AOTAutograd donates (``torch._functorch.config.donated_buffer``):
+    saved tensors that alias no forward input, user output or gradient."""
+    from torch._functorch import config as functorch_config
+    from torch._functorch._aot_autograd.graph_compile import collect_fw_donated_buffer_idxs
+
+    if not functorch_config.donated_buffer:
+        return None
+
+    def vals(nodes: Any) -> list:
+        return [n.meta.get("val") if hasattr(n, "meta") else None for n in nodes]
+
+    fw_outs = vals(next(n for n in reversed(fw.graph.nodes) if n.op == "output").args[0])
+    bw_outs = vals(next(n for n in reversed(bw.graph.nodes) if n.op == "output").args[0])
+    saved = [v for v in fw_outs[n_fwd:] if isinstance(v, torch.Tensor)]
+    symints = sum(1 for v in fw_outs[n_fwd:] if v is not None and not isinstance(v, torch.Tensor))
+    fw_ins = vals(fw.graph.find_nodes(op="placeholder"))
+    idxs = collect_fw_donated_buffer_idxs(fw_ins, fw_outs[:n_fwd], bw_outs, saved)
+    return [symints + i for i in idxs]
+
+
+def inductor_buffers(fw: Any, bw: Any, n_fwd: int) -> dict[str, list[list]]:
+    """What the compiled graphs hold, from Inductor's generated code: the storages the
+    compiled forward returns for backward, as [made in forward, last read in backward,
+    bytes] (made: the forward kernel that allocates it; last read: where the backward
+    frees the input); the forward's and the backward's own storages (``forward_work``,
+    ``backward_work``: [made, freed, bytes]); the gradients the backward returns
+    (``gradients``: [made, bytes]). Inductor's scheduler reorders kernels to
+    lower the peak and reuses freed buffers; its forward can return more than the
+    partition's saved values (views kept with their base): the graph order cannot show
+    either (see ``_lifetimes``)."""
+    fwd = _Walk(_generate(fw, False))
+    output = next(n for n in reversed(fw.graph.nodes) if n.op == "output")
+    saved_names = [getattr(a, "name", None) for a in output.args[0][n_fwd:]]
+    bwd = _Walk(_generate(bw, True, fwd.output_strides(saved_names, n_fwd), _donated(fw, bw, n_fwd)))
+    storages = fwd.output_storages()
+    user = {s for s in storages[:n_fwd] if s is not None}
+    held: dict[int, list] = {}
+    for name, sid in zip(saved_names, storages[n_fwd:]):
+        if sid is None or sid in user or name is None:
+            continue
+        made, _free, nbytes = fwd.storages[sid]
+        last = bwd.input_freed.get(name, 1.0)
+        entry = held.setdefault(sid, [round(made, 5), round(last, 5), nbytes])
+        entry[1] = max(entry[1], round(last, 5))
+    returned = {s for s in bwd.output_storages() if s is not None}
+    work = [[round(made, 5), round(1.0 if free is None else free, 5), nbytes]
+            for sid, (made, free, nbytes) in enumerate(bwd.storages) if sid not in returned and nbytes]
+    grads = [[round(bwd.storages[sid][0], 5), bwd.storages[sid][2]] for sid in sorted(returned)]
+    kept = set(held) | {s for s in storages if s is not None}
+    fw_work = [[round(made, 5), round(1.0 if free is None else free, 5), nbytes]
+               for sid, (made, free, nbytes) in enumerate(fwd.storages) if sid not in kept and nbytes]
+    return {"saved_lifetimes": sorted(held.values()), "backward_work": sorted(work),
+            "forward_work": sorted(fw_work), "gradients": sorted(grads)}

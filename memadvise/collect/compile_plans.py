@@ -18,10 +18,16 @@ Shape of the section (optional; absent when the flag is off)::
                   "recomputed_count": n, "recomputed_flops": n,
                   "graphs": [{"forward_nodes": n, "backward_nodes": n,
                               "saved_lifetimes": [[made, last read, bytes], ...],
-                              "backward_work": [[made, last read, bytes], ...]}]}, ...]}
+                              "backward_work": [[made, last read, bytes], ...],
+                              "forward_work": [[made, freed, bytes], ...],
+                              "gradients": [[made, bytes], ...],
+                              "buffers": "inductor"}]}, ...]}
 
-``made``/``last read`` are fractions of the forward graph's ops (made) and of the backward
-graph's ops (last read, and both for the backward graph's own buffers).
+``made``/``last read`` are fractions of the forward graph's kernels (made) and of the
+backward graph's kernels (last read, and both for each graph's own buffers), as
+Inductor's generated code runs them (``buffers: "inductor"``). Where its code
+generation fails, ``buffers`` says why and the lifetimes are estimated from the order
+of the graphs' ops (fractions of ops; no ``forward_work``/``gradients``).
 
 or ``{"available": false, "reason": "<one sentence>"}``.
 """
@@ -150,7 +156,8 @@ def compile_plans(module: torch.nn.Module | None, batch: BatchCapture | None,
                 "recomputed_count": int(sum(recomputed.values())),
                 "recomputed_flops": int(sum(p["recomputed_flops"] for p in parts)),
                 # per graph, in dynamo's order: for the memory replay (analysis.compile_plans)
-                "graphs": [{k: p[k] for k in ("forward_nodes", "backward_nodes", "saved_lifetimes", "backward_work")}
+                "graphs": [{k: p[k] for k in ("forward_nodes", "backward_nodes", "saved_lifetimes", "backward_work",
+                                              "forward_work", "gradients", "buffers") if k in p}
                            for p in parts],
             })
     except ci.CompileCaptureError as exc:
