@@ -7,18 +7,26 @@ in, per forward call of the root model:
 
 * every tensor autograd saved inside the compiled modules is no longer saved (it dies
   where the program drops it, as under a checkpoint);
-* the partition's saved values take their place: each storage is made at its place in
-  the forward graph (as a fraction of the graph's ops, mapped onto the call's forward)
-  and freed after the backward graph's last read of it (mapped onto the span of the
-  region's eager backward);
-* the eager backward's own allocations in that span, gradients excepted, are replaced by
-  the backward graph's buffers (library-kernel inputs and outputs, reductions, values
-  read twice or more; pointwise values read once are taken as fused, as Inductor does).
+* the compiled forward's saved storages take their place: each made at its kernel in the
+  forward graph (as a fraction of the graph's kernels, mapped onto the call's forward)
+  and freed where the backward graph frees it (mapped onto the span of the region's
+  eager backward);
+* the eager forward's values that die inside the call, and the eager backward's own
+  allocations in its span, gradients excepted, are replaced by the graphs' own buffers;
+  the eager backward's kernel scratch in that span is dropped (measured: the compiled
+  backward's library kernels do without it, sample ResNet on CPU);
+* each gradient the backward graph returns is made at its kernel (the eager gradient of
+  the same size is moved there; with none, it is a buffer until the graph returns).
 
-Approximations, said: the compiled forward's temporaries are the eager forward's (fusion
-removes some: the prediction errs high during the forward); graph buffers are placed by
-op count, not by time; with graph breaks, graphs share the region's span in proportion
-to their op counts and the modules that stay eager keep their eager saves.
+Where the profile has Inductor's generated code (``buffers: "inductor"``: the scheduler's
+kernel order, buffer reuse, donated inputs, the forward's output layouts), the buffers
+are Inductor's own. Where its code generation failed, they are estimated from the graph
+order (library-kernel inputs and outputs, reductions, values read twice or more; the
+compiled forward's temporaries taken as the eager forward's), and the profile says so.
+
+Approximations, said: graph buffers are placed by kernel count, not by time; with graph
+breaks, graphs share the region's span in proportion to their op counts and the modules
+that stay eager keep their eager saves; the compiled kernels' own scratch is taken as none.
 
 Time: the traffic model's ``compile`` estimate (fusion, graph overhead, measured by
 ``--probe-compile`` where given) is the budget-1.0 plan; a lower budget adds the

@@ -19,6 +19,14 @@ How (PyTorch 2.4+; read against ``torch/_functorch/partitioners.py`` of 2.13):
    each node's fake tensor (``meta["val"]``), and the ops found in both the forward and
    the backward graph (recomputed in backward).
 
+3. ``inductor_buffers``: each partition's forward and backward graph go through
+   Inductor's ``compile_fx_inner`` as ``torch.compile`` runs them (post-grad passes, the
+   scheduler's fusion and reordering for peak memory, buffer reuse, the backward's inputs
+   restrided to the compiled forward's outputs and AOTAutograd's donated buffers), stopped
+   after code generation: the planned wrapper lines say which storage each kernel
+   allocates, reuses and frees. No kernel is compiled. Where this fails, ``_lifetimes``
+   estimates the same from the graphs' op order, and the profile says why.
+
 Nothing here runs the compiled model at a budget: the partition is a graph computation.
 """
 
@@ -45,6 +53,7 @@ class JointGraph:
     inputs: Any  # the joint inputs (fake tensors), as AOTAutograd hands them over
     kwargs: dict  # num_fwd_outputs, static_lifetime_input_indices
     modules: list[str] = field(default_factory=list)  # module paths its forward ops came from
+    generated: dict = field(default_factory=dict)  # Inductor's buffers per partition (budgets often share one)
 
 
 @dataclass
@@ -267,7 +276,10 @@ def partition(graph: JointGraph, budget: float) -> dict:
     saved.sort(key=lambda s: -s[1])
     recomputed, flops = _recomputed(fw, bw)
     try:  # Inductor's own buffers, as its code generation plans them
-        generated = inductor_buffers(fw, bw, n_fwd)
+        key = (fw.code, bw.code)  # the same partition at another budget: generated once
+        if key not in graph.generated:
+            graph.generated[key] = inductor_buffers(fw, bw, n_fwd)
+        generated = graph.generated[key]
         buffers = "inductor"
     except Exception as exc:  # the graph-order estimate stands; the profile says why
         lifetimes, work = _lifetimes(fw, bw, saved_nodes)
