@@ -141,7 +141,10 @@ def run_variant(script: Path, args: list[str], transform, *, warmup: int, timed:
     gc.collect()
     return {
         "peak_bytes": mem["peak_bytes"],
-        "activation_bytes": mem["activation_forward_made_bytes"],
+        # what the forward left for backward, category-free: a compiled graph's saved values
+        # are reused in place by its backward (donated), so "destroyed in the step" misses them
+        "activation_bytes": mem["held_for_backward_bytes"],
+        "activation_forward_made_bytes": mem["activation_forward_made_bytes"],
         "step_time_s": statistics.median(steps) if steps else None,
         "step_times_s": steps,
         "plan_s": state["plan_s"],
@@ -361,6 +364,7 @@ def one(model: str, size: str, *, warmup: int, timed: int, skip_slow: bool = Fal
             rows.append(row)
             continue
         row.update({k: r[k] for k in ("peak_bytes", "activation_bytes", "step_time_s", "plan_s")})
+        row["activation_forward_made_bytes"] = r.get("activation_forward_made_bytes")
         row["peak_ratio"] = r["peak_bytes"] / base["peak_bytes"]
         row["activation_ratio"] = r["activation_bytes"] / base["activation_bytes"] if base["activation_bytes"] else None
         row["time_ratio"] = r["step_time_s"] / base["step_time_s"]

@@ -311,7 +311,9 @@ def ranking_section(folder: Path) -> list[str]:
                   "with the eager ones. Each configuration is measured once (a recommendation that runs what an "
                   "alternative runs shares its measurement), its step time the median of up to "
                   f"{n_pairs} alternating (baseline, variant) pairs. A difference counts only where the pairs do "
-                  "not overlap.", "",
+                  "not overlap. Activations: what the forward added and still holds when backward starts "
+                  "(`held_for_backward_bytes`, category-free: a compiled backward reuses its saved values in place, "
+                  "so counting what the step destroys misses them).", "",
                   "Against every variant at equal or lower measured peak:", ""]
         lines += _ranking_table(ranking_rows(rows), "fastest other variant at ≤ its peak")
         lines += ["Against the variants that also meet the same activation budget (measured):", ""]

@@ -293,6 +293,21 @@ def _peak(timeline, device) -> int:
     return peak
 
 
+def _total_before(timeline, device, t_ns: int) -> int:
+    """Live total on ``device`` just before ``t_ns``, replaying a memory timeline (ns)."""
+    from torch.profiler import _memory_profiler as mp_mod
+
+    total = 0
+    for t, action, (key, _version), nbytes in timeline:
+        if key.device != device or (t != -1 and t >= t_ns):
+            continue
+        if action in (mp_mod.Action.PREEXISTING, mp_mod.Action.CREATE):
+            total += nbytes
+        elif action == mp_mod.Action.DESTROY:
+            total -= nbytes
+    return total
+
+
 def _analyze(prof, wall_s: float) -> dict:
     import torch
     from torch.profiler import _memory_profiler as mp_mod
@@ -370,6 +385,10 @@ def _analyze(prof, wall_s: float) -> dict:
         "device": "cpu",
         "method": "torch.profiler memory timeline",
         "activation_forward_made_bytes": forward_made,
+        # category-free and blind to who frees what: the bytes the forward added and still
+        # holds when backward starts (saved values and outputs; a compiled graph's too)
+        "held_for_backward_bytes": (_total_before(tl.timeline, device, t_bwd)
+                                    - _total_before(tl.timeline, device, t_fwd)) if t_fwd is not None else None,
         "total_at_backward_bytes": totals[i_bwd],
         "peak_bytes": peak_ns,
         "peak_bytes_coalesced": totals[i_peak],

@@ -52,6 +52,7 @@ def test_partition_ladder_is_recorded(gpt):
     for r in rows:
         assert r["saved_count"] == len(r["saved"]) and sum(s[1] for s in r["saved"]) >= r["saved_bytes"]
         assert r["graphs"][0]["saved_lifetimes"] and r["graphs"][0]["backward_nodes"] > 0
+        assert r["graphs"][0]["buffers"] == "inductor"  # read off Inductor's generated code
     # the compiled graph covers every module: nothing stays eager
     assert {"blocks.0.attn", "blocks.1.mlp.c_fc", "lm_head"} <= set(doc["compiled_modules"])
 
@@ -91,24 +92,28 @@ def test_compile_plan_patch_is_the_budget_and_compile(gpt):
 def test_compile_plan_peaks_match_an_independent_measurement(gpt, tmp_path):
     """The predicted peak of compile-budget-B, B = 0.7/0.5/0.3, against tests/oracle.py's
     measurement (torch.profiler's memory timeline, another process) of the patched script.
-    Measured here (sample GPT tiny, CPU, 2026-12-05): errors +8.7%/+1.0%/-2.1%, and the
-    measured peaks are not monotonic (0.3 above 0.5), as predicted."""
+    Measured here (sample GPT tiny, CPU): errors +8.7%/+1.0%/-2.1% with buffers estimated
+    from the graph order (2026-12-05), +0.2%/+0.2%/+0.1% with Inductor's generated code
+    (2026-12-06); the measured peaks are not monotonic (0.3 above 0.5), as predicted."""
     from oracle import measure_script
     from memadvise.apply.apply import prepare
     from memadvise.schema.plan import read_plan
 
     root, _profile_doc, _plan = gpt
     plan_file = read_plan(root / "plan.json")
-    errors, measured = {}, {}
+    errors, measured, predicted = {}, {}, {}
     for b in (0.7, 0.5, 0.3):
         plan = next(p for p in plan_file.doc["plans"] if p["strategy"] == f"compile-budget-{b:g}")
         patched = root / f"gpt_budget_{b:g}.py"
         patched.write_text(prepare(plan_file, plan).patch.new_source)
         m = measure_script(str(patched), GPT_ARGS, warmup=2, timeout=900)
         measured[b] = m["peak_bytes"]
+        predicted[b] = plan["predicted"]["peak_bytes"]
         errors[b] = plan["predicted"]["peak_bytes"] / m["peak_bytes"] - 1
     print(json.dumps({"errors": errors, "measured": measured}))
-    assert all(abs(e) <= 0.10 for e in errors.values()), errors
+    assert all(abs(e) <= 0.05 for e in errors.values()), errors
+    # the non-monotonic case: budget 0.3 peaks above 0.5, predicted as measured
+    assert (predicted[0.3] > predicted[0.5]) == (measured[0.3] > measured[0.5]), (predicted, measured)
 
 
 def test_uncapturable_model_keeps_the_eager_profile(tmp_path):

@@ -61,3 +61,47 @@ def test_mlp_partition_ladder():
     assert saved[1.0] <= depth * batch * width * 4
     assert saved[0.0] == 0 <= saved[0.5] <= saved[1.0]
     assert doc["budgets"][-1]["recomputed_count"] >= doc["budgets"][0]["recomputed_count"]
+
+
+MLP_BUFFERS = """
+import json, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from mlp import MLP
+from memadvise.collect import _compile_internals as ci
+from memadvise.collect.compile_plans import BatchCapture, compile_plans
+torch.manual_seed(0)
+model = MLP(32, 3, 4)
+cap = BatchCapture()
+cap.arm(model)
+model(torch.randn(8, 32))
+generated = compile_plans(model, cap, budgets=(1.0, 0.5))
+def fail(*args, **kwargs):
+    raise RuntimeError("no code generation here")
+ci.inductor_buffers = fail
+estimated = compile_plans(model, cap, budgets=(1.0,))
+grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+print(json.dumps({"generated": generated, "estimated": estimated, "grad_bytes": grad_bytes}))
+"""
+
+
+@pytest.mark.slow
+def test_buffers_come_from_inductors_generated_code_or_say_why_not():
+    proc = subprocess.run([sys.executable, "-c", MLP_BUFFERS, str(SAMPLES)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for row in out["generated"]["budgets"]:
+        g = row["graphs"][0]
+        assert g["buffers"] == "inductor"
+        # the backward returns one gradient per parameter, each made at one of its kernels
+        assert sum(b for _made, b in g["gradients"]) == out["grad_bytes"]
+        assert all(0.0 <= made <= 1.0 for made, _b in g["gradients"])
+        for made, last, b in g["saved_lifetimes"]:  # made in the forward, freed in the backward
+            assert 0.0 <= made <= 1.0 and 0.0 <= last <= 1.0 and b > 0
+        for made, freed, b in g["backward_work"] + g["forward_work"]:  # each within its graph
+            assert 0.0 <= made <= freed <= 1.0 and b > 0
+    g = out["estimated"]["budgets"][0]["graphs"][0]
+    assert g["buffers"] == ("estimated from graph order (Inductor's code generation failed: "
+                            "RuntimeError: no code generation here)")
+    assert g["saved_lifetimes"] and "gradients" not in g and "forward_work" not in g
