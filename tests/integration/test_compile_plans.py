@@ -12,7 +12,7 @@ from helpers import ROOT, cli, cli_subprocess, json_out
 from memadvise.schema.profile import read_profile
 
 SCRIPTS = ROOT / "tests" / "scripts"
-pytestmark = pytest.mark.heavy  # torch.compile on CPU, each profile in its own process: about 3 minutes
+pytestmark = pytest.mark.heavy  # torch.compile on CPU (partitions and Inductor code generation), each profile in its own process: about 8 minutes on 2 loaded cores
 # small enough to compile in seconds on a loaded CPU; large enough that the partitioner has
 # choices (4 heads of 64x64 attention scores, a 256-token vocabulary)
 GPT_ARGS = ["--n-layer", "2", "--n-head", "4", "--width", "64", "--seq-len", "64", "--batch", "4", "--steps", "8"]
