@@ -109,7 +109,6 @@ def replacement(profile: Profile, sim: Simulator, row: dict) -> Replacement:
     no_scratch = np.zeros(len(t.op_clock), dtype=bool)
     moved: list[int] = []
     moved_alloc: list[float] = []
-    used: set = set()
     graphs = row.get("graphs") or []
     for c in calls:
         lo, hi = int(c), int(end[c])
@@ -140,9 +139,10 @@ def replacement(profile: Profile, sim: Simulator, row: dict) -> Replacement:
                 & (t.st_nat <= fw_hi) & (t.st_category != int(Category.PARAMETER)) \
                 & (t.st_category != int(Category.GRADIENT)) & (t.st_category != int(Category.OPTIMIZER_STATE)) \
                 & (t.st_category != int(Category.INPUT))
-            eager_grads = np.nonzero((t.st_alloc >= bw_lo) & (t.st_alloc < bw_hi)
-                                     & (t.st_category == int(Category.GRADIENT)))[0]
-            eager_grads = eager_grads[np.argsort(t.st_alloc[eager_grads], kind="stable")]
+            grads = np.nonzero((t.st_alloc >= bw_lo) & (t.st_alloc < bw_hi) & (t.st_category == int(Category.GRADIENT)))[0]
+            eager_grads: dict[int, list[int]] = {}  # bytes -> the eager gradients of that size, in order made
+            for i in grads[np.argsort(t.st_alloc[grads], kind="stable")]:
+                eager_grads.setdefault(int(t.st_bytes[i]), []).append(int(i))
         fw_total = sum(max(1, g.get("forward_nodes", 1)) for g in graphs)
         bw_total = sum(max(1, g.get("backward_nodes", 1)) for g in graphs)
         fw_at = fw_lo
@@ -156,37 +156,29 @@ def replacement(profile: Profile, sim: Simulator, row: dict) -> Replacement:
                 free.append(g_bw_lo + last * b_span + _EPS)
                 nbytes.append(int(b))
                 cat.append(_ACT)
+            def buffer(start: float, end: float, b: int) -> None:  # a graph's own buffer, queried where live
+                alloc.append(start - _EPS)
+                free.append(max(end + _EPS, start + _EPS))
+                nbytes.append(int(b))
+                cat.append(_TMP)
+                q.append(start - _EPS / 2)
+
             for made, last, b in g.get("backward_work") or []:
-                a = g_bw_lo + made * b_span - _EPS
-                alloc.append(a)
-                free.append(max(g_bw_lo + last * b_span + _EPS, a + 2 * _EPS))
-                nbytes.append(int(b))
-                cat.append(_TMP)
-                q.append(a + _EPS / 2)  # a query where the buffer is live
+                buffer(g_bw_lo + made * b_span, g_bw_lo + last * b_span, b)
             for made, last, b in g.get("forward_work") or []:
-                a = fw_at + made * f_span - _EPS
-                alloc.append(a)
-                free.append(max(fw_at + last * f_span + _EPS, a + 2 * _EPS))
-                nbytes.append(int(b))
-                cat.append(_TMP)
-                q.append(a + _EPS / 2)
+                buffer(fw_at + made * f_span, fw_at + last * f_span, b)
             if generated:
                 # each gradient the graph returns is made at its kernel: the eager gradient of
                 # the same size in the span is moved there; with none (accumulation into an
                 # existing .grad) it is a buffer until the graph returns
                 for made, b in g.get("gradients") or []:
-                    a = g_bw_lo + made * b_span - _EPS
-                    match = next((i for i in eager_grads if i not in used and int(t.st_bytes[i]) == int(b)), None)
-                    if match is not None:
-                        used.add(match)
-                        moved.append(match)
-                        moved_alloc.append(a)
+                    start = g_bw_lo + made * b_span
+                    same_size = eager_grads.get(int(b))
+                    if same_size:
+                        moved.append(same_size.pop(0))
+                        moved_alloc.append(start - _EPS)
                     else:
-                        alloc.append(a)
-                        free.append(g_bw_lo + b_span)
-                        nbytes.append(int(b))
-                        cat.append(_TMP)
-                        q.append(a + _EPS / 2)
+                        buffer(start, g_bw_lo + b_span, b)
             fw_at += f_span
             bw_at = g_bw_lo
     effect = _Effect.of([np.asarray(alloc, dtype=np.float64)], [np.asarray(free, dtype=np.float64)],

@@ -31,6 +31,15 @@ def test_batch_capture_takes_the_next_call_only():
     assert cap._handle is None
 
 
+def _run(code: str):
+    """``code`` in a process of its own (torch.compile leaves state that changes later
+    in-process profiles); the JSON of its last line."""
+    proc = subprocess.run([sys.executable, "-c", code, str(SAMPLES)], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 MLP_LADDER = """
 import json, sys
 import torch
@@ -48,11 +57,7 @@ print(json.dumps(compile_plans(model, cap, budgets=(1.0, 0.5, 0.0))))
 
 @pytest.mark.slow
 def test_mlp_partition_ladder():
-    # in its own process: torch.compile leaves state that changes later in-process profiles
-    proc = subprocess.run([sys.executable, "-c", MLP_LADDER, str(SAMPLES)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    doc = _run(MLP_LADDER)
     depth, width, batch = 3, 32, 8
     assert doc["available"] and doc["graphs"] == 1 and doc["graph_breaks"] == []
     saved = {r["budget"]: r["saved_bytes"] for r in doc["budgets"]}
@@ -87,10 +92,7 @@ print(json.dumps({"generated": generated, "estimated": estimated, "grad_bytes": 
 
 @pytest.mark.slow
 def test_buffers_come_from_inductors_generated_code_or_say_why_not():
-    proc = subprocess.run([sys.executable, "-c", MLP_BUFFERS, str(SAMPLES)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = _run(MLP_BUFFERS)
     for row in out["generated"]["budgets"]:
         g = row["graphs"][0]
         assert g["buffers"] == "inductor"
